@@ -1,0 +1,65 @@
+/**
+ * @module route/pool-client
+ * The edge's client of a gpu-worker pool: `POST {poolUrl}/v1/decode` with a {@link DecodeJob}, read
+ * back as a stream of `delta`* then `done` | `error` events. Worker-safe (fetch + web streams).
+ */
+import type { DecodeJob } from "@nest/shared/protocol/worker";
+import type { GenerateEvent } from "@nest/shared/protocol/events";
+import { ERROR_STATUS, ErrorBodySchema, NestError, type ErrorCode } from "@nest/shared/protocol/errors";
+import { readGenerateEvents } from "./read-sse.ts";
+
+/** Something that decodes a job into generate events (`delta`*, then `done` or `error`). */
+export interface DecodeClient {
+  /**
+   * Starts decoding `job`. Aborting `signal` cancels the worker request.
+   * @throws NestError `upstream_unavailable` when the pool cannot be reached or answers garbage;
+   *   the pool's own JSON error (its code) when it refuses the job with a non-2xx status.
+   */
+  decode(job: DecodeJob, signal?: AbortSignal): AsyncIterable<GenerateEvent>;
+}
+
+/** Reads a non-2xx pool answer into the NestError it describes. */
+export async function errorFromResponse(res: Response, what: string): Promise<NestError> {
+  const text = await res.text().catch(() => "");
+  try {
+    const body = ErrorBodySchema.parse(JSON.parse(text));
+    const code = Object.hasOwn(ERROR_STATUS, body.error.code) ? (body.error.code as ErrorCode) : "upstream_unavailable";
+    return new NestError(code, body.error.message);
+  } catch {
+    return new NestError("upstream_unavailable", `${what} answered HTTP ${res.status}: ${text.slice(0, 200)}`);
+  }
+}
+
+/** Joins a base URL and a path without doubling slashes. */
+export function joinUrl(base: string, path: string): string {
+  return base.replace(/\/+$/, "") + path;
+}
+
+/**
+ * A {@link DecodeClient} over HTTP to one pool address.
+ * @param poolUrl base URL of the pool, e.g. `http://127.0.0.1:8788`.
+ * @param fetchFn the fetch to use (defaults to the global one; a Workers service binding fits too).
+ */
+export function createPoolClient(poolUrl: string, fetchFn: typeof fetch = fetch): DecodeClient {
+  const url = joinUrl(poolUrl, "/v1/decode");
+  return {
+    async *decode(job, signal) {
+      let res: Response;
+      try {
+        res = await fetchFn(url, {
+          method: "POST",
+          headers: { "content-type": "application/json", accept: "text/event-stream" },
+          body: JSON.stringify(job),
+          signal,
+        });
+      } catch (err) {
+        if (signal?.aborted) throw err;
+        const reason = err instanceof Error ? (err.cause instanceof Error ? err.cause.message : err.message) : String(err);
+        throw new NestError("upstream_unavailable", `gpu-worker pool unreachable at ${poolUrl}: ${reason}`, { cause: err });
+      }
+      if (!res.ok) throw await errorFromResponse(res, "gpu-worker pool");
+      if (!res.body) throw new NestError("upstream_unavailable", "gpu-worker pool answered without a body");
+      yield* readGenerateEvents(res.body);
+    },
+  };
+}

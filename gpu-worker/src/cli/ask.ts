@@ -1,0 +1,140 @@
+/**
+ * @module cli/ask
+ * `nestlm ask`: POST a question to the edge's `/v1/generate`, stream the answer as it arrives with
+ * copied spans marked inline (`[n]`, underlined on a TTY), then list the sources and the usage and
+ * timing summary. `--json` prints the raw events as JSON lines instead.
+ */
+import type { Writable } from "node:stream";
+import type { Citation, DoneEvent, GenerateEvent, RetrievalEvent } from "@nest/shared/protocol/events";
+import type { Mode } from "@nest/shared/protocol/request";
+import { NestError } from "@nest/shared/protocol/errors";
+import { readGenerateEvents } from "@nest/edge/route/read-sse";
+
+export interface AskOptions {
+  /** Edge base URL, e.g. `http://127.0.0.1:8787`. */
+  url: string;
+  key: string;
+  question: string;
+  mode?: Mode;
+  maxNewTokens?: number;
+  passages?: number;
+  gamma?: number;
+  /** Print raw events as JSON lines. */
+  json?: boolean;
+  /** Where to write (default stdout); ANSI styling only when it is a TTY. */
+  out?: Writable & { isTTY?: boolean };
+}
+
+export interface AskResult {
+  text: string;
+  citations: Citation[];
+  retrieval?: RetrievalEvent;
+  done?: DoneEvent;
+  /** Set when the stream ended with an `error` event. */
+  error?: { code: string; message: string };
+}
+
+/** A non-2xx answer of the edge; `body` is its JSON error body as text. */
+export class AskHttpError extends Error {
+  constructor(
+    readonly status: number,
+    readonly body: string,
+  ) {
+    super(`the edge answered HTTP ${status}: ${body}`);
+    this.name = "AskHttpError";
+  }
+}
+
+const ANSI = { underline: "\x1b[4m", noUnderline: "\x1b[24m", dim: "\x1b[2m", normal: "\x1b[22m" };
+
+/** `[n] title (source) chars a–b: "text"` for citation number `n` (1-based). */
+export function formatSource(n: number, c: Citation, text: string): string {
+  return `[${n}] ${c.title} (${c.source}) chars ${c.passage_start}–${c.passage_end}: ${JSON.stringify(text)}`;
+}
+
+/** The two summary lines printed after an answer. */
+export function formatSummary(done: DoneEvent): string[] {
+  const u = done.usage;
+  const t = done.timings_ms;
+  const ratio = u.attribution_ratio === null ? "n/a" : `${(u.attribution_ratio * 100).toFixed(1)}%`;
+  return [
+    `${u.completion_tokens} tokens (prompt ${u.prompt_tokens}) · ${u.attributed_tokens} copied from the corpus (attribution ${ratio}) · ` +
+      `${u.lm_forward_passes} LM passes · drafted ${u.drafted_tokens}, accepted ${u.accepted_tokens} · ${done.mode} · ${done.model} · finish ${done.finish_reason}`,
+    `timings ms: retrieval ${t.retrieval} · encoding ${t.encoding} · knn ${t.knn} · lm ${t.lm} · total ${t.total}`,
+  ];
+}
+
+/**
+ * Asks the edge and renders the stream to `opts.out`.
+ * @throws AskHttpError for a non-2xx answer; NestError `upstream_unavailable` when the edge cannot
+ *   be reached. An SSE `error` event does not throw:
+ *   it is returned in `result.error` (and printed).
+ */
+export async function ask(opts: AskOptions): Promise<AskResult> {
+  const out = opts.out ?? process.stdout;
+  const tty = Boolean(out.isTTY) && !opts.json;
+  const body: Record<string, unknown> = { prompt: opts.question, mode: opts.mode ?? "nest" };
+  if (opts.maxNewTokens !== undefined) body.max_new_tokens = opts.maxNewTokens;
+  if (opts.passages !== undefined) body.passages = opts.passages;
+  if (opts.gamma !== undefined) body.gamma = opts.gamma;
+
+  let res: Response;
+  try {
+    res = await fetch(`${opts.url.replace(/\/+$/, "")}/v1/generate`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${opts.key}`, "content-type": "application/json", accept: "text/event-stream" },
+      body: JSON.stringify(body),
+    });
+  } catch (err) {
+    throw new NestError("upstream_unavailable", `cannot reach the edge at ${opts.url}: ${(err as Error).message}`, { cause: err });
+  }
+  if (!res.ok || !res.body) throw new AskHttpError(res.status, await res.text());
+
+  const result: AskResult = { text: "", citations: [] };
+  for await (const ev of readGenerateEvents(res.body)) {
+    if (opts.json) out.write(`${JSON.stringify(ev)}\n`);
+    else render(ev, result, out, tty);
+    collect(ev, result);
+  }
+  if (!opts.json && result.done) {
+    out.write("\n\n");
+    result.citations.forEach((c, i) => out.write(`${formatSource(i + 1, c, result.text.slice(c.text_start, c.text_end))}\n`));
+    if (result.citations.length > 0) out.write("\n");
+    for (const line of formatSummary(result.done)) out.write(`${tty ? ANSI.dim : ""}${line}${tty ? ANSI.normal : ""}\n`);
+  }
+  return result;
+}
+
+function collect(ev: GenerateEvent, result: AskResult): void {
+  switch (ev.event) {
+    case "retrieval":
+      result.retrieval = ev.data;
+      break;
+    case "delta":
+      result.text += ev.data.text;
+      if (ev.data.citation) result.citations.push(ev.data.citation);
+      break;
+    case "done":
+      result.done = ev.data;
+      break;
+    case "error":
+      result.error = ev.data.error;
+      break;
+  }
+}
+
+function render(ev: GenerateEvent, result: AskResult, out: Writable, tty: boolean): void {
+  if (ev.event === "retrieval") {
+    const top = ev.data.passages[0];
+    const lead = `${ev.data.passages.length} passages from \`${ev.data.corpus}\` in ${ev.data.retrieval_ms} ms`;
+    out.write(`${tty ? ANSI.dim : ""}${lead}${top ? `; top: ${top.title}` : ""}${tty ? ANSI.normal : ""}\n\n`);
+  } else if (ev.event === "delta") {
+    if (!ev.data.citation) out.write(ev.data.text);
+    else {
+      const n = result.citations.length + 1; // `collect` runs after `render`
+      out.write(tty ? `${ANSI.underline}${ev.data.text}${ANSI.noUnderline}${ANSI.dim}[${n}]${ANSI.normal}` : `${ev.data.text}[${n}]`);
+    }
+  } else if (ev.event === "error") {
+    out.write(`\nerror ${ev.data.error.code}: ${ev.data.error.message}\n`);
+  }
+}

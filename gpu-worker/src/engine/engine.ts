@@ -1,0 +1,127 @@
+/**
+ * @module engine/engine
+ * Runs one decode job end to end inside the inference thread: prompt → token store → NEST decoding
+ * → `delta` events with citations → one `done` event with usage and timings.
+ */
+import type { DoneEvent, DeltaEvent } from "@nest/shared/protocol/events";
+import { resolveGamma, usesTokenStore, type GenerateRequest } from "@nest/shared/protocol/request";
+import type { DecodeJob } from "@nest/shared/protocol/worker";
+import { DeltaBuilder } from "../nest/attribution.ts";
+import { decodeNest, type DecodeOptions, type StoreUse } from "../nest/decode-loop.ts";
+import { DecodeStats } from "../nest/stats.ts";
+import { emptyTokenStore } from "../nest/token-store.ts";
+import { DecoderSession, type SessionOptions } from "../runtime/decoder-session.ts";
+import { readManifest, type Manifest } from "../runtime/manifest.ts";
+import { ModelTokenizer } from "../runtime/tokenizer.ts";
+import { buildMessages } from "./prompt.ts";
+import { PassageEncoder } from "./passage-encoder.ts";
+
+/** Receives the events of one job. */
+export interface JobSink {
+  delta(event: DeltaEvent): void;
+  done(event: DoneEvent): void;
+}
+
+/** The model, tokenizer and passage encoder of one inference thread. */
+export class Engine {
+  private constructor(
+    readonly manifest: Manifest,
+    private readonly lm: DecoderSession,
+    private readonly tokenizer: ModelTokenizer,
+    private readonly encoder: PassageEncoder,
+  ) {}
+
+  /**
+   * Loads the prepared model in `modelDir`.
+   * @throws NestError `model_not_prepared` without a manifest; Error when the model cannot be loaded.
+   */
+  static async load(modelDir: string, opts: SessionOptions = {}): Promise<Engine> {
+    const manifest = await readManifest(modelDir);
+    const [lm, tokenizer] = await Promise.all([DecoderSession.load(modelDir, manifest, opts), ModelTokenizer.load(modelDir, manifest)]);
+    const encoder = new PassageEncoder(lm, tokenizer, manifest.bos_token_id, manifest.source.key);
+    return new Engine(manifest, lm, tokenizer, encoder);
+  }
+
+  /**
+   * Runs `job`, streaming its events to `sink`.
+   * @throws whatever the model throws; the signal's reason when aborted.
+   */
+  async run(job: DecodeJob, sink: JobSink, signal?: AbortSignal): Promise<void> {
+    const t0 = performance.now();
+    const req = job.request;
+    const stats = new DecodeStats();
+    const passages = job.passages.slice(0, req.passages);
+
+    const prompt = this.tokenizer.applyChatTemplate(buildMessages(req, passages));
+    const promptIds = this.tokenizer.encode(prompt);
+
+    const tEnc = performance.now();
+    const { store } = usesTokenStore(req.mode)
+      ? await this.encoder.buildStore(passages, signal)
+      : { store: emptyTokenStore(this.manifest.hidden_size) };
+    stats.encodingMs = performance.now() - tEnc;
+    stats.storePassages = store.passages.length;
+    stats.storeKeys = store.numKeys;
+
+    const builder = new DeltaBuilder(store, (ids) => this.tokenizer.decode(ids));
+    this.lm.reset();
+    const { finishReason } = await decodeNest(
+      this.lm,
+      promptIds,
+      store,
+      decodeOptions(req, this.manifest),
+      (tokens) => builder.push(tokens).forEach((d) => sink.delta(d)),
+      stats,
+      signal,
+    );
+    builder.flush().forEach((d) => sink.delta(d));
+    this.lm.reset();
+
+    const completion = builder.completionTokens;
+    sink.done({
+      finish_reason: finishReason,
+      mode: req.mode,
+      model: this.manifest.name,
+      usage: {
+        prompt_tokens: promptIds.length,
+        completion_tokens: completion,
+        lm_forward_passes: stats.lmForwardPasses,
+        drafted_tokens: stats.draftedTokens,
+        accepted_tokens: stats.acceptedTokens,
+        attributed_tokens: builder.attributedTokens,
+        attribution_ratio: completion === 0 ? null : builder.attributedTokens / completion,
+        store_passages: stats.storePassages,
+        store_keys: stats.storeKeys,
+      },
+      timings_ms: {
+        retrieval: 0,
+        encoding: round(stats.encodingMs),
+        knn: round(stats.knnMs),
+        lm: round(stats.lmMs),
+        total: round(performance.now() - t0),
+      },
+    });
+  }
+}
+
+/** The decoding options of a request (defaults already applied by the request schema). */
+export function decodeOptions(req: GenerateRequest, manifest: Manifest): DecodeOptions {
+  const storeUse: StoreUse = req.mode === "knnlm" ? "knnlm" : usesTokenStore(req.mode) ? "nest" : "none";
+  return {
+    storeUse,
+    alpha: req.alpha,
+    tau: req.tau,
+    delta: req.delta,
+    gamma: resolveGamma(req),
+    k: req.k,
+    maxSpan: req.max_span,
+    fixedLambda: req.lambda,
+    lmTemperature: req.lm_temperature,
+    maxNewTokens: req.max_new_tokens,
+    eosTokenIds: manifest.eos_token_ids,
+  };
+}
+
+function round(ms: number): number {
+  return Math.round(ms * 10) / 10;
+}

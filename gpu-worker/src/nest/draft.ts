@@ -1,0 +1,56 @@
+/**
+ * @module nest/draft
+ * Dynamic span selection and draft proposal (nest-algorithm.md §5).
+ *
+ * Span start follows the **paper's** rule (spec §12.10): among the neighbours whose value equals
+ * `argmax p_M`, take the one with the largest weight (max-pooling: the nearest one, since weights
+ * fall with distance) and propose its corpus continuation. When no neighbour carries `argmax p_M`,
+ * there is no span: the step is a plain token step.
+ */
+import type { Neighbours } from "./knn.ts";
+import type { TokenStore } from "./token-store.ts";
+
+/** A draft: up to `n` consecutive tokens of one passage. */
+export interface Draft {
+  /** Index into `store.passages`. */
+  readonly passage: number;
+  /** Position in the passage's tokens of the first draft token. */
+  readonly startPos: number;
+  /** Draft tokens `v_1..v_m`. @shape [m] */
+  readonly tokens: Int32Array;
+}
+
+/**
+ * The neighbour whose value is `token` with the largest weight, or -1.
+ * @returns an index into `neighbours.keys`.
+ */
+export function bestNeighbourFor(store: TokenStore, neighbours: Neighbours, token: number): number {
+  // Neighbours are sorted by distance, so the first match has the largest weight.
+  for (let i = 0; i < neighbours.keys.length; i++) {
+    if (store.values[neighbours.keys[i]!] === token) return i;
+  }
+  return -1;
+}
+
+/**
+ * Tokens `startPos .. startPos + maxSpan − 1` of passage `p`, stopping at the passage end: a draft
+ * never crosses into another passage (spec §5).
+ * @returns undefined when `startPos` is past the passage end.
+ */
+export function spanFrom(store: TokenStore, p: number, startPos: number, maxSpan: number): Draft | undefined {
+  const sp = store.passages[p];
+  if (!sp || startPos < 0 || startPos >= sp.tokens.length || maxSpan < 1) return undefined;
+  const end = Math.min(sp.tokens.length, startPos + maxSpan);
+  return { passage: p, startPos, tokens: sp.tokens.slice(startPos, end) };
+}
+
+/**
+ * Span proposal in span mode: the continuation of the best neighbour carrying `token`
+ * (= `argmax p_M`), `maxSpan` tokens at most.
+ */
+export function proposeSpan(store: TokenStore, neighbours: Neighbours, token: number, maxSpan: number): Draft | undefined {
+  const i = bestNeighbourFor(store, neighbours, token);
+  if (i < 0) return undefined;
+  const key = neighbours.keys[i]!;
+  return spanFrom(store, store.keyPassage[key]!, store.keyValuePos[key]!, maxSpan);
+}

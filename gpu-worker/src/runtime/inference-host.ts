@@ -1,0 +1,155 @@
+/**
+ * @module runtime/inference-host
+ * Main-thread side of inference: starts the inference thread, queues jobs (one runs at a time),
+ * streams their events, cancels on abort, and refuses work beyond the queue bound (503).
+ */
+import { Worker } from "node:worker_threads";
+import { NestError } from "@nest/shared/protocol/errors";
+import type { GenerateEvent } from "@nest/shared/protocol/events";
+import type { DecodeJob } from "@nest/shared/protocol/worker";
+import type { HostMessage, ThreadMessage } from "./thread-messages.ts";
+
+export interface InferenceHostOptions {
+  readonly modelDir: string;
+  /** onnxruntime intra-op threads (0 = its default). */
+  readonly threads?: number;
+  /** Jobs waiting beyond the running one before new ones get 503. */
+  readonly maxQueued?: number;
+}
+
+interface Pending {
+  readonly id: number;
+  readonly job: DecodeJob;
+  push(e: GenerateEvent | null): void;
+}
+
+export class InferenceHost {
+  private nextId = 1;
+  private running: Pending | undefined;
+  private readonly queue: Pending[] = [];
+  private dead: Error | undefined;
+
+  private constructor(
+    private readonly worker: Worker,
+    readonly model: string,
+    private readonly maxQueued: number,
+  ) {
+    worker.on("message", (m: ThreadMessage) => this.onMessage(m));
+    worker.on("error", (err) => this.fail(err));
+    worker.on("exit", (code) => this.fail(new Error(`inference thread exited with code ${code}`)));
+  }
+
+  /**
+   * Starts the inference thread and waits until the model is loaded.
+   * @throws NestError `model_not_prepared` (or the load error) when the model cannot be loaded.
+   */
+  static async start(opts: InferenceHostOptions): Promise<InferenceHost> {
+    const worker = new Worker(new URL("./inference-thread.mjs", import.meta.url), {
+      workerData: { modelDir: opts.modelDir, threads: opts.threads },
+    });
+    const model = await new Promise<string>((resolve, reject) => {
+      const onMessage = (m: ThreadMessage) => {
+        if (m.type === "ready") resolve(m.model);
+        else if (m.type === "fatal") reject(new NestError(m.error.code === "model_not_prepared" ? "model_not_prepared" : "internal", m.error.message));
+      };
+      worker.once("message", onMessage);
+      worker.once("error", reject);
+    });
+    return new InferenceHost(worker, model, opts.maxQueued ?? 8);
+  }
+
+  /** Jobs running or waiting. */
+  get load(): { running: number; queued: number } {
+    return { running: this.running ? 1 : 0, queued: this.queue.length };
+  }
+
+  /**
+   * Queues `job` and yields its events (`delta`*, then `done` or `error`).
+   * Aborting `signal` cancels it (removed from the queue, or stopped between LM passes).
+   * @throws NestError `at_capacity` (503, retry after 5 s) when the queue is full; `internal` if the thread died.
+   */
+  async *run(job: DecodeJob, signal?: AbortSignal): AsyncGenerator<GenerateEvent> {
+    if (this.dead) throw new NestError("internal", `inference thread is down: ${this.dead.message}`);
+    if (this.queue.length >= this.maxQueued) {
+      throw new NestError("at_capacity", "all inference slots are busy", { retryAfterS: 5 });
+    }
+    const events: (GenerateEvent | null)[] = [];
+    let wake: (() => void) | undefined;
+    const pending: Pending = {
+      id: this.nextId++,
+      job,
+      push: (e) => {
+        events.push(e);
+        wake?.();
+      },
+    };
+    const onAbort = () => this.cancel(pending);
+    signal?.addEventListener("abort", onAbort, { once: true });
+    this.queue.push(pending);
+    this.pump();
+    try {
+      for (;;) {
+        while (events.length === 0) await new Promise<void>((r) => (wake = r));
+        const e = events.shift()!;
+        if (e === null) return;
+        yield e;
+      }
+    } finally {
+      signal?.removeEventListener("abort", onAbort);
+      if (this.running === pending || this.queue.includes(pending)) this.cancel(pending);
+    }
+  }
+
+  /** Stops the inference thread. */
+  async close(): Promise<void> {
+    this.dead ??= new Error("closed");
+    await this.worker.terminate();
+  }
+
+  private cancel(p: Pending): void {
+    const i = this.queue.indexOf(p);
+    if (i >= 0) {
+      this.queue.splice(i, 1);
+      p.push(null);
+    } else if (this.running === p) {
+      this.post({ type: "cancel", id: p.id });
+    }
+  }
+
+  private pump(): void {
+    if (this.running || this.dead) return;
+    const next = this.queue.shift();
+    if (!next) return;
+    this.running = next;
+    this.post({ type: "run", id: next.id, job: next.job });
+  }
+
+  private onMessage(m: ThreadMessage): void {
+    const p = this.running;
+    if (!p || (m.type !== "event" && m.type !== "end") || m.id !== p.id) return;
+    if (m.type === "event") {
+      p.push(m.event);
+      return;
+    }
+    this.running = undefined;
+    p.push(null);
+    this.pump();
+  }
+
+  private fail(err: Error): void {
+    if (this.dead) return;
+    this.dead = err;
+    const error = { event: "error" as const, data: { error: { code: "internal", message: `inference thread failed: ${err.message}` } } };
+    for (const p of [this.running, ...this.queue]) {
+      if (!p) continue;
+      p.push(error);
+      p.push(null);
+    }
+    this.running = undefined;
+    this.queue.length = 0;
+  }
+
+  private post(m: HostMessage): void {
+    this.worker.postMessage(m);
+  }
+}

@@ -1,0 +1,82 @@
+/**
+ * @module runtime/manifest
+ * The model manifest written by the exporter (`infra/export-onnx/export.py`) beside the ONNX
+ * decoder. Everything model-specific the worker needs comes from here.
+ */
+import { readFile } from "node:fs/promises";
+import { join } from "node:path";
+import { z } from "zod";
+import { NestError } from "@nest/shared/protocol/errors";
+
+export const ManifestSchema = z.object({
+  format: z.literal("nest-onnx-decoder/1"),
+  /** Display name, e.g. `SmolLM2-135M-Instruct`. */
+  name: z.string(),
+  architecture: z.string(),
+  /** Where the weights came from and their sha256; `key` is the cache key of this export. */
+  source: z.object({ spec: z.string(), file: z.string(), sha256: z.string(), key: z.string() }),
+  /** ONNX file name, relative to the manifest. */
+  onnx: z.string(),
+  dtype: z.enum(["float32", "float16"]),
+  hidden_size: z.number().int().positive(),
+  num_layers: z.number().int().positive(),
+  num_attention_heads: z.number().int().positive(),
+  num_kv_heads: z.number().int().positive(),
+  head_dim: z.number().int().positive(),
+  vocab_size: z.number().int().positive(),
+  bos_token_id: z.number().int().nonnegative().nullable(),
+  eos_token_ids: z.array(z.number().int().nonnegative()).min(1),
+  pad_token_id: z.number().int().nonnegative().nullable(),
+  /** Graph input names; `{i}` stands for the layer index. */
+  inputs: z.object({
+    input_ids: z.string(),
+    attention_mask: z.string(),
+    position_ids: z.string(),
+    past_key: z.string(),
+    past_value: z.string(),
+  }),
+  /** Graph output names; `{i}` stands for the layer index. */
+  outputs: z.object({
+    logits: z.string(),
+    hidden_states: z.string(),
+    present_key: z.string(),
+    present_value: z.string(),
+  }),
+  /** Which hidden state is exported for kNN keys and queries (nest-algorithm.md §2.1). */
+  knn_hidden: z.object({ layer: z.number().int().nonnegative(), description: z.string() }),
+  tokenizer: z.string(),
+  tokenizer_config: z.string(),
+  chat_template: z.string(),
+  parity: z.object({ max_abs_logit_diff: z.number(), tolerance: z.number() }),
+});
+export type Manifest = z.infer<typeof ManifestSchema>;
+
+/**
+ * Reads and validates `manifest.json` in `modelDir`.
+ * @throws NestError `model_not_prepared` when the file is missing or malformed.
+ */
+export async function readManifest(modelDir: string): Promise<Manifest> {
+  const path = join(modelDir, "manifest.json");
+  let raw: string;
+  try {
+    raw = await readFile(path, "utf8");
+  } catch (err) {
+    throw new NestError("model_not_prepared", `no model manifest at ${path}: run \`nestlm setup\` first`, { cause: err });
+  }
+  let json: unknown;
+  try {
+    json = JSON.parse(raw);
+  } catch (err) {
+    throw new NestError("model_not_prepared", `unreadable model manifest at ${path}: run \`nestlm setup\` again`, { cause: err });
+  }
+  const parsed = ManifestSchema.safeParse(json);
+  if (!parsed.success) {
+    throw new NestError("model_not_prepared", `invalid model manifest at ${path}: ${parsed.error.message}`);
+  }
+  return parsed.data;
+}
+
+/** Expands a `{i}` name pattern for layer `i`. */
+export function layerName(pattern: string, i: number): string {
+  return pattern.replace("{i}", String(i));
+}

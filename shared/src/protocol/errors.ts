@@ -1,0 +1,61 @@
+/**
+ * @module protocol/errors
+ * Error codes, the JSON error body and the one error class used across edge and gpu-worker.
+ * Worker-safe (no Node-only imports).
+ */
+import { z } from "zod";
+
+/** Every error code the API can answer with, and its HTTP status. */
+export const ERROR_STATUS = {
+  invalid_request: 400,
+  unauthorized: 401,
+  forbidden: 403,
+  not_found: 404,
+  payload_too_large: 413,
+  rate_limited: 429,
+  internal: 500,
+  upstream_unavailable: 502,
+  at_capacity: 503,
+  model_not_prepared: 503,
+} as const;
+
+export type ErrorCode = keyof typeof ERROR_STATUS;
+
+/** JSON body of every error response: `{ error: { code, message } }`. */
+export const ErrorBodySchema = z.object({
+  error: z.object({
+    code: z.string(),
+    message: z.string(),
+  }),
+});
+export type ErrorBody = z.infer<typeof ErrorBodySchema>;
+
+/**
+ * The project's error: carries a stable `code`, the HTTP `status` derived from it, and an optional
+ * `retryAfterS` (seconds) for 429/503 answers.
+ */
+export class NestError extends Error {
+  readonly code: ErrorCode;
+  readonly status: number;
+  readonly retryAfterS: number | undefined;
+
+  constructor(code: ErrorCode, message: string, options: { cause?: unknown; retryAfterS?: number } = {}) {
+    super(message, { cause: options.cause });
+    this.name = "NestError";
+    this.code = code;
+    this.status = ERROR_STATUS[code];
+    this.retryAfterS = options.retryAfterS;
+  }
+
+  /** The JSON body for this error. */
+  toBody(): ErrorBody {
+    return { error: { code: this.code, message: this.message } };
+  }
+}
+
+/** Turns anything thrown into a `NestError` (unknown errors become `internal`). */
+export function toNestError(err: unknown): NestError {
+  if (err instanceof NestError) return err;
+  const message = err instanceof Error ? err.message : String(err);
+  return new NestError("internal", message, { cause: err });
+}

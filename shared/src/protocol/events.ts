@@ -1,0 +1,104 @@
+/**
+ * @module protocol/events
+ * SSE events of `POST /v1/generate`, in order: `retrieval`, then `delta`*, then `done`; or `error`
+ * at any point (then the stream closes). All offsets are UTF-16 code units (JavaScript string
+ * indices), 0-based, end-exclusive.
+ */
+import { z } from "zod";
+import { ErrorBodySchema } from "./errors.ts";
+
+/** Attribution of a copied span (nest-algorithm.md §7). */
+export const CitationSchema = z.object({
+  passage_id: z.string(),
+  title: z.string(),
+  source: z.string(),
+  /** Range in the stored passage text: `passage.text.slice(passage_start, passage_end)` is the copied text. */
+  passage_start: z.number().int().nonnegative(),
+  passage_end: z.number().int().nonnegative(),
+  /** Range in the generated text (the concatenation of all `delta.text` so far). */
+  text_start: z.number().int().nonnegative(),
+  text_end: z.number().int().nonnegative(),
+});
+export type Citation = z.infer<typeof CitationSchema>;
+
+export const RetrievalEventSchema = z.object({
+  query: z.string(),
+  corpus: z.string(),
+  passages: z.array(
+    z.object({ id: z.string(), title: z.string(), source: z.string(), score: z.number(), rank: z.number().int() }),
+  ),
+  retrieval_ms: z.number().nonnegative(),
+});
+export type RetrievalEvent = z.infer<typeof RetrievalEventSchema>;
+
+/**
+ * A piece of generated text. `tokens` is the number of generated tokens it carries. A delta with a
+ * `citation` was copied from the corpus and its text equals the cited passage range exactly; a delta
+ * without one was produced by the LM.
+ */
+export const DeltaEventSchema = z.object({
+  text: z.string(),
+  tokens: z.number().int().nonnegative(),
+  citation: CitationSchema.optional(),
+});
+export type DeltaEvent = z.infer<typeof DeltaEventSchema>;
+
+export const UsageSchema = z.object({
+  prompt_tokens: z.number().int().nonnegative(),
+  completion_tokens: z.number().int().nonnegative(),
+  /** LM forward passes during decoding (the prompt prefill excluded). */
+  lm_forward_passes: z.number().int().nonnegative(),
+  /** Draft tokens proposed from the corpus and checked by relaxed verification (spec §6). */
+  drafted_tokens: z.number().int().nonnegative(),
+  /** Draft tokens accepted. */
+  accepted_tokens: z.number().int().nonnegative(),
+  /** Completion tokens carrying a citation. */
+  attributed_tokens: z.number().int().nonnegative(),
+  /** attributed_tokens / completion_tokens; null when no token was generated. */
+  attribution_ratio: z.number().min(0).max(1).nullable(),
+  /** Passages encoded into the token store and the number of keys in it. */
+  store_passages: z.number().int().nonnegative(),
+  store_keys: z.number().int().nonnegative(),
+});
+export type Usage = z.infer<typeof UsageSchema>;
+
+export const TimingsSchema = z.object({
+  retrieval: z.number().nonnegative(),
+  encoding: z.number().nonnegative(),
+  knn: z.number().nonnegative(),
+  lm: z.number().nonnegative(),
+  total: z.number().nonnegative(),
+});
+export type Timings = z.infer<typeof TimingsSchema>;
+
+export const DoneEventSchema = z.object({
+  finish_reason: z.enum(["stop", "length"]),
+  mode: z.string(),
+  model: z.string(),
+  usage: UsageSchema,
+  /** Wall-clock phase times in ms. */
+  timings_ms: TimingsSchema,
+});
+export type DoneEvent = z.infer<typeof DoneEventSchema>;
+
+export const ErrorEventSchema = ErrorBodySchema;
+export type ErrorEvent = z.infer<typeof ErrorEventSchema>;
+
+/** Event name → payload, for sinks and clients. */
+export interface GenerateEventMap {
+  retrieval: RetrievalEvent;
+  delta: DeltaEvent;
+  done: DoneEvent;
+  error: ErrorEvent;
+}
+export type GenerateEventName = keyof GenerateEventMap;
+export type GenerateEvent = {
+  [K in GenerateEventName]: { event: K; data: GenerateEventMap[K] };
+}[GenerateEventName];
+
+export const EVENT_SCHEMAS = {
+  retrieval: RetrievalEventSchema,
+  delta: DeltaEventSchema,
+  done: DoneEventSchema,
+  error: ErrorEventSchema,
+} as const;

@@ -1,0 +1,91 @@
+/**
+ * @module protocol/request
+ * The `POST /v1/generate` request body (design README §5) and its NEST parameters
+ * (nest-algorithm.md §3-§6).
+ */
+import { z } from "zod";
+
+/** Decoding modes. `rag` = top-3 passages in the prompt; `knnlm` = fixed λ; `rag-nest` = both. */
+export const ModeSchema = z.enum(["base", "rag", "knnlm", "nest", "rag-nest"]);
+export type Mode = z.infer<typeof ModeSchema>;
+
+export const MessageSchema = z.object({
+  role: z.enum(["system", "user", "assistant"]),
+  content: z.string().min(1).max(8000),
+});
+export type Message = z.infer<typeof MessageSchema>;
+
+/** Caps applied to every request (also the zod bounds below). */
+export const LIMITS = {
+  maxPromptChars: 8000,
+  maxMessages: 32,
+  maxNewTokens: 1024,
+  maxPassages: 100,
+  maxK: 4096,
+  maxSpanTokens: 256,
+} as const;
+
+/**
+ * NEST parameters with their defaults. λ is the weight of **p_LM** (NEST convention, spec §0).
+ */
+export const NestParamsSchema = z.object({
+  /** RRC offset α (spec §3). */
+  alpha: z.number().min(-1).max(2).default(0.3),
+  /** RRC scale τ > 0 (spec §3). */
+  tau: z.number().positive().max(10).default(0.1),
+  /** Span-selection threshold δ: span mode when λ ≤ δ (spec §5). */
+  delta: z.number().min(0).max(1).default(0.5),
+  /** Relaxed-acceptance leniency γ ∈ (0, 1] (spec §6, Eq. 7). Default 5e-4; `rag-nest` defaults to 0.5. */
+  gamma: z.number().positive().max(1).optional(),
+  /** Token-level neighbours r (spec §2.2), capped by the store size. */
+  k: z.number().int().positive().max(LIMITS.maxK).default(1024),
+  /** First-stage passages b (spec §1). */
+  passages: z.number().int().positive().max(LIMITS.maxPassages).default(40),
+  /** Maximum draft span n, in tokens (spec §5). */
+  max_span: z.number().int().positive().max(LIMITS.maxSpanTokens).default(64),
+  /** Fixed λ (weight of p_LM) for `knnlm` mode (spec §9). */
+  lambda: z.number().min(0).max(1).default(0.7),
+  /** Temperature applied to the LM logits inside the mixture (repo detail, spec §4). */
+  lm_temperature: z.number().positive().max(10).default(0.7),
+});
+export type NestParams = z.infer<typeof NestParamsSchema>;
+
+/** `POST /v1/generate` body. Exactly one of `prompt` or `messages`. */
+export const GenerateRequestSchema = NestParamsSchema.extend({
+  prompt: z.string().min(1).max(LIMITS.maxPromptChars).optional(),
+  messages: z.array(MessageSchema).min(1).max(LIMITS.maxMessages).optional(),
+  mode: ModeSchema.default("nest"),
+  /** Tokens to generate at most (EOS stops earlier). */
+  max_new_tokens: z.number().int().positive().max(LIMITS.maxNewTokens).default(128),
+  /** Corpus (namespace) to retrieve from; the embedded default has `factbook`. */
+  corpus: z.string().min(1).max(64).regex(/^[a-z0-9][a-z0-9_-]*$/).default("factbook"),
+})
+  .strict()
+  .refine((r) => (r.prompt === undefined) !== (r.messages === undefined), {
+    message: "give exactly one of `prompt` or `messages`",
+    path: ["prompt"],
+  });
+export type GenerateRequest = z.infer<typeof GenerateRequestSchema>;
+
+/** γ default by mode: 5e-4 for `nest` (spec §6, 7B setting), 0.5 for `rag-nest`. */
+export function resolveGamma(req: Pick<GenerateRequest, "mode" | "gamma">): number {
+  if (req.gamma !== undefined) return req.gamma;
+  return req.mode === "rag-nest" ? 0.5 : 5e-4;
+}
+
+/** The question used for first-stage retrieval: the prompt, or the last user message. */
+export function retrievalQuery(req: Pick<GenerateRequest, "prompt" | "messages">): string {
+  if (req.prompt !== undefined) return req.prompt;
+  const users = (req.messages ?? []).filter((m) => m.role === "user");
+  return users.at(-1)?.content ?? "";
+}
+
+/** Whether the mode uses the token-level store (and so needs passages encoded). */
+export function usesTokenStore(mode: Mode): boolean {
+  return mode === "knnlm" || mode === "nest" || mode === "rag-nest";
+}
+
+/** Whether the mode needs first-stage retrieval at all. */
+export function usesRetrieval(mode: Mode): boolean {
+  return mode !== "base";
+}

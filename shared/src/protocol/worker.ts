@@ -1,0 +1,26 @@
+/**
+ * @module protocol/worker
+ * The edge → gpu-worker call: `POST {pool}/v1/decode` with the validated request and the passages
+ * of first-stage retrieval; the worker answers `text/event-stream` with `delta`*, `done` or `error`.
+ * `POST {pool}/v1/retrieve` runs first-stage retrieval on the pool's local index (used by an edge
+ * that has no index of its own, e.g. on Workers without Upstash).
+ */
+import { z } from "zod";
+import { GenerateRequestSchema } from "./request.ts";
+import { PassageSchema, ScoredPassageSchema } from "./passage.ts";
+
+export const DecodeJobSchema = z.object({
+  request: GenerateRequestSchema,
+  passages: z.array(PassageSchema),
+});
+export type DecodeJob = z.infer<typeof DecodeJobSchema>;
+
+export const RetrieveRequestSchema = z.object({
+  query: z.string().min(1).max(8000),
+  corpus: z.string().min(1),
+  k: z.number().int().positive().max(1000),
+});
+export type RetrieveRequest = z.infer<typeof RetrieveRequestSchema>;
+
+export const RetrieveResponseSchema = z.object({ passages: z.array(ScoredPassageSchema) });
+export type RetrieveResponse = z.infer<typeof RetrieveResponseSchema>;
