@@ -14,6 +14,7 @@ import { HTTPException } from "hono/http-exception";
 import { NestError, toNestError } from "@nest/shared/protocol/errors";
 import { apiKeyAuth } from "./middleware/auth.ts";
 import { generateHandler, type GenerateDeps } from "./routes/generate.ts";
+import { registerPlayground } from "./routes/playground.ts";
 
 /** Largest accepted request body, in bytes (64 KiB). */
 export const MAX_BODY_BYTES = 64 * 1024;
@@ -47,6 +48,7 @@ export function createApp(deps: AppDeps): Hono {
   }
 
   app.get("/healthz", (c) => c.json({ status: "ok" }));
+  registerPlayground(app);
 
   app.post(
     "/v1/generate",

@@ -54,7 +54,7 @@ export function generateHandler(deps: GenerateDeps) {
     const retrieval: RetrievalEvent = {
       query: retrievalQuery(req),
       corpus: req.corpus,
-      passages: passages.map(({ id, title, source, score, rank }) => ({ id, title, source, score, rank })),
+      passages: passages.map(({ id, title, source, score, rank, text }) => ({ id, title, source, score, rank, text })),
       retrieval_ms: retrievalMs,
     };
     const job: DecodeJob = {

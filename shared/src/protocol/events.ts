@@ -25,7 +25,18 @@ export const RetrievalEventSchema = z.object({
   query: z.string(),
   corpus: z.string(),
   passages: z.array(
-    z.object({ id: z.string(), title: z.string(), source: z.string(), score: z.number(), rank: z.number().int() }),
+    z.object({
+      id: z.string(),
+      title: z.string(),
+      source: z.string(),
+      score: z.number(),
+      rank: z.number().int(),
+      /**
+       * The passage text that citations index into (optional): lets a client show a cited range in
+       * its context, as the playground does.
+       */
+      text: z.string().optional(),
+    }),
   ),
   retrieval_ms: z.number().nonnegative(),
 });

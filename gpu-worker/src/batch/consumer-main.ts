@@ -1,0 +1,128 @@
+/**
+ * @module batch/consumer-main
+ * A standalone batch consumer process:
+ *
+ *   node --import tsx gpu-worker/src/batch/consumer-main.ts [--concurrency 1] [--hosts 1] [--threads 0]
+ *     [--prefix nest] [--redis-url redis://127.0.0.1:6379] [--lock-ms 30000] [--stalled-interval-ms 30000]
+ *     [--max-stalled 2]
+ *
+ * `--hosts` inference hosts (one model copy and worker thread each, `--threads` onnxruntime threads
+ * each) serve `--concurrency` items at once.
+ *
+ * Redis address and prefix default to `NEST_REDIS_URL` / `NEST_BATCH_PREFIX`, else
+ * `redis://127.0.0.1:6379` / `nest`. The model and corpora are the ones `nestlm setup` prepared in
+ * `$NEST_HOME`. It checks Redis's eviction policy before loading the model, prints
+ * `batch consumer ready` on stdout once consuming, and on SIGTERM/SIGINT drains (running items
+ * finish, nothing new starts) and exits 0; a second signal exits 1 at once. Exit code 1 on start-up
+ * failure, with the reason on stderr.
+ */
+import { parseArgs } from "node:util";
+import { Redis } from "ioredis";
+import type { PassageIndex } from "@nest/edge/retrieve/passage-index";
+import { openLanceIndex } from "@nest/edge/adapters/node/lancedb-index";
+import { findModelDir } from "../cli/prepare-model.ts";
+import { findCorpusDir } from "../corpus/prepare-corpus.ts";
+import { batchConfigFromEnv } from "./config.ts";
+import { assertNoEviction, redactRedisUrl } from "./redis-policy.ts";
+import { DecoderPool } from "./decoder-pool.ts";
+import { startBatchConsumer } from "./consumer.ts";
+
+const err = (line: string) => process.stderr.write(`${line}\n`);
+
+function positiveInt(name: string, v: string | undefined, dflt: number, min = 1): number {
+  if (v === undefined) return dflt;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < min) throw new Error(`--${name} must be an integer ≥ ${min}, got ${v}`);
+  return n;
+}
+
+/** Opens local corpus indexes on first use; a corpus not prepared here is unknown (undefined). */
+function corpusIndexes() {
+  const open = new Map<string, Promise<PassageIndex>>();
+  return {
+    indexFor: async (corpus: string): Promise<PassageIndex | undefined> => {
+      let p = open.get(corpus);
+      if (!p) {
+        let dir: string;
+        try {
+          dir = await findCorpusDir(corpus);
+        } catch {
+          return undefined;
+        }
+        p = openLanceIndex(dir, corpus);
+        p.catch(() => open.delete(corpus));
+        open.set(corpus, p);
+      }
+      return p;
+    },
+    close: async () => {
+      for (const r of await Promise.allSettled(open.values())) if (r.status === "fulfilled") await r.value.close?.();
+    },
+  };
+}
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    options: {
+      "redis-url": { type: "string" },
+      prefix: { type: "string" },
+      concurrency: { type: "string" },
+      hosts: { type: "string" },
+      threads: { type: "string" },
+      "lock-ms": { type: "string" },
+      "stalled-interval-ms": { type: "string" },
+      "max-stalled": { type: "string" },
+    },
+  });
+  const env = batchConfigFromEnv();
+  const redisUrl = values["redis-url"] ?? env.redisUrl;
+  const prefix = values.prefix ?? env.prefix;
+  const concurrency = positiveInt("concurrency", values.concurrency, 1);
+  const hosts = positiveInt("hosts", values.hosts, 1);
+
+  // Refuse to start on an evicting Redis before spending seconds on the model.
+  const probe = new Redis(redisUrl, { lazyConnect: true, maxRetriesPerRequest: 1 });
+  try {
+    await probe.connect();
+    await assertNoEviction(probe, redactRedisUrl(redisUrl));
+  } finally {
+    probe.disconnect();
+  }
+
+  const decoder = await DecoderPool.start(await findModelDir(), hosts, positiveInt("threads", values.threads, 0, 0));
+  const corpora = corpusIndexes();
+  const consumer = await startBatchConsumer({
+    redisUrl, prefix, decoder, indexFor: corpora.indexFor, concurrency,
+    lockMs: positiveInt("lock-ms", values["lock-ms"], 30_000),
+    stalledIntervalMs: positiveInt("stalled-interval-ms", values["stalled-interval-ms"], 30_000),
+    maxStalledCount: positiveInt("max-stalled", values["max-stalled"], 2),
+    log: err,
+  });
+  process.stdout.write(`batch consumer ready pid=${process.pid} model=${decoder.model} hosts=${hosts}\n`);
+
+  let stopping = false;
+  const stop = (signal: string) => {
+    if (stopping) {
+      err(`${signal} again: exiting without draining`);
+      process.exit(1);
+    }
+    stopping = true;
+    err(`${signal}: draining (running items finish, nothing new starts)`);
+    consumer.close()
+      .then(() => Promise.all([decoder.close(), corpora.close()]))
+      .then(() => {
+        err("batch consumer stopped");
+        process.exit(0);
+      }, (e: unknown) => {
+        err(`batch consumer: ${(e as Error).message}`);
+        process.exit(1);
+      });
+  };
+  process.on("SIGTERM", () => stop("SIGTERM"));
+  process.on("SIGINT", () => stop("SIGINT"));
+}
+
+main().catch((e: unknown) => {
+  err(`batch consumer: ${e instanceof Error ? e.message : String(e)}`);
+  process.exit(1);
+});

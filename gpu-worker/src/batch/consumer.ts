@@ -1,0 +1,141 @@
+/**
+ * @module batch/consumer
+ * The consumer side of batch jobs: a BullMQ Worker over the item queue. Each item runs first-stage
+ * retrieval on the local passage index of its corpus (nest-algorithm.md §1), then decodes on an
+ * inference host (a worker thread, so the event loop stays free and BullMQ keeps renewing job
+ * locks). Failures retry with exponential backoff (options set at submission); `invalid_request`
+ * fails at once. A consumer killed mid-item leaves the item's lock to expire, and the stalled-job
+ * check of any live consumer puts it back in the queue. `close()` drains: running items finish.
+ */
+import { UnrecoverableError, Worker, type Job } from "bullmq";
+import { Redis } from "ioredis";
+import { ERROR_STATUS, NestError, toNestError, type ErrorCode } from "@nest/shared/protocol/errors";
+import { retrievalQuery, usesRetrieval } from "@nest/shared/protocol/request";
+import type { Citation, GenerateEvent } from "@nest/shared/protocol/events";
+import type { DecodeJob } from "@nest/shared/protocol/worker";
+import type { PassageIndex } from "@nest/edge/retrieve/passage-index";
+import { CANCELED_CODE, type BatchJobData, type ItemOutput } from "./protocol.ts";
+import { ITEM_QUEUE, batchKeys, type BatchQueueConfig } from "./config.ts";
+import { assertNoEviction, redactRedisUrl } from "./redis-policy.ts";
+
+/** Something that decodes a job into events (`delta`*, then `done` or `error`): an InferenceHost or a pool of them. */
+export interface Decoder {
+  run(job: DecodeJob, signal?: AbortSignal): AsyncIterable<GenerateEvent>;
+}
+
+/** What one item needs. */
+export interface ItemDeps {
+  decoder: Decoder;
+  /** The passage index of a corpus, or undefined when this consumer does not have it. */
+  indexFor(corpus: string): Promise<PassageIndex | undefined>;
+}
+
+export interface ConsumerOptions extends BatchQueueConfig, ItemDeps {
+  /** Items processed at once by this consumer. @defaultValue 1 */
+  concurrency?: number;
+  /** Job lock duration in ms; renewed every half of it while an item runs. @defaultValue 30000 */
+  lockMs?: number;
+  /** Period of the stalled-job check in ms. @defaultValue 30000 */
+  stalledIntervalMs?: number;
+  /** Times an item may be recovered after its consumer died before it fails. @defaultValue 2 */
+  maxStalledCount?: number;
+  log?: (line: string) => void;
+}
+
+/**
+ * Decodes one batch item: retrieval (skipped in mode `base`), then the decode job.
+ * @throws NestError `not_found` for a corpus this consumer has no index for; the decoder's
+ *   `error` event as a NestError with its code; `upstream_unavailable` if the stream ends without `done`
+ */
+export async function decodeItem(deps: ItemDeps, data: BatchJobData, signal?: AbortSignal): Promise<ItemOutput> {
+  const t0 = performance.now();
+  const req = data.request;
+  const index = await deps.indexFor(req.corpus);
+  if (!index) throw new NestError("not_found", `unknown corpus \`${req.corpus}\``);
+  const scored = usesRetrieval(req.mode) ? await index.search(retrievalQuery(req), req.passages) : [];
+  const retrievalMs = Math.round((performance.now() - t0) * 10) / 10;
+  const job: DecodeJob = { request: req, passages: scored.map(({ id, title, text, source }) => ({ id, title, text, source })) };
+  let text = "";
+  const citations: Citation[] = [];
+  for await (const ev of deps.decoder.run(job, signal)) {
+    if (ev.event === "delta") {
+      text += ev.data.text;
+      if (ev.data.citation) citations.push(ev.data.citation);
+    } else if (ev.event === "error") {
+      const code = ev.data.error.code;
+      throw new NestError(Object.hasOwn(ERROR_STATUS, code) ? (code as ErrorCode) : "internal", ev.data.error.message);
+    } else if (ev.event === "done") {
+      const d = ev.data;
+      const total = Math.round((performance.now() - t0) * 10) / 10;
+      return { text, citations, finish_reason: d.finish_reason, mode: d.mode, model: d.model, usage: d.usage,
+        timings_ms: { ...d.timings_ms, retrieval: retrievalMs, total } };
+    }
+  }
+  throw new NestError("upstream_unavailable", "the decoder stream ended before `done`");
+}
+
+/** A running consumer. */
+export interface BatchConsumer {
+  readonly worker: Worker<BatchJobData, ItemOutput>;
+  /** Stops taking items, waits for the running ones to finish (drain), closes Redis. */
+  close(): Promise<void>;
+}
+
+/**
+ * Starts consuming the item queue.
+ * @throws RedisPolicyError when Redis's `maxmemory-policy` is not `noeviction`; connection errors
+ */
+export async function startBatchConsumer(opts: ConsumerOptions): Promise<BatchConsumer> {
+  const log = opts.log ?? (() => {});
+  const where = redactRedisUrl(opts.redisUrl);
+  // BullMQ workers need `maxRetriesPerRequest: null` (blocking commands are retried forever).
+  const redis = new Redis(opts.redisUrl, { maxRetriesPerRequest: null, lazyConnect: true });
+  try {
+    await redis.connect();
+    await assertNoEviction(redis, where);
+  } catch (err) {
+    redis.disconnect();
+    throw err;
+  }
+  const keys = batchKeys(opts.prefix);
+
+  const processItem = async (job: Job<BatchJobData, ItemOutput>, _token?: string, signal?: AbortSignal) => {
+    if (await redis.hexists(keys.meta(job.data.batch_id), "canceled_at")) {
+      throw new UnrecoverableError(`${CANCELED_CODE}: the batch was canceled before this item started`);
+    }
+    try {
+      return await decodeItem(opts, job.data, signal);
+    } catch (err) {
+      const e = toNestError(err);
+      const reason = `${e.code}: ${e.message}`;
+      // A request the decoder rejects fails the same way every time: no retry.
+      throw e.code === "invalid_request" ? new UnrecoverableError(reason) : new Error(reason);
+    }
+  };
+
+  const worker = new Worker<BatchJobData, ItemOutput>(ITEM_QUEUE, processItem, {
+    connection: redis,
+    prefix: opts.prefix,
+    concurrency: opts.concurrency ?? 1,
+    lockDuration: opts.lockMs ?? 30_000,
+    stalledInterval: opts.stalledIntervalMs ?? 30_000,
+    maxStalledCount: opts.maxStalledCount ?? 2,
+    autorun: false,
+  });
+  worker.on("failed", (job, err) => {
+    if (!job) return;
+    const final = job.finishedOn !== undefined;
+    log(`batch item ${job.id} ${final ? "failed" : `attempt ${job.attemptsMade} failed, retrying`}: ${err.message}`);
+  });
+  worker.on("error", (err) => log(`batch consumer error: ${err.message}`));
+  void worker.run().catch((err: unknown) => log(`batch consumer stopped: ${(err as Error).message}`));
+  await worker.waitUntilReady();
+  log(`batch consumer: queue ${opts.prefix}:${ITEM_QUEUE} on ${where}, concurrency ${opts.concurrency ?? 1}`);
+  return {
+    worker,
+    close: async () => {
+      await worker.close();
+      await redis.quit().catch(() => redis.disconnect());
+    },
+  };
+}

@@ -1,0 +1,54 @@
+/**
+ * @module batch/job-api
+ * The pool's job API (the edge forwards to it; Workers cannot hold a Redis connection):
+ * - `POST /v1/batches`: JSONL or JSON-array body of generation requests (each with an optional
+ *   `custom_id`), optional `Idempotency-Key` header → 201 with the batch status (200 on an
+ *   idempotent replay);
+ * - `GET /v1/batches/:id` → status, counts and progress;
+ * - `GET /v1/batches/:id/results` → `application/x-ndjson`, one line per finished item in input
+ *   order; header `x-batch-status` carries the batch state (lines are complete once it is
+ *   `completed` or `canceled`);
+ * - `POST /v1/batches/:id/cancel` → status after removing the items not started.
+ * Errors answer `{error:{code,message}}` through the app's `onError`. No auth: like `/v1/decode`, the
+ * job API sits on the pool's private address; the edge authenticates users.
+ */
+import type { Hono } from "hono";
+import { stream } from "hono/streaming";
+import { NestError } from "@nest/shared/protocol/errors";
+import { parseBatchBody } from "./protocol.ts";
+import type { BatchQueue } from "./batch-queue.ts";
+
+/** Largest batch body the job API reads, in bytes (16 MiB). */
+export const MAX_BATCH_BODY_BYTES = 16 * 1024 * 1024;
+
+/**
+ * Adds the job API routes to `app` (the worker's Hono app).
+ * @param maxBodyBytes larger bodies answer 413 (default {@link MAX_BATCH_BODY_BYTES})
+ */
+export function registerJobApiRoutes(app: Hono, queue: BatchQueue, maxBodyBytes = MAX_BATCH_BODY_BYTES): void {
+  app.post("/v1/batches", async (c) => {
+    const declared = Number(c.req.header("content-length") ?? "0");
+    if (declared > maxBodyBytes) throw new NestError("payload_too_large", `batch body exceeds ${maxBodyBytes} bytes`);
+    const body = await c.req.text();
+    if (new TextEncoder().encode(body).length > maxBodyBytes) {
+      throw new NestError("payload_too_large", `batch body exceeds ${maxBodyBytes} bytes`);
+    }
+    const items = parseBatchBody(body, queue.config.maxItems);
+    const res = await queue.submit(items, c.req.header("idempotency-key"));
+    return c.json(res, res.idempotent_replay ? 200 : 201);
+  });
+
+  app.get("/v1/batches/:id", async (c) => c.json(await queue.status(c.req.param("id"))));
+
+  app.post("/v1/batches/:id/cancel", async (c) => c.json(await queue.cancel(c.req.param("id"))));
+
+  app.get("/v1/batches/:id/results", async (c) => {
+    const id = c.req.param("id");
+    const status = await queue.status(id); // 404 before streaming starts
+    c.header("content-type", "application/x-ndjson");
+    c.header("x-batch-status", status.status);
+    return stream(c, async (out) => {
+      for await (const line of queue.results(id)) await out.write(`${JSON.stringify(line)}\n`);
+    });
+  });
+}
