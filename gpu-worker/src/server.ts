@@ -70,7 +70,8 @@ export function createWorkerApp(host: InferenceHost, indexFor: (corpus: string) 
 
 /**
  * Starts the inference thread and the HTTP server.
- * @throws NestError `model_not_prepared` when the model is missing.
+ * @throws NestError `model_not_prepared` when the model is missing; the listen error (e.g.
+ * `EADDRINUSE`) when the port is taken.
  */
 export async function startWorker(opts: WorkerServerOptions): Promise<{ url: string; close(): Promise<void> }> {
   const log = opts.log ?? (() => {});
@@ -84,9 +85,16 @@ export async function startWorker(opts: WorkerServerOptions): Promise<{ url: str
   };
   const app = createWorkerApp(host, indexFor);
   const hostname = opts.host ?? "127.0.0.1";
-  const server = await new Promise<ReturnType<typeof serve>>((resolve) => {
-    const s = serve({ fetch: app.fetch, port: opts.port, hostname }, () => resolve(s));
-  });
+  let server: ReturnType<typeof serve>;
+  try {
+    server = await new Promise<ReturnType<typeof serve>>((resolve, reject) => {
+      const s = serve({ fetch: app.fetch, port: opts.port, hostname }, () => resolve(s));
+      s.once("error", reject);
+    });
+  } catch (err) {
+    await host.close();
+    throw err;
+  }
   const { port } = server.address() as AddressInfo;
   const url = `http://${hostname}:${port}`;
   log(`gpu-worker: model ${host.model} ready at ${url}`);

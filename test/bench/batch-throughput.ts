@@ -6,10 +6,12 @@
  *
  * Each configuration gets a fresh random key prefix (deleted afterwards), a one-item warm-up, then
  * `items` requests ("What is the capital of <country>?") submitted at once; the time is from
- * submission until the batch is `completed`.
+ * submission until the batch is `completed`. The 1-minute load average is printed beside each figure:
+ * on a shared machine it explains most of the spread between runs.
  */
 import { parseArgs } from "node:util";
 import { randomBytes } from "node:crypto";
+import { cpus, loadavg } from "node:os";
 import { Redis } from "ioredis";
 import { openLanceIndex } from "@nest/edge/adapters/node/lancedb-index";
 import { findModelDir } from "@nest/gpu-worker/cli/prepare-model";
@@ -79,6 +81,7 @@ async function run(concurrency: number, hosts: number): Promise<number> {
 console.log(`batch throughput: ${numItems} items, mode ${values.mode}, max_new_tokens ${values["max-new-tokens"]}, passages ${values.passages}`);
 for (const [concurrency, hosts] of [[1, 1], [2, 1], [2, 2]] as const) {
   const rpm = await run(concurrency, hosts);
-  console.log(`concurrency ${concurrency}, ${hosts} inference host${hosts > 1 ? "s (1 thread each)" : ""}: ${rpm.toFixed(1)} requests/min`);
+  console.log(`concurrency ${concurrency}, ${hosts} inference host${hosts > 1 ? "s (1 thread each)" : ""}: ${rpm.toFixed(1)} requests/min` +
+    ` (load average ${loadavg()[0]!.toFixed(1)} on ${cpus().length} cores)`);
 }
 await index.close?.();

@@ -2,7 +2,7 @@
  * @module cli/main
  * The `nestlm` command line (commander): `setup`, `serve`, `ask`, `demo`. Run through
  * `bin/nestlm.mjs`. Failures print `nestlm: <message>` and set exit code 1; nothing calls `exit()`
- * except the signal handlers of `serve`.
+ * except the signal handlers of `serve` and a closed stdout pipe.
  */
 import { randomBytes } from "node:crypto";
 import { Command, InvalidArgumentError, Option } from "commander";
@@ -85,7 +85,7 @@ async function askCommand(question: string, opts: {
 
 async function demo(opts: { verbose?: boolean }): Promise<void> {
   const home = nestHome();
-  err("nest demo: preparing the model and the corpus (the first run downloads and exports the model: a few minutes)");
+  err("nest demo: checking the model and the corpus (only the first run downloads and exports the model: a few minutes)");
   await setup(home);
   const key = randomBytes(24).toString("base64url");
   const stack = await startStack({
@@ -139,6 +139,11 @@ export function buildProgram(): Command {
 
 /** Runs the CLI on `argv` (`process.argv` layout). Sets `process.exitCode` on failure. */
 export async function main(argv: string[] = process.argv): Promise<void> {
+  // A closed pipe (`nestlm ask --json | head -1`) ends the output quietly.
+  process.stdout.on("error", (e: NodeJS.ErrnoException) => {
+    if (e.code === "EPIPE") process.exit(0);
+    throw e;
+  });
   try {
     await buildProgram().parseAsync(argv);
   } catch (e) {
