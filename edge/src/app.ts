@@ -15,6 +15,7 @@ import { NestError, toNestError } from "@nest/shared/protocol/errors";
 import { apiKeyAuth } from "./middleware/auth.ts";
 import { generateHandler, type GenerateDeps } from "./routes/generate.ts";
 import { registerPlayground } from "./routes/playground.ts";
+import { registerBatchRoutes } from "./routes/batches.ts";
 
 /** Largest accepted request body, in bytes (64 KiB). */
 export const MAX_BODY_BYTES = 64 * 1024;
@@ -27,6 +28,10 @@ export interface AppDeps extends GenerateDeps {
   log?: (line: string) => void;
   /** Body limit in bytes; defaults to {@link MAX_BODY_BYTES}. */
   maxBodyBytes?: number;
+  /** Base URL of the pool's job API for /v1/batches (usually the pool URL); absent = no batch routes. */
+  batchPoolUrl?: string;
+  /** fetch used for the job API (Workers: `(i, init) => fetch(i, init)`). */
+  batchFetch?: typeof fetch;
 }
 
 /**
@@ -60,6 +65,9 @@ export function createApp(deps: AppDeps): Hono {
     }),
     generateHandler(deps),
   );
+  if (deps.batchPoolUrl) {
+    registerBatchRoutes(app, { poolUrl: deps.batchPoolUrl, apiKeyHashes: deps.apiKeyHashes, fetch: deps.batchFetch });
+  }
 
   app.notFound((c) => c.json(new NestError("not_found", `no route for ${c.req.method} ${c.req.path}`).toBody(), 404));
 

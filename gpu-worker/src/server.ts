@@ -14,6 +14,7 @@ import { DecodeJobSchema, RetrieveRequestSchema } from "@nest/shared/protocol/wo
 import type { PassageIndex } from "@nest/edge/retrieve/passage-index";
 import { openLanceIndex } from "@nest/edge/adapters/node/lancedb-index";
 import { InferenceHost } from "./runtime/inference-host.ts";
+import { startBatchService, type BatchService, type BatchServiceOptions } from "./batch/service.ts";
 
 export interface WorkerServerOptions {
   /** TCP port; 0 picks a free one. */
@@ -26,6 +27,8 @@ export interface WorkerServerOptions {
   /** onnxruntime intra-op threads (0 = its default). */
   readonly threads?: number;
   readonly log?: (line: string) => void;
+  /** Batch jobs: job API routes (/v1/batches…) + an in-process BullMQ consumer on this host; undefined = off. */
+  readonly batch?: BatchServiceOptions;
 }
 
 /** The worker's Hono app over a started inference host. */
@@ -39,14 +42,13 @@ export function createWorkerApp(host: InferenceHost, indexFor: (corpus: string) 
     if (!job.success) throw new NestError("invalid_request", `invalid decode job: ${job.error.issues[0]?.path.join(".")}: ${job.error.issues[0]?.message}`);
     const abort = new AbortController();
     c.req.raw.signal.addEventListener("abort", () => abort.abort(), { once: true });
+    // A refusal (503 at capacity) is thrown here, before the stream starts.
     const events = host.run(job.data, abort.signal);
-    // Surface an immediate refusal (503 at capacity) as an HTTP status, before streaming starts.
-    const first = await events.next();
     return streamSSE(c, async (stream) => {
       stream.onAbort(() => abort.abort());
       let id = 0;
-      for (let r = first; !r.done; r = await events.next()) {
-        await stream.writeSSE({ event: r.value.event, data: JSON.stringify(r.value.data), id: String(id++) });
+      for await (const e of events) {
+        await stream.writeSSE({ event: e.event, data: JSON.stringify(e.data), id: String(id++) });
       }
     });
   });
@@ -78,12 +80,20 @@ export async function startWorker(opts: WorkerServerOptions): Promise<{ url: str
   const host = await InferenceHost.start({ modelDir: opts.modelDir, threads: opts.threads });
   const indexes = new Map<string, Promise<PassageIndex>>();
   const indexFor = async (corpus: string) => {
-    const dir = opts.corpusDirs?.[corpus];
-    if (!dir) return undefined;
+    const dirs = opts.corpusDirs ?? {};
+    if (!Object.hasOwn(dirs, corpus)) return undefined;
+    const dir = dirs[corpus]!;
     if (!indexes.has(corpus)) indexes.set(corpus, openLanceIndex(dir, corpus));
     return indexes.get(corpus);
   };
   const app = createWorkerApp(host, indexFor);
+  let batch: BatchService | undefined;
+  try {
+    batch = opts.batch ? await startBatchService(app, { decoder: host, indexFor }, { log, ...opts.batch }) : undefined;
+  } catch (err) {
+    await host.close();
+    throw err;
+  }
   const hostname = opts.host ?? "127.0.0.1";
   let server: ReturnType<typeof serve>;
   try {
@@ -92,6 +102,7 @@ export async function startWorker(opts: WorkerServerOptions): Promise<{ url: str
       s.once("error", reject);
     });
   } catch (err) {
+    await batch?.close();
     await host.close();
     throw err;
   }
@@ -102,6 +113,7 @@ export async function startWorker(opts: WorkerServerOptions): Promise<{ url: str
     url,
     close: async () => {
       await new Promise<void>((r) => server.close(() => r()));
+      await batch?.close();
       for (const i of indexes.values()) await (await i).close?.();
       await host.close();
     },

@@ -105,6 +105,35 @@ describe("POST /v1/generate over the real stack (nest mode)", () => {
   });
 });
 
+describe("bad input on the real stack", () => {
+  it("a prompt over the token budget ends with an invalid_request error event", async () => {
+    const res = await fetch(`${edge.url}/v1/generate`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${KEY}`, "content-type": "application/json" },
+      body: JSON.stringify({ prompt: "东".repeat(3000), mode: "base", max_new_tokens: 2 }),
+    });
+    expect(res.status).toBe(200);
+    const got: GenerateEvent[] = [];
+    for await (const ev of readGenerateEvents(res.body!)) got.push(ev);
+    const last = got.at(-1)!;
+    expect(last.event).toBe("error");
+    expect(last.event === "error" && last.data.error.code).toBe("invalid_request");
+    expect(last.event === "error" && last.data.error.message).toMatch(/at most 2048 are accepted/);
+  });
+
+  it("the worker's /v1/retrieve answers 404 for corpus names that are object properties", async () => {
+    for (const corpus of ["constructor", "__proto__", "toString"]) {
+      const res = await fetch(`${worker.url}/v1/retrieve`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ query: "x", corpus, k: 1 }),
+      });
+      expect(res.status).toBe(404);
+      expect(((await res.json()) as { error: { code: string } }).error.code).toBe("not_found");
+    }
+  });
+});
+
 describe("nestlm ask against the same stack", () => {
   it("prints the answer with [n] markers, one source line per citation, and the summary", async () => {
     let printed = "";

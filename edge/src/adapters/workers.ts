@@ -28,6 +28,8 @@ function appFor(env: WorkerEnv): Hono {
   const indexes = new Map<string, PassageIndex>();
   const app = createApp({
     apiKeyHashes: hashes,
+    batchPoolUrl: poolUrl || undefined,
+    batchFetch: (input, init) => fetch(input, init),
     pool: createPoolClient(poolUrl, (input, init) => fetch(input, init)),
     indexFor: async (corpus) => {
       if (!poolUrl) throw new NestError("upstream_unavailable", "the edge has no NEST_POOL_URL configured");

@@ -11,11 +11,14 @@ import { readGenerateEvents } from "./read-sse.ts";
 /** Something that decodes a job into generate events (`delta`*, then `done` or `error`). */
 export interface DecodeClient {
   /**
-   * Starts decoding `job`. Aborting `signal` cancels the worker request.
+   * Starts decoding `job` and resolves once the pool has accepted it (response headers), so a
+   * refusal (503 at capacity) is known before the caller commits to a stream. Aborting `signal`
+   * cancels the worker request.
    * @throws NestError `upstream_unavailable` when the pool cannot be reached or answers garbage;
-   *   the pool's own JSON error (its code) when it refuses the job with a non-2xx status.
+   *   the pool's own JSON error (its code, and `Retry-After` as `retryAfterS`) when it refuses the
+   *   job with a non-2xx status.
    */
-  decode(job: DecodeJob, signal?: AbortSignal): AsyncIterable<GenerateEvent>;
+  decode(job: DecodeJob, signal?: AbortSignal): Promise<AsyncIterable<GenerateEvent>>;
 }
 
 /** Reads a non-2xx pool answer into the NestError it describes. */
@@ -24,7 +27,8 @@ export async function errorFromResponse(res: Response, what: string): Promise<Ne
   try {
     const body = ErrorBodySchema.parse(JSON.parse(text));
     const code = Object.hasOwn(ERROR_STATUS, body.error.code) ? (body.error.code as ErrorCode) : "upstream_unavailable";
-    return new NestError(code, body.error.message);
+    const retryAfter = Number(res.headers.get("retry-after"));
+    return new NestError(code, body.error.message, Number.isFinite(retryAfter) && retryAfter > 0 ? { retryAfterS: retryAfter } : {});
   } catch {
     return new NestError("upstream_unavailable", `${what} answered HTTP ${res.status}: ${text.slice(0, 200)}`);
   }
@@ -43,7 +47,7 @@ export function joinUrl(base: string, path: string): string {
 export function createPoolClient(poolUrl: string, fetchFn: typeof fetch = fetch): DecodeClient {
   const url = joinUrl(poolUrl, "/v1/decode");
   return {
-    async *decode(job, signal) {
+    async decode(job, signal) {
       let res: Response;
       try {
         res = await fetchFn(url, {
@@ -59,7 +63,7 @@ export function createPoolClient(poolUrl: string, fetchFn: typeof fetch = fetch)
       }
       if (!res.ok) throw await errorFromResponse(res, "gpu-worker pool");
       if (!res.body) throw new NestError("upstream_unavailable", "gpu-worker pool answered without a body");
-      yield* readGenerateEvents(res.body);
+      return readGenerateEvents(res.body);
     },
   };
 }

@@ -7,7 +7,7 @@
 import type { Context } from "hono";
 import { streamSSE } from "hono/streaming";
 import { usesRetrieval, retrievalQuery, type GenerateRequest } from "@nest/shared/protocol/request";
-import type { RetrievalEvent } from "@nest/shared/protocol/events";
+import type { GenerateEvent, RetrievalEvent } from "@nest/shared/protocol/events";
 import type { Passage, ScoredPassage } from "@nest/shared/protocol/passage";
 import type { DecodeJob } from "@nest/shared/protocol/worker";
 import { NestError, toNestError } from "@nest/shared/protocol/errors";
@@ -62,15 +62,25 @@ export function generateHandler(deps: GenerateDeps) {
       passages: passages.map(({ id, title, text, source }): Passage => ({ id, title, text, source })),
     };
 
+    const abort = new AbortController();
+    const cancel = () => abort.abort(new Error("client disconnected"));
+    c.req.raw.signal?.addEventListener("abort", cancel, { once: true });
+    // Wait for the pool to accept the job: a refusal (503 at capacity, with Retry-After) becomes the
+    // HTTP answer instead of an error event after a 200.
+    let events: AsyncIterable<GenerateEvent>;
+    try {
+      events = await deps.pool.decode(job, abort.signal);
+    } catch (err) {
+      c.req.raw.signal?.removeEventListener("abort", cancel);
+      throw err;
+    }
+
     return streamSSE(c, async (stream) => {
-      const abort = new AbortController();
-      const cancel = () => abort.abort(new Error("client disconnected"));
-      c.req.raw.signal?.addEventListener("abort", cancel, { once: true });
       stream.onAbort(cancel);
       try {
         await stream.writeSSE({ event: "retrieval", data: JSON.stringify(retrieval) });
         let ended = false;
-        for await (const ev of deps.pool.decode(job, abort.signal)) {
+        for await (const ev of events) {
           if (ev.event === "retrieval") continue; // the edge sent its own
           let data: unknown = ev.data;
           if (ev.event === "done") {

@@ -13,6 +13,7 @@ import { prepareCorpus } from "../corpus/prepare-corpus.ts";
 import { findApiKey, hashApiKey, loadOrCreateApiKey } from "./api-key.ts";
 import { startStack, DEFAULT_CORPUS } from "./stack.ts";
 import { ask, AskHttpError } from "./ask.ts";
+import { addBatchCommands } from "./batch.ts";
 
 /** The question `nestlm demo` asks. */
 export const DEMO_QUESTION = "What is the capital of Australia?";
@@ -134,6 +135,7 @@ export function buildProgram(): Command {
     .option("--verbose", "print server logs")
     .action(demo);
 
+  addBatchCommands(program);
   return program;
 }
 

@@ -7,6 +7,7 @@ import { startEdge } from "@nest/edge/adapters/node/server";
 import { startWorker } from "../server.ts";
 import { findModelDir } from "./prepare-model.ts";
 import { DEFAULT_CORPUS, findCorpusDir } from "../corpus/prepare-corpus.ts";
+import { batchConfigFromEnv } from "../batch/config.ts";
 
 export { DEFAULT_CORPUS };
 
@@ -40,7 +41,14 @@ export interface Stack {
 export async function startStack(opts: StackOptions): Promise<Stack> {
   const modelDir = await findModelDir(opts.home);
   const corpusDirs = { [DEFAULT_CORPUS]: await findCorpusDir(DEFAULT_CORPUS, opts.home) };
-  const worker = await startWorker({ port: opts.workerPort, host: "127.0.0.1", modelDir, corpusDirs, log: opts.log });
+  const worker = await startWorker({
+    port: opts.workerPort,
+    host: "127.0.0.1",
+    modelDir,
+    corpusDirs,
+    log: opts.log,
+    batch: batchConfigFromEnv(),
+  });
   try {
     const edge = await startEdge({
       port: opts.port,

@@ -13,7 +13,15 @@ import { emptyTokenStore } from "../nest/token-store.ts";
 import { DecoderSession, type SessionOptions } from "../runtime/decoder-session.ts";
 import { readManifest, type Manifest } from "../runtime/manifest.ts";
 import { ModelTokenizer } from "../runtime/tokenizer.ts";
+import { NestError } from "@nest/shared/protocol/errors";
 import { buildMessages } from "./prompt.ts";
+
+/**
+ * Longest prompt accepted, in tokens, after the chat template (and the `rag` background) is applied.
+ * The prefill's memory grows with the prompt (logits alone are `[promptTokens, vocab]` float32:
+ * 0.4 GB at 2,048 tokens), so the bound protects the worker.
+ */
+export const MAX_PROMPT_TOKENS = 2048;
 import { PassageEncoder } from "./passage-encoder.ts";
 
 /** Receives the events of one job. */
@@ -54,6 +62,12 @@ export class Engine {
 
     const prompt = this.tokenizer.applyChatTemplate(buildMessages(req, passages));
     const promptIds = this.tokenizer.encode(prompt);
+    if (promptIds.length > MAX_PROMPT_TOKENS) {
+      throw new NestError(
+        "invalid_request",
+        `the prompt is ${promptIds.length} tokens after the chat template; at most ${MAX_PROMPT_TOKENS} are accepted`,
+      );
+    }
 
     const tEnc = performance.now();
     const { store } = usesTokenStore(req.mode)

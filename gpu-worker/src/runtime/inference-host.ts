@@ -64,38 +64,48 @@ export class InferenceHost {
   }
 
   /**
-   * Queues `job` and yields its events (`delta`*, then `done` or `error`).
+   * Queues `job` at once and returns its events (`delta`*, then `done` or `error`).
    * Aborting `signal` cancels it (removed from the queue, or stopped between LM passes).
-   * @throws NestError `at_capacity` (503, retry after 5 s) when the queue is full; `internal` if the thread died.
+   * @throws NestError `at_capacity` (503, retry after 5 s) when the queue is full; `internal` if the
+   *   thread died. Both are thrown synchronously, before any event.
    */
-  async *run(job: DecodeJob, signal?: AbortSignal): AsyncGenerator<GenerateEvent> {
+  run(job: DecodeJob, signal?: AbortSignal): AsyncGenerator<GenerateEvent> {
     if (this.dead) throw new NestError("internal", `inference thread is down: ${this.dead.message}`);
     if (this.queue.length >= this.maxQueued) {
       throw new NestError("at_capacity", "all inference slots are busy", { retryAfterS: 5 });
     }
     const events: (GenerateEvent | null)[] = [];
-    let wake: (() => void) | undefined;
+    const waiter: { wake?: () => void } = {};
     const pending: Pending = {
       id: this.nextId++,
       job,
       push: (e) => {
         events.push(e);
-        wake?.();
+        waiter.wake?.();
       },
     };
     const onAbort = () => this.cancel(pending);
     signal?.addEventListener("abort", onAbort, { once: true });
     this.queue.push(pending);
     this.pump();
+    return this.stream(pending, events, waiter, () => signal?.removeEventListener("abort", onAbort));
+  }
+
+  private async *stream(
+    pending: Pending,
+    events: (GenerateEvent | null)[],
+    waiter: { wake?: () => void },
+    detach: () => void,
+  ): AsyncGenerator<GenerateEvent> {
     try {
       for (;;) {
-        while (events.length === 0) await new Promise<void>((r) => (wake = r));
+        while (events.length === 0) await new Promise<void>((r) => (waiter.wake = r));
         const e = events.shift()!;
         if (e === null) return;
         yield e;
       }
     } finally {
-      signal?.removeEventListener("abort", onAbort);
+      detach();
       if (this.running === pending || this.queue.includes(pending)) this.cancel(pending);
     }
   }

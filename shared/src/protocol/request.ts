@@ -9,10 +9,12 @@ import { z } from "zod";
 export const ModeSchema = z.enum(["base", "rag", "knnlm", "nest", "rag-nest"]);
 export type Mode = z.infer<typeof ModeSchema>;
 
-export const MessageSchema = z.object({
-  role: z.enum(["system", "user", "assistant"]),
-  content: z.string().min(1).max(8000),
-});
+export const MessageSchema = z
+  .object({
+    role: z.enum(["system", "user", "assistant"]),
+    content: z.string().min(1).max(8000),
+  })
+  .strict();
 export type Message = z.infer<typeof MessageSchema>;
 
 /** Caps applied to every request (also the zod bounds below). */
@@ -69,6 +71,10 @@ export const GenerateRequestSchema = NestParamsSchema.extend({
   .refine((r) => (r.prompt === undefined) !== (r.messages === undefined), {
     message: "give exactly one of `prompt` or `messages`",
     path: ["prompt"],
+  })
+  .refine((r) => r.messages === undefined || r.messages.some((m) => m.role === "user"), {
+    message: "`messages` must contain at least one user message",
+    path: ["messages"],
   });
 export type GenerateRequest = z.infer<typeof GenerateRequestSchema>;
 

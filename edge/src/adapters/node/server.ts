@@ -53,6 +53,7 @@ export async function startEdge(opts: EdgeOptions): Promise<RunningEdge> {
     indexFor,
     pool: createPoolClient(opts.poolUrl),
     apiKeyHashes: opts.apiKeyHashes,
+    batchPoolUrl: opts.poolUrl,
     log: opts.log,
   });
 

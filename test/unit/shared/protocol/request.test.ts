@@ -1,0 +1,19 @@
+import { describe, expect, it } from "vitest";
+import { GenerateRequestSchema, resolveGamma } from "@nest/shared/protocol/request";
+
+describe("GenerateRequestSchema", () => {
+  it("applies the documented defaults", () => {
+    const r = GenerateRequestSchema.parse({ prompt: "q" });
+    expect([r.mode, r.alpha, r.tau, r.delta, r.k, r.passages, r.max_span, r.max_new_tokens]).toEqual(["nest", 0.2, 0.1, 0.5, 1024, 40, 64, 128]);
+    expect(resolveGamma(r)).toBe(5e-4);
+    expect(resolveGamma({ mode: "rag-nest", gamma: undefined })).toBe(0.5);
+  });
+
+  it("rejects messages without a user message, and unknown fields inside a message", () => {
+    const noUser = GenerateRequestSchema.safeParse({ messages: [{ role: "system", content: "be brief" }] });
+    expect(noUser.success).toBe(false);
+    expect(noUser.error?.issues[0]?.path).toEqual(["messages"]);
+    const extra = GenerateRequestSchema.safeParse({ messages: [{ role: "user", content: "x", name: "n" }] });
+    expect(extra.success).toBe(false);
+  });
+});
