@@ -2,7 +2,7 @@
  * Batch throughput (issue 6): requests/min through BullMQ on the local Redis, consumer in this
  * process, at consumer concurrency 1 and 2 (and 2 with two inference hosts). Not a test.
  *
- *   node --import tsx test/bench/batch-throughput.ts [--items 20] [--mode nest] [--max-new-tokens 16] [--passages 8]
+ *   node --import tsx test/bench/batch-throughput.bench.ts [--items 20] [--mode nest] [--max-new-tokens 16] [--passages 8]
  *
  * Each configuration gets a fresh random key prefix (deleted afterwards), a one-item warm-up, then
  * `items` requests ("What is the capital of <country>?") submitted at once; the time is from

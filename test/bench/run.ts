@@ -1,0 +1,31 @@
+/**
+ * `npm run bench`: runs every `test/bench/*.bench.ts` (or the ones named: `npm run bench -- batch`)
+ * one after another, each in its own process so one's memory does not skew another's figures.
+ * Each bench prints its own table and may write JSON under `bench-results/`. Benchmarks measure;
+ * they assert nothing.
+ */
+import { spawnSync } from "node:child_process";
+import { readdirSync } from "node:fs";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+
+const here = dirname(fileURLToPath(import.meta.url));
+const wanted = process.argv.slice(2).filter((a) => !a.startsWith("-"));
+const benches = readdirSync(here)
+  .filter((f) => f.endsWith(".bench.ts"))
+  .filter((f) => wanted.length === 0 || wanted.some((w) => f.includes(w)))
+  .sort();
+if (benches.length === 0) {
+  console.error(`no bench matches ${wanted.join(", ")}`);
+  process.exit(1);
+}
+let failed = 0;
+for (const b of benches) {
+  console.log(`\n=== ${b}`);
+  const r = spawnSync(process.execPath, ["--import", "tsx", join(here, b)], { stdio: "inherit" });
+  if (r.status !== 0) {
+    failed++;
+    console.error(`${b} exited with ${r.status ?? r.signal}`);
+  }
+}
+process.exit(failed === 0 ? 0 : 1);
