@@ -13,6 +13,8 @@ import { NestError, toNestError } from "@nest/shared/protocol/errors";
 import { DecodeJobSchema, RetrieveRequestSchema } from "@nest/shared/protocol/worker";
 import type { PassageIndex } from "@nest/edge/retrieve/passage-index";
 import { openLanceIndex } from "@nest/edge/adapters/node/lancedb-index";
+import { SIGNATURE_HEADER, TIMESTAMP_HEADER, verifyRequest } from "@nest/shared/protocol/hmac";
+import type { MiddlewareHandler } from "hono";
 import { InferenceHost } from "./runtime/inference-host.ts";
 import { startBatchService, type BatchService, type BatchServiceOptions } from "./batch/service.ts";
 
@@ -29,11 +31,29 @@ export interface WorkerServerOptions {
   readonly log?: (line: string) => void;
   /** Batch jobs: job API routes (/v1/batches…) + an in-process BullMQ consumer on this host; undefined = off. */
   readonly batch?: BatchServiceOptions;
+  /** Shared secret the edge signs its calls with (HMAC, shared/src/protocol/hmac.ts); absent = open (tests). */
+  readonly secret?: string;
+}
+
+/**
+ * Refuses (401) every request but `GET /healthz` whose `x-nest-signature` is not the HMAC of the
+ * request under `secret` or whose `x-nest-timestamp` is more than 5 min off.
+ */
+export function requireSignature(secret: string): MiddlewareHandler {
+  return async (c, next) => {
+    if (c.req.method === "GET" && c.req.path === "/healthz") return next();
+    const url = new URL(c.req.url);
+    const body = c.req.method === "GET" || c.req.method === "HEAD" ? "" : await c.req.text();
+    const why = await verifyRequest(secret, { timestamp: c.req.header(TIMESTAMP_HEADER), signature: c.req.header(SIGNATURE_HEADER) }, c.req.method, url.pathname + url.search, body);
+    if (why) return c.json(new NestError("unauthorized", `unsigned or badly signed pool request: ${why}`).toBody(), 401);
+    return next();
+  };
 }
 
 /** The worker's Hono app over a started inference host. */
-export function createWorkerApp(host: InferenceHost, indexFor: (corpus: string) => Promise<PassageIndex | undefined>): Hono {
+export function createWorkerApp(host: InferenceHost, indexFor: (corpus: string) => Promise<PassageIndex | undefined>, secret?: string): Hono {
   const app = new Hono();
+  if (secret) app.use(requireSignature(secret));
 
   app.get("/healthz", (c) => c.json({ status: "ok", model: host.model, ...host.load }));
 
@@ -58,7 +78,7 @@ export function createWorkerApp(host: InferenceHost, indexFor: (corpus: string) 
     if (!req.success) throw new NestError("invalid_request", `invalid retrieve request: ${req.error.issues[0]?.path.join(".")}: ${req.error.issues[0]?.message}`);
     const index = await indexFor(req.data.corpus);
     if (!index) throw new NestError("not_found", `unknown corpus '${req.data.corpus}'`);
-    return c.json({ passages: await index.search(req.data.query, req.data.k) });
+    return c.json({ passages: await index.search(req.data.query, req.data.k, { fusion: req.data.fusion }) });
   });
 
   app.notFound((c) => c.json(new NestError("not_found", `no route ${c.req.method} ${c.req.path}`).toBody(), 404));
@@ -86,7 +106,7 @@ export async function startWorker(opts: WorkerServerOptions): Promise<{ url: str
     if (!indexes.has(corpus)) indexes.set(corpus, openLanceIndex(dir, corpus));
     return indexes.get(corpus);
   };
-  const app = createWorkerApp(host, indexFor);
+  const app = createWorkerApp(host, indexFor, opts.secret);
   let batch: BatchService | undefined;
   try {
     batch = opts.batch ? await startBatchService(app, { decoder: host, indexFor }, { log, ...opts.batch }) : undefined;

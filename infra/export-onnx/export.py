@@ -1,22 +1,37 @@
-"""Export a GGUF Llama-family model to an ONNX decoder with KV cache for nest.
+"""Export a causal LM to an ONNX decoder with KV cache for nest.
 
-Loads the GGUF with transformers (dequantised to float32), exports a thin wrapper with
-``torch.onnx.export`` (TorchScript tracer first, dynamo exporter as fallback), writes the
-tokenizer files and chat template, checks onnxruntime against PyTorch, and writes
-``manifest.json`` last (its presence means the export is complete).
+Sources (exactly one): a GGUF file (``--gguf``, dequantised to float32 by transformers), a local
+Hugging Face folder (``--hf-dir``) or a model id (``--model-id``, downloaded by transformers from
+the hub; not reachable from our CI network, but the path is the standard one). Families: any
+``AutoModelForCausalLM`` whose decoder blocks sit at ``model.model.layers`` (Llama, Mistral, Qwen2,
+...) or ``model.transformer.h`` (GPT-2).
 
-Graph contract (optimum / transformers.js layout plus one output):
+Exports a thin wrapper with ``torch.onnx.export`` (TorchScript tracer first, dynamo exporter as
+fallback), writes the tokenizer files and chat template, checks onnxruntime against PyTorch, and
+writes ``manifest.json`` last (its presence means the export is complete). Quantised variants are
+added afterwards by ``quantize.py``.
+
+Graph contract (optimum / transformers.js names, with an append-only KV cache):
 
   inputs   input_ids [batch, seq] int64, attention_mask [batch, past+seq] int64,
            position_ids [batch, seq] int64,
-           past_key_values.{i}.key|value [batch, kv_heads, past, head_dim] float32
-  outputs  logits [batch, seq, vocab] float32,
+           num_logits_to_keep [] int64: logits are computed for the last n positions only
+             (0 for passage encoding, 1 for a prompt prefill, m for a draft of m tokens),
+           past_key_values.{i}.key|value [batch, past, kv_heads, head_dim] float32
+  outputs  logits [batch, n, vocab] float32,
            hidden_states [batch, seq, hidden] float32: the residual stream entering the last
              decoder block, un-normalised (HF ``output_hidden_states[-2]``; nest-algorithm.md §2.1),
-           present.{i}.key|value [batch, kv_heads, past+seq, head_dim] float32
+           present.{i}.key|value [batch, seq, kv_heads, head_dim] float32: the NEW positions only
+
+The KV cache is laid out sequence-major ([batch, seq, heads, dim], transposed inside the graph)
+and the graph returns only the positions it adds, so the runtime keeps one growing buffer per
+layer: the first `past` positions of it are the next pass's input as they are (no copy), each pass
+appends `seq` positions, and cutting the cache after a rejected draft is a length change. Bytes
+leaving the session per pass no longer grow with the context.
 
 Usage:
-  python export.py --gguf PATH --out DIR --source-spec STR --key STR [--sha256 HEX]
+  python export.py (--gguf PATH | --hf-dir DIR | --model-id ID) --out DIR --source-spec STR --key STR
+                   [--sha256 HEX] [--name NAME]
 """
 from __future__ import annotations
 
@@ -41,6 +56,11 @@ LOGIT_TOLERANCE = 1e-3
 # The hidden state has outlier entries up to ~1e4 (Llama massive activations on the first token),
 # so its tolerance is relative to the largest |entry|: measured ~2e-6 of it; accept 1e-4.
 HIDDEN_REL_TOLERANCE = 1e-4
+# Used when the tokenizer has none (GPT-2 family): plain "role: content" turns.
+FALLBACK_CHAT_TEMPLATE = (
+    "{% for message in messages %}{{ message['role'] }}: {{ message['content'] }}\n{% endfor %}"
+    "{% if add_generation_prompt %}assistant:{% endif %}"
+)
 
 _T0 = time.time()
 
@@ -58,8 +78,19 @@ def sha256_file(path: str) -> str:
     return h.hexdigest()
 
 
+def decoder_blocks(model: torch.nn.Module) -> torch.nn.ModuleList:
+    """The decoder blocks of a causal LM (Llama/Mistral/Qwen2 layout or GPT-2 layout)."""
+    base = model.base_model
+    for attr in ("layers", "h"):
+        blocks = getattr(base, attr, None)
+        if isinstance(blocks, torch.nn.ModuleList):
+            return blocks
+    raise SystemExit(f"unsupported architecture {type(model).__name__}: no decoder blocks at .layers or .h")
+
+
 class DecoderWrapper(torch.nn.Module):
-    """Flat-tensor view of a HF causal LM: (ids, mask, positions, past k/v...) -> (logits, hidden, present k/v...)."""
+    """Flat-tensor view of a HF causal LM:
+    (ids, mask, positions, num_logits_to_keep, past k/v...) -> (logits, hidden, present k/v...)."""
 
     def __init__(self, model: torch.nn.Module, num_layers: int):
         super().__init__()
@@ -67,21 +98,21 @@ class DecoderWrapper(torch.nn.Module):
         self.num_layers = num_layers
         self._captured: list[torch.Tensor] = []
         # Capture the input of the last decoder block = HF hidden_states[-2] (verified in parity()).
-        last_block = model.model.layers[num_layers - 1]
-        last_block.register_forward_pre_hook(self._capture, with_kwargs=True)
+        decoder_blocks(model)[num_layers - 1].register_forward_pre_hook(self._capture, with_kwargs=True)
 
     def _capture(self, _module, args, kwargs):
         self._captured.append(args[0] if args else kwargs["hidden_states"])
 
-    def forward(self, input_ids, attention_mask, position_ids, *past):
+    def forward(self, input_ids, attention_mask, position_ids, num_logits_to_keep, *past):
         from transformers.cache_utils import DynamicCache
 
+        # past: [batch, past, heads, dim] (sequence-major) -> HF's [batch, heads, past, dim]
         cache = DynamicCache(
-            ddp_cache_data=[(past[2 * i], past[2 * i + 1]) for i in range(self.num_layers)],
+            ddp_cache_data=[(past[2 * i].transpose(1, 2), past[2 * i + 1].transpose(1, 2)) for i in range(self.num_layers)],
             config=self.model.config,
         )
         self._captured.clear()
-        out = self.model(
+        out = self.model.base_model(
             input_ids=input_ids,
             attention_mask=attention_mask,
             position_ids=position_ids,
@@ -89,16 +120,22 @@ class DecoderWrapper(torch.nn.Module):
             use_cache=True,
             return_dict=True,
         )
+        final = out.last_hidden_state
+        seq = final.shape[1]
+        keep = torch.arange(seq - num_logits_to_keep, seq, dtype=torch.int64)
+        logits = self.model.get_output_embeddings()(final.index_select(1, keep))
         hidden = self._captured[-1]
         self._captured.clear()
         present = []
         for layer in out.past_key_values.layers:
-            present += [layer.keys, layer.values]
-        return (out.logits, hidden, *present)
+            total = layer.keys.shape[2]
+            # only the positions this pass added, sequence-major
+            present += [layer.keys[:, :, total - seq:].transpose(1, 2), layer.values[:, :, total - seq:].transpose(1, 2)]
+        return (logits, hidden, *present)
 
 
 def io_names(num_layers: int) -> tuple[list[str], list[str]]:
-    inputs = ["input_ids", "attention_mask", "position_ids"]
+    inputs = ["input_ids", "attention_mask", "position_ids", "num_logits_to_keep"]
     outputs = ["logits", "hidden_states"]
     for i in range(num_layers):
         inputs += [f"past_key_values.{i}.key", f"past_key_values.{i}.value"]
@@ -106,17 +143,19 @@ def io_names(num_layers: int) -> tuple[list[str], list[str]]:
     return inputs, outputs
 
 
-def make_inputs(ids: torch.Tensor, past: list[torch.Tensor], past_len: int) -> tuple[torch.Tensor, ...]:
+def make_inputs(ids: torch.Tensor, past: list[torch.Tensor], past_len: int, keep: int | None = None) -> tuple[torch.Tensor, ...]:
     """Full-attention inputs for `ids` [batch, seq] continuing `past_len` cached positions."""
     batch, seq = ids.shape
     mask = torch.ones(batch, past_len + seq, dtype=torch.int64)
     pos = torch.arange(past_len, past_len + seq, dtype=torch.int64).unsqueeze(0).expand(batch, seq).contiguous()
-    return (ids, mask, pos, *past)
+    n = torch.tensor(seq if keep is None else keep, dtype=torch.int64)
+    return (ids, mask, pos, n, *past)
 
 
 def empty_past(cfg, batch: int, past_len: int = 0, seed: int | None = None) -> list[torch.Tensor]:
+    """Sequence-major past key/values [batch, past_len, kv_heads, head_dim]."""
     gen = torch.Generator().manual_seed(seed) if seed is not None else None
-    shape = (batch, cfg.num_key_value_heads, past_len, cfg.head_dim)
+    shape = (batch, past_len, cfg.num_key_value_heads, cfg.head_dim)
     return [torch.randn(shape, generator=gen) for _ in range(2 * cfg.num_hidden_layers)]
 
 
@@ -124,15 +163,15 @@ def export_onnx(wrapper: DecoderWrapper, cfg, path: str) -> str:
     """Exports `wrapper` to `path`; returns the exporter used ("torchscript" or "dynamo")."""
     n = cfg.num_hidden_layers
     in_names, out_names = io_names(n)
-    # Trace with a non-empty past and seq != past so neither length is baked in as a constant.
-    example = make_inputs(torch.randint(0, cfg.vocab_size, (2, 3)), empty_past(cfg, 2, 4, seed=0), 4)
+    # Trace with a non-empty past, seq != past and keep != seq so no length is baked in as a constant.
+    example = make_inputs(torch.randint(0, cfg.vocab_size, (2, 3)), empty_past(cfg, 2, 4, seed=0), 4, keep=2)
     dyn = {"input_ids": {0: "batch", 1: "seq"}, "attention_mask": {0: "batch", 1: "total_seq"},
-           "position_ids": {0: "batch", 1: "seq"}, "logits": {0: "batch", 1: "seq"},
+           "position_ids": {0: "batch", 1: "seq"}, "logits": {0: "batch", 1: "kept_seq"},
            "hidden_states": {0: "batch", 1: "seq"}}
     for i in range(n):
         for kv in ("key", "value"):
-            dyn[f"past_key_values.{i}.{kv}"] = {0: "batch", 2: "past_seq"}
-            dyn[f"present.{i}.{kv}"] = {0: "batch", 2: "total_seq"}
+            dyn[f"past_key_values.{i}.{kv}"] = {0: "batch", 1: "past_seq"}
+            dyn[f"present.{i}.{kv}"] = {0: "batch", 1: "seq"}
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # tracer warnings about python ints; parity() is the check
@@ -144,16 +183,24 @@ def export_onnx(wrapper: DecoderWrapper, cfg, path: str) -> str:
     from torch.export import Dim
 
     batch, seq, past = Dim("batch"), Dim("seq"), Dim("past_seq")
-    shapes = [{0: batch, 1: seq}, {0: batch, 1: past + seq}, {0: batch, 1: seq}]
-    shapes += [{0: batch, 2: past}] * (2 * n)
+    shapes = [{0: batch, 1: seq}, {0: batch, 1: past + seq}, {0: batch, 1: seq}, {}]
+    shapes += [{0: batch, 1: past}] * (2 * n)
     prog = torch.onnx.export(wrapper, example, input_names=in_names, output_names=out_names,
                              dynamic_shapes=tuple(shapes), opset_version=18, dynamo=True)
     prog.save(path, external_data=True)
     return "dynamo"
 
 
-def parity(model, wrapper: DecoderWrapper, tok, onnx_path: str, cfg) -> tuple[float, float]:
-    """Compares onnxruntime with PyTorch on a chat prefill and one cached 5-token step.
+def chat_prompt(tok, template: str, question: str) -> list[int]:
+    """Token ids of `question` as a one-turn chat prompt (template from the manifest)."""
+    msgs = [{"role": "user", "content": question}]
+    text = tok.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False, chat_template=template)
+    return tok(text, add_special_tokens=False)["input_ids"]
+
+
+def parity(model, wrapper: DecoderWrapper, tok, template: str, onnx_path: str, cfg) -> tuple[float, float]:
+    """Compares onnxruntime with PyTorch on a chat prefill and one cached 5-token step, and checks
+    that `num_logits_to_keep` = 1 and 0 give the last row and no rows.
 
     Returns (max |logit diff|, max |hidden diff| / max |hidden|) over both steps.
     """
@@ -161,9 +208,7 @@ def parity(model, wrapper: DecoderWrapper, tok, onnx_path: str, cfg) -> tuple[fl
 
     sess = ort.InferenceSession(onnx_path, providers=["CPUExecutionProvider"])
     in_names, out_names = io_names(cfg.num_hidden_layers)
-    msgs = [{"role": "user", "content": "What is the capital of Australia?"}]
-    text = tok.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)
-    prompt = torch.tensor([tok(text)["input_ids"]], dtype=torch.int64)
+    prompt = torch.tensor([chat_prompt(tok, template, "What is the capital of Australia?")], dtype=torch.int64)
     cont = torch.tensor([tok("The capital of Australia is", add_special_tokens=False)["input_ids"][:5]])
     assert cont.shape[1] == 5, cont.shape
 
@@ -180,18 +225,29 @@ def parity(model, wrapper: DecoderWrapper, tok, onnx_path: str, cfg) -> tuple[fl
         ref_hidden = ref.hidden_states[-2]
         if not torch.equal(wrapped[1], ref_hidden):
             raise SystemExit("wrapper hidden state is not HF hidden_states[-2]")
-        got = sess.run(out_names, {n: t.numpy() for n, t in zip(in_names, inputs)})
+        feeds = {n: t.numpy() for n, t in zip(in_names, inputs)}
+        got = sess.run(out_names, feeds)
         d_logit = float(np.abs(got[0] - ref.logits.numpy()).max())
         d_hidden = float(np.abs(got[1] - ref_hidden.numpy()).max())
-        d_present = max(float(np.abs(g - w.numpy()).max()) for g, w in zip(got[2:], wrapped[2:]))
+        # HF's cache after this pass, last `seq` positions, sequence-major = what the graph returns
+        ref_new = []
+        for layer in ref.past_key_values.layers:
+            ref_new += [layer.keys[:, :, -ids.shape[1]:].transpose(1, 2), layer.values[:, :, -ids.shape[1]:].transpose(1, 2)]
+        d_present = max(float(np.abs(g - r.numpy()).max()) for g, r in zip(got[2:], ref_new))
+        if any(g.shape != tuple(r.shape) for g, r in zip(got[2:], ref_new)):
+            raise SystemExit(f"parity {name}: present shapes {got[2].shape} differ from {tuple(ref_new[0].shape)}")
         step(f"parity {name}: {ids.shape[1]} tokens, past {past_len}: max|dlogit|={d_logit:.3e} "
              f"max|dhidden|={d_hidden:.3e} max|dpresent|={d_present:.3e} "
              f"(|logit|max={float(ref.logits.abs().max()):.1f}, |hidden|max={float(ref_hidden.abs().max()):.1f})")
         if int(got[0][0, -1].argmax()) != int(ref.logits[0, -1].argmax()):
             raise SystemExit(f"parity {name}: greedy next token differs")
+        for keep in (1, 0):
+            kept = sess.run(["logits"], {**feeds, "num_logits_to_keep": np.array(keep, dtype=np.int64)})[0]
+            if kept.shape[1] != keep or (keep and float(np.abs(kept[0, -1] - got[0][0, -1]).max()) > LOGIT_TOLERANCE):
+                raise SystemExit(f"parity {name}: num_logits_to_keep={keep} gave logits of shape {kept.shape}")
         max_logit = max(max_logit, d_logit)
         max_hidden = max(max_hidden, d_hidden / float(ref_hidden.abs().max()))
-        past = [torch.from_numpy(a) for a in got[2:]]
+        past = [torch.cat([p, torch.from_numpy(a)], dim=1) for p, a in zip(past, got[2:])]
         past_len += ids.shape[1]
     return max_logit, max_hidden
 
@@ -199,39 +255,59 @@ def parity(model, wrapper: DecoderWrapper, tok, onnx_path: str, cfg) -> tuple[fl
 def _cache(past, cfg, model):
     from transformers.cache_utils import DynamicCache
 
-    if past[0].shape[2] == 0:
+    if past[0].shape[1] == 0:
         return DynamicCache(config=model.config)
-    pairs = [(past[2 * i].clone(), past[2 * i + 1].clone()) for i in range(cfg.num_hidden_layers)]
+    pairs = [(past[2 * i].transpose(1, 2).contiguous(), past[2 * i + 1].transpose(1, 2).contiguous())
+             for i in range(cfg.num_hidden_layers)]
     return DynamicCache(ddp_cache_data=pairs, config=model.config)
+
+
+def load(args) -> tuple[object, torch.nn.Module, str, str]:
+    """Loads (tokenizer, model, display name, source file) from the chosen source."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    common = {"dtype": torch.float32, "attn_implementation": "eager"}
+    if args.gguf:
+        folder, file = os.path.split(os.path.abspath(args.gguf))
+        step(f"loading tokenizer and model from {file} (dequantising to float32)")
+        tok = AutoTokenizer.from_pretrained(folder, gguf_file=file)
+        model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=file, **common)
+        return tok, model, file.split(".")[0], file
+    where = args.hf_dir or args.model_id
+    step(f"loading tokenizer and model from {where}")
+    tok = AutoTokenizer.from_pretrained(where)
+    model = AutoModelForCausalLM.from_pretrained(where, **common)
+    return tok, model, os.path.basename(os.path.normpath(where)), where
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--gguf", required=True, help="path to the .gguf weights")
+    src = ap.add_mutually_exclusive_group(required=True)
+    src.add_argument("--gguf", help="path to .gguf weights (dequantised to float32)")
+    src.add_argument("--hf-dir", help="local Hugging Face model folder (config.json, weights, tokenizer)")
+    src.add_argument("--model-id", help="Hugging Face hub id, downloaded by transformers")
     ap.add_argument("--out", required=True, help="output folder (created)")
     ap.add_argument("--source-spec", required=True, help="where the weights came from, e.g. a pip spec")
     ap.add_argument("--key", required=True, help="cache key of this export, stored in the manifest")
-    ap.add_argument("--sha256", help="sha256 of the gguf (computed when omitted)")
+    ap.add_argument("--sha256", help="sha256 of the weights file (computed for --gguf when omitted)")
+    ap.add_argument("--name", help="display name (default: from the source)")
     args = ap.parse_args()
 
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     os.makedirs(args.out, exist_ok=True)
-    gguf_dir, gguf_file = os.path.split(os.path.abspath(args.gguf))
-    sha = args.sha256 or sha256_file(args.gguf)
     torch.manual_seed(0)
-
-    step(f"loading tokenizer and model from {gguf_file} (dequantising to float32)")
-    tok = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=gguf_file)
-    model = AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file=gguf_file, dtype=torch.float32,
-                                                 attn_implementation="eager")
+    tok, model, name, source_file = load(args)
+    sha = args.sha256 or (sha256_file(args.gguf) if args.gguf else "")
     model.eval()
     cfg = model.config
     n = cfg.num_hidden_layers
     head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
     cfg.head_dim = head_dim
+    if getattr(cfg, "num_key_value_heads", None) is None:
+        cfg.num_key_value_heads = cfg.num_attention_heads
+    context = getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions", None) or 2048
     step(f"loaded {type(model).__name__}: hidden {cfg.hidden_size}, {n} layers, "
-         f"{cfg.num_attention_heads} heads / {cfg.num_key_value_heads} kv heads, head_dim {head_dim}, vocab {cfg.vocab_size}")
+         f"{cfg.num_attention_heads} heads / {cfg.num_key_value_heads} kv heads, head_dim {head_dim}, "
+         f"vocab {cfg.vocab_size}, context {context}")
 
     wrapper = DecoderWrapper(model, n).eval()
     onnx_path = os.path.join(args.out, ONNX_FILE)
@@ -243,14 +319,15 @@ def main() -> int:
 
     step("writing tokenizer files and chat template")
     tok.save_pretrained(args.out)
-    chat_template = tok.chat_template
-    if not isinstance(chat_template, str) or not chat_template:
-        raise SystemExit("tokenizer has no chat template")
+    chat_template = tok.chat_template if isinstance(tok.chat_template, str) and tok.chat_template else None
+    if chat_template is None:
+        step("the tokenizer has no chat template: using the plain 'role: content' fallback")
+        chat_template = FALLBACK_CHAT_TEMPLATE
     with open(os.path.join(args.out, "chat_template.jinja"), "w", encoding="utf8") as f:
         f.write(chat_template)
 
     step("parity check: onnxruntime vs PyTorch")
-    d_logit, d_hidden = parity(model, wrapper, tok, onnx_path, cfg)
+    d_logit, d_hidden = parity(model, wrapper, tok, chat_template, onnx_path, cfg)
     if d_logit > LOGIT_TOLERANCE or d_hidden > HIDDEN_REL_TOLERANCE:
         print(f"parity FAILED: max|dlogit|={d_logit:.3e} (tol {LOGIT_TOLERANCE}), "
               f"max|dhidden|/max|hidden|={d_hidden:.3e} (tol {HIDDEN_REL_TOLERANCE})", file=sys.stderr, flush=True)
@@ -259,10 +336,10 @@ def main() -> int:
     eos = cfg.eos_token_id if cfg.eos_token_id is not None else tok.eos_token_id
     eos = eos if isinstance(eos, list) else [eos]
     manifest = {
-        "format": "nest-onnx-decoder/1",
-        "name": gguf_file.split(".")[0],  # SmolLM2-135M-Instruct.Q4_1.gguf -> SmolLM2-135M-Instruct
+        "format": "nest-onnx-decoder/2",
+        "name": args.name or name,
         "architecture": type(model).__name__,
-        "source": {"spec": args.source_spec, "file": gguf_file, "sha256": sha, "key": args.key},
+        "source": {"spec": args.source_spec, "file": source_file, "sha256": sha, "key": args.key},
         "onnx": ONNX_FILE,
         "dtype": "float32",
         "hidden_size": cfg.hidden_size,
@@ -271,23 +348,27 @@ def main() -> int:
         "num_kv_heads": cfg.num_key_value_heads,
         "head_dim": head_dim,
         "vocab_size": cfg.vocab_size,
+        "context_length": int(context),
         "bos_token_id": tok.bos_token_id,
-        "eos_token_ids": [int(e) for e in eos],
+        "eos_token_ids": [int(e) for e in eos if e is not None],
         "pad_token_id": tok.pad_token_id,
         "inputs": {"input_ids": "input_ids", "attention_mask": "attention_mask", "position_ids": "position_ids",
+                   "num_logits_to_keep": "num_logits_to_keep",
                    "past_key": "past_key_values.{i}.key", "past_value": "past_key_values.{i}.value"},
         "outputs": {"logits": "logits", "hidden_states": "hidden_states",
                     "present_key": "present.{i}.key", "present_value": "present.{i}.value"},
         "knn_hidden": {
             "layer": n - 1,
             "description": f"residual stream entering decoder block {n - 1} (the last of {n}, 0-based), "
-                           "before its input RMSNorm; = HF output_hidden_states[-2], un-normalised "
+                           "before its input norm; = HF output_hidden_states[-2], un-normalised "
                            "(NEST repo choice, nest-algorithm.md §2.1)",
         },
         "tokenizer": "tokenizer.json",
         "tokenizer_config": "tokenizer_config.json",
         "chat_template": chat_template,
         "parity": {"max_abs_logit_diff": d_logit, "tolerance": LOGIT_TOLERANCE},
+        "precisions": {"fp32": {"onnx": ONNX_FILE, "max_abs_logit_diff": d_logit, "greedy_agreement": 1.0,
+                                "reference": "PyTorch fp32"}},
     }
     tmp = os.path.join(args.out, "manifest.json.tmp")
     with open(tmp, "w", encoding="utf8") as f:

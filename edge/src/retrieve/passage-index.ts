@@ -6,12 +6,18 @@
  */
 import type { ScoredPassage } from "@nest/shared/protocol/passage";
 import { NestError } from "@nest/shared/protocol/errors";
+import type { FusionMethod } from "./fusion.ts";
 
 /** Default number of passages retrieved per request (the `passages` parameter). */
 export const DEFAULT_PASSAGES = 40;
 
 /** Longest query kept for full-text search (characters); longer queries are cut. */
 export const MAX_QUERY_CHARS = 2000;
+
+/** Per-query retrieval options. */
+export interface SearchOptions {
+  fusion?: FusionMethod;
+}
 
 /** A searchable passage index over one corpus. */
 export interface PassageIndex {
@@ -21,9 +27,11 @@ export interface PassageIndex {
    * passages match. Never throws on odd query text (punctuation, quotes, query syntax).
    *
    * @param k number of passages wanted (positive integer)
+   * @param opts `fusion`: how a hybrid index fuses its dense and BM25 lists (`retrieve/fusion`);
+   *   ignored by single-retriever indexes. Default: the index's configured fusion.
    * @throws NestError `invalid_request` if `k` is not a positive integer
    */
-  search(query: string, k: number): Promise<ScoredPassage[]>;
+  search(query: string, k: number, opts?: SearchOptions): Promise<ScoredPassage[]>;
   /** Name of the corpus it indexes, e.g. `factbook`. */
   readonly corpus: string;
   /** Releases resources (handles, connections). Further searches are not allowed. */

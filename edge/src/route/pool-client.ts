@@ -19,6 +19,8 @@ export interface DecodeClient {
    *   job with a non-2xx status.
    */
   decode(job: DecodeJob, signal?: AbortSignal): Promise<AsyncIterable<GenerateEvent>>;
+  /** Name of the model the pool serves (from its `/healthz`), for cache keys; undefined when unknown. */
+  modelName?(): Promise<string | undefined>;
 }
 
 /** Reads a non-2xx pool answer into the NestError it describes. */
@@ -46,7 +48,24 @@ export function joinUrl(base: string, path: string): string {
  */
 export function createPoolClient(poolUrl: string, fetchFn: typeof fetch = fetch): DecodeClient {
   const url = joinUrl(poolUrl, "/v1/decode");
+  let model: string | undefined;
   return {
+    async modelName() {
+      if (model) return model;
+      // A timer cleared once answered, not AbortSignal.timeout: on Workers a timeout still pending
+      // when the request ends surfaces as an unhandled rejection.
+      const ctl = new AbortController();
+      const timer = setTimeout(() => ctl.abort(new Error("health check timed out after 2000 ms")), 2000);
+      try {
+        const body = (await (await fetchFn(joinUrl(poolUrl, "/healthz"), { signal: ctl.signal })).json()) as { model?: unknown };
+        if (typeof body.model === "string") model = body.model;
+      } catch {
+        // unknown for now; asked again next time
+      } finally {
+        clearTimeout(timer);
+      }
+      return model;
+    },
     async decode(job, signal) {
       let res: Response;
       try {
@@ -60,6 +79,10 @@ export function createPoolClient(poolUrl: string, fetchFn: typeof fetch = fetch)
         if (signal?.aborted) throw err;
         const reason = err instanceof Error ? (err.cause instanceof Error ? err.cause.message : err.message) : String(err);
         throw new NestError("upstream_unavailable", `gpu-worker pool unreachable at ${poolUrl}: ${reason}`, { cause: err });
+      }
+      if (res.status === 401) {
+        await res.body?.cancel();
+        throw new NestError("upstream_unavailable", "gpu-worker pool refused the edge's signature (check NEST_POOL_SECRET)");
       }
       if (!res.ok) throw await errorFromResponse(res, "gpu-worker pool");
       if (!res.body) throw new NestError("upstream_unavailable", "gpu-worker pool answered without a body");

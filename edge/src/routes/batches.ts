@@ -10,10 +10,10 @@
  * - `GET /v1/batches/:id/results` → `application/x-ndjson`, one line per finished item in input
  *   order (`custom_id`, `status`, text, citations, usage | error); header `x-batch-status`;
  * - `POST /v1/batches/:id/cancel` → status; items not started end `canceled`.
- * Auth is the edge's bearer key for now (API-key scopes, e.g. `batch`, come with issue 5).
+ * Auth: an API key with scope `batch` (issue 5; see middleware/keys.ts).
  * Worker-safe (fetch only).
  */
-import type { Context, Hono } from "hono";
+import type { Context, Hono, MiddlewareHandler } from "hono";
 import { bodyLimit } from "hono/body-limit";
 import { NestError } from "@nest/shared/protocol/errors";
 import { apiKeyAuth } from "../middleware/auth.ts";
@@ -35,6 +35,8 @@ export interface BatchRouteDeps {
   apiKeyHashes: string[];
   /** The fetch to use (default the global one; a Workers service binding fits too). */
   fetch?: typeof fetch;
+  /** Auth middleware replacing the bearer check on `apiKeyHashes` (app.ts passes scope `batch`). */
+  auth?: MiddlewareHandler;
   /** Body limit in bytes; default {@link MAX_BATCH_BODY_BYTES}. */
   maxBodyBytes?: number;
 }
@@ -47,7 +49,7 @@ export interface BatchRouteDeps {
 export function registerBatchRoutes(app: Hono, deps: BatchRouteDeps): void {
   const fetchFn = deps.fetch ?? fetch;
   const maxSize = deps.maxBodyBytes ?? MAX_BATCH_BODY_BYTES;
-  const auth = apiKeyAuth(deps.apiKeyHashes);
+  const auth = deps.auth ?? apiKeyAuth(deps.apiKeyHashes);
 
   async function forward(c: Context, path: string, init: RequestInit = {}): Promise<Response> {
     let res: Response;

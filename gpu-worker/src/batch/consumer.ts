@@ -52,7 +52,7 @@ export async function decodeItem(deps: ItemDeps, data: BatchJobData, signal?: Ab
   const req = data.request;
   const index = await deps.indexFor(req.corpus);
   if (!index) throw new NestError("not_found", `unknown corpus \`${req.corpus}\``);
-  const scored = usesRetrieval(req.mode) ? await index.search(retrievalQuery(req), req.passages) : [];
+  const scored = usesRetrieval(req.mode) ? await index.search(retrievalQuery(req), req.passages, { fusion: req.fusion }) : [];
   const retrievalMs = Math.round((performance.now() - t0) * 10) / 10;
   const job: DecodeJob = { request: req, passages: scored.map(({ id, title, text, source }) => ({ id, title, text, source })) };
   let text = "";

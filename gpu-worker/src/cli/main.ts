@@ -8,12 +8,17 @@ import { randomBytes } from "node:crypto";
 import { Command, InvalidArgumentError, Option } from "commander";
 import { ModeSchema, type Mode } from "@nest/shared/protocol/request";
 import { nestHome } from "../config.ts";
+import { PRECISIONS, type Precision } from "../runtime/session-options.ts";
 import { prepareModel } from "./prepare-model.ts";
 import { prepareCorpus } from "../corpus/prepare-corpus.ts";
 import { findApiKey, hashApiKey, loadOrCreateApiKey } from "./api-key.ts";
 import { startStack, DEFAULT_CORPUS } from "./stack.ts";
 import { ask, AskHttpError } from "./ask.ts";
 import { addBatchCommands } from "./batch.ts";
+import { addEncodeCommand } from "./encode.ts";
+import { addIngestCommand } from "./ingest.ts";
+import { addKeysCommands } from "./keys.ts";
+import { addEvalCommand } from "./eval.ts";
 
 /** The question `nestlm demo` asks. */
 export const DEMO_QUESTION = "What is the capital of Australia?";
@@ -25,6 +30,12 @@ function parseIntArg(v: string): number {
   if (!Number.isInteger(n) || n < 0) throw new InvalidArgumentError("expected a non-negative integer");
   return n;
 }
+function parsePrecisions(v: string): Precision[] {
+  const list = v.split(",").map((s) => s.trim()).filter(Boolean);
+  const bad = list.filter((p) => !(PRECISIONS as readonly string[]).includes(p));
+  if (bad.length > 0) throw new InvalidArgumentError(`unknown precision ${bad.join(", ")} (choose from ${PRECISIONS.join(", ")})`);
+  return list as Precision[];
+}
 function parseNumberArg(v: string): number {
   const n = Number(v);
   if (!Number.isFinite(n)) throw new InvalidArgumentError("expected a number");
@@ -32,11 +43,15 @@ function parseNumberArg(v: string): number {
 }
 
 /** Prepares the model and the default corpus (idempotent); prints what it did. */
-export async function setup(home: string, log: (line: string) => void = err): Promise<void> {
+export async function setup(
+  home: string,
+  log: (line: string) => void = err,
+  opts: { dense?: boolean; precisions?: Precision[] } = {},
+): Promise<void> {
   const t0 = performance.now();
   log(`nestlm setup: cache folder ${home}`);
-  const modelDir = await prepareModel({ home, log });
-  const corpus = await prepareCorpus({ home, log });
+  const modelDir = await prepareModel({ home, log, precisions: opts.precisions });
+  const corpus = await prepareCorpus({ home, log, dense: opts.dense });
   log(`ready: model ${modelDir}`);
   log(`ready: corpus \`${DEFAULT_CORPUS}\`, ${corpus.passages} passages (version ${corpus.version.slice(0, 12)}) in ${corpus.dir}`);
   log(`setup done in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
@@ -112,7 +127,10 @@ export function buildProgram(): Command {
     .showHelpAfterError();
 
   program.command("setup").description("prepare the model (ONNX export) and the default corpus in $NEST_HOME")
-    .action(() => setup(nestHome()));
+    .option("--dense", "also embed the factbook passages for hybrid retrieval (10-60 min on 2 cores)")
+    .option("--precision <list>", "also prepare these decoder precisions, comma-separated: int8,int4,fp16", parsePrecisions)
+    .action((o: { dense?: boolean; precision?: Precision[] }) =>
+      setup(nestHome(), err, { dense: o.dense, precisions: o.precision }));
 
   program.command("serve").description("start the gpu-worker and the edge in this process")
     .option("--port <port>", "edge port", parseIntArg, 8787)
@@ -136,6 +154,10 @@ export function buildProgram(): Command {
     .action(demo);
 
   addBatchCommands(program);
+  addEncodeCommand(program);
+  addIngestCommand(program);
+  addKeysCommands(program);
+  addEvalCommand(program);
   return program;
 }
 

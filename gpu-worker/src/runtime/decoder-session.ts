@@ -1,38 +1,65 @@
 /**
  * @module runtime/decoder-session
  * The ONNX decoder with its KV cache, over onnxruntime-node. Input/output names and shapes come from
- * the manifest (optimum / transformers.js layout plus the kNN hidden-state output).
+ * the manifest (optimum / transformers.js names plus the kNN hidden-state output and
+ * `num_logits_to_keep`; the KV cache is append-only and sequence-major, see `export.py`).
  */
 import * as ort from "onnxruntime-node";
 import { join } from "node:path";
+import { NestError } from "@nest/shared/protocol/errors";
 import type { CausalLM, ForwardOutput } from "../nest/causal-lm.ts";
 import { layerName, type Manifest } from "./manifest.ts";
+import { runtimeOptions, type RuntimeOptions } from "./session-options.ts";
 
-/** Session options (threads; the rest are onnxruntime defaults). */
-export interface SessionOptions {
-  /** Intra-op threads; 0 lets onnxruntime choose. */
-  readonly threads?: number;
+/** Session options: precision, execution provider, threads...; unset fields come from the environment. */
+export type SessionOptions = Partial<RuntimeOptions>;
+
+/** Bytes moved across the JS ↔ onnxruntime boundary, for the bench. */
+export interface CopyStats {
+  /** Bytes of new key/values returned by the session and appended to the cache buffers. */
+  kvOutBytes: number;
+  /** Bytes of logits and hidden states returned. */
+  outputBytes: number;
+  /** Bytes copied when a cache buffer had to grow (doubling: amortised O(1) per token). */
+  growBytes: number;
+  passes: number;
 }
 
+/** Positions the cache buffers hold before their first growth. */
+const INITIAL_CAPACITY = 256;
+
 /**
- * A causal LM over an ONNX decoder. The KV cache is one `[1, kvHeads, cacheLength, headDim]` float32
- * tensor per layer for keys and one for values, taken from the `present.*` outputs of each pass.
- * Not safe for concurrent use: one request at a time.
+ * A causal LM over an ONNX decoder. The KV cache is one growing float32 buffer per layer for keys
+ * and one for values, laid out `[position, kvHeads, headDim]`: the first `cacheLength` positions
+ * are fed as `past_key_values.*` without a copy, each pass appends the `present.*` outputs (the new
+ * positions only), and `truncate` just lowers the length. Not safe for concurrent use: one request
+ * at a time.
  */
 export class DecoderSession implements CausalLM {
   readonly vocabSize: number;
   readonly hiddenSize: number;
-  private past: ort.Tensor[] = [];
+  /** One buffer per past input (key, value for each layer). @shape [capacity, kvHeads, headDim] */
+  private buffers: Float32Array[] = [];
+  private capacity = 0;
   private length = 0;
+  /** Floats per cached position and buffer: kvHeads × headDim. */
+  private readonly rowFloats: number;
   private readonly pastNames: string[] = [];
   private readonly presentNames: string[] = [];
+  /** Running totals since load (see {@link CopyStats}). */
+  readonly copies: CopyStats = { kvOutBytes: 0, outputBytes: 0, growBytes: 0, passes: 0 };
+  /** The options this session runs with. */
+  readonly options: RuntimeOptions;
 
   private constructor(
     private readonly session: ort.InferenceSession,
     private readonly manifest: Manifest,
+    options: RuntimeOptions,
   ) {
+    this.options = options;
     this.vocabSize = manifest.vocab_size;
     this.hiddenSize = manifest.hidden_size;
+    this.rowFloats = manifest.num_kv_heads * manifest.head_dim;
     for (let i = 0; i < manifest.num_layers; i++) {
       this.pastNames.push(layerName(manifest.inputs.past_key, i), layerName(manifest.inputs.past_value, i));
       this.presentNames.push(layerName(manifest.outputs.present_key, i), layerName(manifest.outputs.present_value, i));
@@ -41,6 +68,7 @@ export class DecoderSession implements CausalLM {
       manifest.inputs.input_ids,
       manifest.inputs.attention_mask,
       manifest.inputs.position_ids,
+      manifest.inputs.num_logits_to_keep,
       ...this.pastNames,
     ].filter((n) => !session.inputNames.includes(n));
     const missingOut = [manifest.outputs.logits, manifest.outputs.hidden_states, ...this.presentNames].filter(
@@ -51,20 +79,51 @@ export class DecoderSession implements CausalLM {
         `ONNX graph does not match its manifest: missing inputs [${missingIn.join(", ")}], outputs [${missingOut.join(", ")}]`,
       );
     }
-    this.reset();
+    this.buffers = this.pastNames.map(() => new Float32Array(INITIAL_CAPACITY * this.rowFloats));
+    this.capacity = INITIAL_CAPACITY;
   }
 
   /**
-   * Loads the decoder named in the manifest.
-   * @throws Error when the ONNX file cannot be loaded or does not match the manifest.
+   * Loads the decoder named in the manifest, in the requested precision, on the requested
+   * execution provider.
+   * @throws NestError `model_not_prepared` when the precision was not prepared or the CUDA provider
+   *   libraries are missing; `invalid_request` for a bad NEST_* setting; Error when the ONNX file
+   *   cannot be loaded or does not match the manifest.
    */
   static async load(modelDir: string, manifest: Manifest, opts: SessionOptions = {}): Promise<DecoderSession> {
-    const session = await ort.InferenceSession.create(join(modelDir, manifest.onnx), {
-      executionProviders: ["cpu"],
-      graphOptimizationLevel: "all",
-      intraOpNumThreads: opts.threads ?? 0,
-    });
-    return new DecoderSession(session, manifest);
+    const options = runtimeOptions(opts);
+    const file = options.precision === "fp32" ? manifest.onnx : manifest.precisions?.[options.precision]?.onnx;
+    if (!file) {
+      throw new NestError(
+        "model_not_prepared",
+        `precision ${options.precision} is not prepared in ${modelDir}: run \`nestlm setup --precision ${options.precision}\``,
+      );
+    }
+    let session: ort.InferenceSession;
+    try {
+      session = await ort.InferenceSession.create(join(modelDir, file), {
+        executionProviders: options.executionProvider === "cuda" ? [{ name: "cuda", deviceId: 0 }] : ["cpu"],
+        graphOptimizationLevel: options.graphOptimizationLevel,
+        intraOpNumThreads: options.threads,
+        enableCpuMemArena: options.enableCpuMemArena,
+      });
+    } catch (err) {
+      if (options.executionProvider === "cuda") {
+        throw new NestError(
+          "model_not_prepared",
+          `the CUDA execution provider could not start (${(err as Error).message}); install onnxruntime-node's CUDA 12 ` +
+            "provider libraries (docs/cuda.md) or set NEST_EXECUTION_PROVIDER=cpu",
+          { cause: err },
+        );
+      }
+      throw err;
+    }
+    return new DecoderSession(session, manifest, options);
+  }
+
+  /** Frees the onnxruntime session. */
+  async release(): Promise<void> {
+    await this.session.release();
   }
 
   get cacheLength(): number {
@@ -72,30 +131,35 @@ export class DecoderSession implements CausalLM {
   }
 
   reset(): void {
-    const { num_kv_heads: h, head_dim: d } = this.manifest;
-    const empty = new ort.Tensor("float32", new Float32Array(0), [1, h, 0, d]);
-    this.past = this.pastNames.map(() => empty);
     this.length = 0;
   }
 
   truncate(length: number): void {
     if (length < 0 || length > this.length) throw new RangeError(`cannot cut a ${this.length}-token KV cache to ${length}`);
-    if (length === this.length) return;
-    const { num_kv_heads: h, head_dim: d } = this.manifest;
-    this.past = this.past.map((t) => {
-      const src = t.data as Float32Array;
-      const dst = new Float32Array(h * length * d);
-      for (let head = 0; head < h; head++) {
-        dst.set(src.subarray(head * this.length * d, head * this.length * d + length * d), head * length * d);
-      }
-      return new ort.Tensor("float32", dst, [1, h, length, d]);
-    });
     this.length = length;
   }
 
-  async forward(ids: readonly number[]): Promise<ForwardOutput> {
+  /** Makes room for `needed` positions (doubling), keeping the cached ones. */
+  private reserve(needed: number): void {
+    if (needed <= this.capacity) return;
+    let capacity = this.capacity;
+    while (capacity < needed) capacity *= 2;
+    this.buffers = this.buffers.map((b) => {
+      const grown = new Float32Array(capacity * this.rowFloats);
+      grown.set(b.subarray(0, this.length * this.rowFloats));
+      this.copies.growBytes += this.length * this.rowFloats * 4;
+      return grown;
+    });
+    this.capacity = capacity;
+  }
+
+  async forward(ids: readonly number[], numLogits = ids.length): Promise<ForwardOutput> {
     const n = ids.length;
     if (n === 0) throw new RangeError("forward() needs at least one token");
+    if (!Number.isInteger(numLogits) || numLogits < 0 || numLogits > n) {
+      throw new RangeError(`numLogits must be an integer in [0, ${n}], got ${numLogits}`);
+    }
+    const kept = numLogits;
     const past = this.length;
     const feeds: Record<string, ort.Tensor> = {
       [this.manifest.inputs.input_ids]: new ort.Tensor("int64", BigInt64Array.from(ids, (x) => BigInt(x)), [1, n]),
@@ -106,17 +170,33 @@ export class DecoderSession implements CausalLM {
         [1, n],
       ),
     };
-    this.pastNames.forEach((name, i) => (feeds[name] = this.past[i]!));
+    feeds[this.manifest.inputs.num_logits_to_keep] = new ort.Tensor("int64", BigInt64Array.of(BigInt(kept)), []);
+    const { num_kv_heads: kvHeads, head_dim: headDim } = this.manifest;
+    this.pastNames.forEach(
+      (name, i) =>
+        (feeds[name] = new ort.Tensor("float32", this.buffers[i]!.subarray(0, past * this.rowFloats), [1, past, kvHeads, headDim])),
+    );
     const out = await this.session.run(feeds);
-    this.past = this.presentNames.map((name) => out[name]!);
+    this.reserve(past + n);
+    this.presentNames.forEach((name, i) => {
+      const fresh = out[name]!.data as Float32Array; // [1, n, kvHeads, headDim]
+      this.buffers[i]!.set(fresh, past * this.rowFloats);
+      this.copies.kvOutBytes += fresh.byteLength;
+    });
     this.length = past + n;
     const logits = out[this.manifest.outputs.logits]!.data as Float32Array;
     const hidden = out[this.manifest.outputs.hidden_states]!.data as Float32Array;
+    this.copies.passes++;
+    this.copies.outputBytes += logits.byteLength + hidden.byteLength;
     const v = this.vocabSize;
     const h = this.hiddenSize;
+    const first = n - kept;
     return {
       numTokens: n,
-      logitsRow: (row) => logits.subarray(row * v, (row + 1) * v),
+      logitsRow: (row) => {
+        if (row < first || row >= n) throw new RangeError(`no logits for row ${row}: only rows ${first}..${n - 1} were computed`);
+        return logits.subarray((row - first) * v, (row - first + 1) * v);
+      },
       hiddenRow: (row) => hidden.subarray(row * h, (row + 1) * h),
     };
   }

@@ -9,7 +9,8 @@ import { z } from "zod";
 import { NestError } from "@nest/shared/protocol/errors";
 
 export const ManifestSchema = z.object({
-  format: z.literal("nest-onnx-decoder/1"),
+  /** Version 2: append-only sequence-major KV cache and `num_logits_to_keep` (infra/export-onnx/export.py). */
+  format: z.literal("nest-onnx-decoder/2"),
   /** Display name, e.g. `SmolLM2-135M-Instruct`. */
   name: z.string(),
   architecture: z.string(),
@@ -24,14 +25,21 @@ export const ManifestSchema = z.object({
   num_kv_heads: z.number().int().positive(),
   head_dim: z.number().int().positive(),
   vocab_size: z.number().int().positive(),
+  /** Longest sequence (prompt + generated tokens) the model was trained for. */
+  context_length: z.number().int().positive().optional(),
   bos_token_id: z.number().int().nonnegative().nullable(),
   eos_token_ids: z.array(z.number().int().nonnegative()).min(1),
   pad_token_id: z.number().int().nonnegative().nullable(),
-  /** Graph input names; `{i}` stands for the layer index. */
+  /**
+   * Graph input names; `{i}` stands for the layer index. Past key/values are sequence-major
+   * `[batch, past, kvHeads, headDim]`; the matching outputs hold the new positions only.
+   */
   inputs: z.object({
     input_ids: z.string(),
     attention_mask: z.string(),
     position_ids: z.string(),
+    /** Scalar int64 input: logits are computed for the last n positions only. */
+    num_logits_to_keep: z.string(),
     past_key: z.string(),
     past_value: z.string(),
   }),
@@ -48,6 +56,16 @@ export const ManifestSchema = z.object({
   tokenizer_config: z.string(),
   chat_template: z.string(),
   parity: z.object({ max_abs_logit_diff: z.number(), tolerance: z.number() }),
+  /**
+   * Prepared precisions (`infra/export-onnx/quantize.py` adds int8/int4/fp16) with their parity
+   * against fp32: max |Δ logits| on a chat prefill and the greedy token agreement over 20 prompts.
+   */
+  precisions: z
+    .record(
+      z.string(),
+      z.object({ onnx: z.string(), max_abs_logit_diff: z.number(), greedy_agreement: z.number() }).passthrough(),
+    )
+    .optional(),
 });
 export type Manifest = z.infer<typeof ManifestSchema>;
 

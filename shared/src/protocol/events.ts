@@ -63,6 +63,8 @@ export const UsageSchema = z.object({
   drafted_tokens: z.number().int().nonnegative(),
   /** Draft tokens accepted. */
   accepted_tokens: z.number().int().nonnegative(),
+  /** Drafts verified; accepted_tokens / num_drafts is the mean accepted span length. */
+  num_drafts: z.number().int().nonnegative().default(0),
   /** Completion tokens carrying a citation. */
   attributed_tokens: z.number().int().nonnegative(),
   /** attributed_tokens / completion_tokens; null when no token was generated. */

@@ -27,6 +27,10 @@ export const LIMITS = {
   maxSpanTokens: 256,
 } as const;
 
+/** Fusion methods a request may choose for a hybrid index (names as in `edge/src/retrieve/fusion.ts`). */
+export const FusionSchema = z.enum(["rrf", "adaptive"]);
+export type Fusion = z.infer<typeof FusionSchema>;
+
 /**
  * NEST parameters with their defaults. λ is the weight of **p_LM** (NEST convention, spec §0).
  */
@@ -44,10 +48,22 @@ export const NestParamsSchema = z.object({
   delta: z.number().min(0).max(1).default(0.5),
   /** Relaxed-acceptance leniency γ ∈ (0, 1] (spec §6, Eq. 7). Default 5e-4; `rag-nest` defaults to 0.5. */
   gamma: z.number().positive().max(1).optional(),
+  /**
+   * Draft verification (spec §6): `relaxed` = paper Eq. 7 with γ; `greedy` = accept only argmax-p_M
+   * tokens (exact speculative decoding: same text as token-by-token decoding of p_M, fewer LM
+   * passes). `greedy` exists for the ablation of paper Table 3 ("+ dynamic span selection").
+   */
+  acceptance: z.enum(["relaxed", "greedy"]).default("relaxed"),
   /** Token-level neighbours r (spec §2.2), capped by the store size. */
   k: z.number().int().positive().max(LIMITS.maxK).default(1024),
   /** First-stage passages b (spec §1). */
   passages: z.number().int().positive().max(LIMITS.maxPassages).default(40),
+  /**
+   * How a hybrid (dense + BM25) corpus index fuses its two ranked lists (spec §1; docs/retrieval.md):
+   * `rrf` = reciprocal rank fusion, `adaptive` = the paper's query-adaptive weighting. Absent = the
+   * index's default (`NEST_FUSION`, else `rrf`). Ignored by BM25-only indexes (the default factbook).
+   */
+  fusion: FusionSchema.optional(),
   /** Maximum draft span n, in tokens (spec §5). */
   max_span: z.number().int().positive().max(LIMITS.maxSpanTokens).default(64),
   /** Fixed λ (weight of p_LM) for `knnlm` mode (spec §9). */

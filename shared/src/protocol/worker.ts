@@ -19,6 +19,12 @@ export const RetrieveRequestSchema = z.object({
   query: z.string().min(1).max(8000),
   corpus: z.string().min(1),
   k: z.number().int().positive().max(1000),
+  /**
+   * Fusion of a hybrid index: `rrf` | `adaptive` (what a generate request may ask for), or one side
+   * alone, `bm25` | `dense` (the `FUSION_METHODS` of `edge/src/retrieve/fusion.ts`, so a pool-backed
+   * index takes every option a local one does). Absent = the index's default; BM25-only indexes ignore it.
+   */
+  fusion: z.enum(["adaptive", "rrf", "bm25", "dense"]).optional(),
 });
 export type RetrieveRequest = z.infer<typeof RetrieveRequestSchema>;
 

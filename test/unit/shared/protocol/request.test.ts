@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
-import { GenerateRequestSchema, resolveGamma } from "@nest/shared/protocol/request";
+import { FusionSchema, GenerateRequestSchema, resolveGamma } from "@nest/shared/protocol/request";
+import { FUSION_METHODS } from "@nest/edge/retrieve/fusion";
 
 describe("GenerateRequestSchema", () => {
   it("applies the documented defaults", () => {
@@ -15,5 +16,20 @@ describe("GenerateRequestSchema", () => {
     expect(noUser.error?.issues[0]?.path).toEqual(["messages"]);
     const extra = GenerateRequestSchema.safeParse({ messages: [{ role: "user", content: "x", name: "n" }] });
     expect(extra.success).toBe(false);
+  });
+
+  it("takes an optional `fusion`: rrf or adaptive, absent by default", () => {
+    expect(GenerateRequestSchema.parse({ prompt: "q" }).fusion).toBeUndefined();
+    expect(GenerateRequestSchema.parse({ prompt: "q", fusion: "rrf" }).fusion).toBe("rrf");
+    expect(GenerateRequestSchema.parse({ prompt: "q", fusion: "adaptive" }).fusion).toBe("adaptive");
+    for (const fusion of ["bm25", "dense", "RRF", "dbsf", 1, null]) {
+      const r = GenerateRequestSchema.safeParse({ prompt: "q", fusion });
+      expect(r.success).toBe(false);
+      expect(r.error?.issues[0]?.path).toEqual(["fusion"]);
+    }
+  });
+
+  it("fusion names are the ones retrieve/fusion implements", () => {
+    for (const f of FusionSchema.options) expect(FUSION_METHODS).toContain(f);
   });
 });

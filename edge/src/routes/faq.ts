@@ -1,0 +1,127 @@
+/**
+ * @module routes/faq
+ * Cache warming (issue 5 §2), scope `admin`:
+ * - `POST /v1/faq/warm` `{questions: string[1..1000], mode?, corpus?, max_new_tokens?, …NEST params}`
+ *   submits one batch item per question to the pool's job API (the batch queue) → 202
+ *   `{batch_id, questions}`;
+ * - `GET /v1/faq/warm/:id` reads the batch's finished results and stores each answer in the FAQ
+ *   cache under the key a live request with the same question and parameters would use (the
+ *   `retrieval` event is recomputed on the edge; deltas are rebuilt from text and citations) →
+ *   `{batch_id, status, cached, failed}`. Call it until `status` is `completed`. Worker-safe.
+ */
+import type { Hono, MiddlewareHandler } from "hono";
+import { z } from "zod";
+import { GenerateRequestSchema, retrievalQuery, usesRetrieval, type GenerateRequest } from "@nest/shared/protocol/request";
+import type { Citation, GenerateEvent } from "@nest/shared/protocol/events";
+import { NestError } from "@nest/shared/protocol/errors";
+import { describeIssue } from "../middleware/validate.ts";
+import { errorFromResponse, joinUrl } from "../route/pool-client.ts";
+import { faqCacheKey } from "../cache/faq-cache.ts";
+import type { GenerateDeps } from "./generation.ts";
+
+const WarmSchema = z.object({ questions: z.array(z.string().min(1).max(8000)).min(1).max(1000) }).passthrough();
+
+/** Rebuilds delta events from a finished text and its citations (uncited gaps become LM deltas). */
+export function deltasFrom(text: string, citations: readonly Citation[]): GenerateEvent[] {
+  const out: GenerateEvent[] = [];
+  let at = 0;
+  for (const c of [...citations].sort((a, b) => a.text_start - b.text_start)) {
+    if (c.text_start > at) out.push({ event: "delta", data: { text: text.slice(at, c.text_start), tokens: 0 } });
+    out.push({ event: "delta", data: { text: text.slice(c.text_start, c.text_end), tokens: 0, citation: c } });
+    at = c.text_end;
+  }
+  if (at < text.length) out.push({ event: "delta", data: { text: text.slice(at), tokens: 0 } });
+  return out;
+}
+
+interface ResultLine {
+  custom_id: string | null;
+  status: string;
+  text?: string;
+  citations?: Citation[];
+  finish_reason?: "stop" | "length";
+  mode?: string;
+  model?: string;
+  usage?: never;
+  timings_ms?: never;
+}
+
+/** Adds the warm routes. */
+export function registerFaqRoutes(
+  app: Hono,
+  deps: GenerateDeps,
+  opts: { poolUrl: string; fetch?: typeof fetch; guard: MiddlewareHandler[] },
+): void {
+  const fetchFn = opts.fetch ?? ((i, init) => fetch(i, init));
+  async function call(path: string, init: RequestInit = {}): Promise<Response> {
+    let res: Response;
+    try {
+      res = await fetchFn(joinUrl(opts.poolUrl, path), init);
+    } catch (err) {
+      throw new NestError("upstream_unavailable", `batch job API unreachable: ${(err as Error).message}`);
+    }
+    if (!res.ok) throw await errorFromResponse(res, "batch job API");
+    return res;
+  }
+
+  app.post("/v1/faq/warm", ...(opts.guard as [MiddlewareHandler]), async (c) => {
+    if (!deps.faqCache) throw new NestError("not_found", "the FAQ cache is not configured");
+    const raw = await c.req.json().catch(() => {
+      throw new NestError("invalid_request", "request body is not valid JSON");
+    });
+    const body = WarmSchema.safeParse(raw);
+    if (!body.success) throw new NestError("invalid_request", body.error.issues.map(describeIssue).join("; "));
+    const { questions, ...params } = body.data;
+    const requests = questions.map((prompt) => {
+      const r = GenerateRequestSchema.safeParse({ ...params, prompt });
+      if (!r.success) throw new NestError("invalid_request", r.error.issues.map(describeIssue).join("; "));
+      return r.data;
+    });
+    const items = requests.map((r, i) => JSON.stringify({ custom_id: String(i), ...r }));
+    const res = await call("/v1/batches", { method: "POST", headers: { "content-type": "application/x-ndjson" }, body: items.join("\n") });
+    const status = (await res.json()) as { id: string };
+    // The job API's result lines do not repeat the request: keep them for the cache keys.
+    await deps.faqCache.kv.put(`faqwarm:${status.id}`, JSON.stringify(requests), 7 * 86_400);
+    return c.json({ batch_id: status.id, questions: questions.length }, 202);
+  });
+
+  app.get("/v1/faq/warm/:id", ...(opts.guard as [MiddlewareHandler]), async (c) => {
+    if (!deps.faqCache || !deps.corpusVersion) throw new NestError("not_found", "the FAQ cache is not configured");
+    const id = c.req.param("id") ?? "";
+    if (!/^batch_[0-9a-f]{24}$/.test(id)) throw new NestError("not_found", `no batch \`${id.slice(0, 64)}\``);
+    const res = await call(`/v1/batches/${id}/results`);
+    const batchStatus = res.headers.get("x-batch-status") ?? "unknown";
+    const lines = (await res.text()).split("\n").filter(Boolean).map((l) => JSON.parse(l) as ResultLine);
+    const stored = await deps.faqCache.kv.get(`faqwarm:${id}`);
+    if (stored === null) throw new NestError("not_found", `batch \`${id}\` was not submitted by /v1/faq/warm`);
+    const requests = JSON.parse(stored) as GenerateRequest[];
+    let cached = 0;
+    let failed = 0;
+    for (const line of lines) {
+      if (line.status !== "done" || line.text === undefined) {
+        failed++;
+        continue;
+      }
+      const req = requests[Number(line.custom_id)];
+      if (!req) continue;
+      cached += (await cacheLine(deps, req, line)) ? 1 : 0;
+    }
+    return c.json({ batch_id: id, status: batchStatus, cached, failed });
+  });
+}
+
+async function cacheLine(deps: GenerateDeps, req: GenerateRequest, line: ResultLine): Promise<boolean> {
+  const [version, model] = [await deps.corpusVersion!(req.corpus), line.model];
+  if (!version || !model) return false;
+  const index = await deps.indexFor(req.corpus);
+  if (!index) return false;
+  const t0 = performance.now();
+  const passages = usesRetrieval(req.mode) ? await index.search(retrievalQuery(req), req.passages, { fusion: req.fusion }) : [];
+  const events: GenerateEvent[] = [
+    { event: "retrieval", data: { query: retrievalQuery(req), corpus: req.corpus, passages: passages.map(({ id, title, source, score, rank, text }) => ({ id, title, source, score, rank, text })), retrieval_ms: performance.now() - t0 } },
+    ...deltasFrom(line.text!, line.citations ?? []),
+    { event: "done", data: { finish_reason: line.finish_reason!, mode: line.mode!, model, usage: line.usage!, timings_ms: line.timings_ms! } },
+  ];
+  await deps.faqCache!.put(await faqCacheKey(req, { corpusVersion: version, model }), events);
+  return true;
+}

@@ -1,0 +1,119 @@
+/**
+ * @module routes/generation
+ * One generation as an event sequence, shared by `POST /v1/generate` and the OpenAI-compatible
+ * routes: FAQ cache lookup, first-stage retrieval on the edge (nest-algorithm.md §1), the decode job
+ * on the gpu-worker pool, and the cache fill and token charge when it finishes. Worker-safe.
+ */
+import { usesRetrieval, retrievalQuery, type GenerateRequest } from "@nest/shared/protocol/request";
+import type { GenerateEvent, RetrievalEvent } from "@nest/shared/protocol/events";
+import type { Passage, ScoredPassage } from "@nest/shared/protocol/passage";
+import type { DecodeJob } from "@nest/shared/protocol/worker";
+import { NestError } from "@nest/shared/protocol/errors";
+import type { PassageIndex } from "../retrieve/passage-index.ts";
+import type { DecodeClient } from "../route/pool-client.ts";
+import { faqCacheKey, type FaqCache } from "../cache/faq-cache.ts";
+import type { AuthedKey } from "../middleware/keys.ts";
+
+/** What a generation needs. */
+export interface GenerateDeps {
+  /** The passage index of a corpus, or `undefined` when the corpus is unknown (→ 404). */
+  indexFor(corpus: string): Promise<PassageIndex | undefined>;
+  /** The gpu-worker pool (one client or a router over several). */
+  pool: DecodeClient;
+  log?: (line: string) => void;
+  /** FAQ answer cache; absent = no caching (`x-nest-cache: miss` on every answer). */
+  faqCache?: FaqCache;
+  /** Version (hash) of a corpus's current content; `undefined` = unknown, the answer is not cached. */
+  corpusVersion?(corpus: string): Promise<string | undefined>;
+  /** Milliseconds between SSE heartbeat comments while nothing else is sent (default 2000). */
+  heartbeatMs?: number;
+}
+
+/** A started generation. `events` yields `retrieval`, `delta`*, then `done` or `error`. */
+export interface Generation {
+  cache: "hit" | "miss";
+  events: AsyncIterable<GenerateEvent>;
+}
+
+/** Milliseconds since `t0` (a `performance.now()` reading), rounded to 0.1 ms. */
+export function sinceMs(t0: number): number {
+  return Math.round((performance.now() - t0) * 10) / 10;
+}
+
+async function retrieve(deps: GenerateDeps, req: GenerateRequest): Promise<ScoredPassage[]> {
+  const index = await deps.indexFor(req.corpus);
+  if (!index) throw new NestError("not_found", `unknown corpus \`${req.corpus}\``);
+  if (!usesRetrieval(req.mode)) return [];
+  return index.search(retrievalQuery(req), req.passages, { fusion: req.fusion });
+}
+
+async function cacheKeyFor(deps: GenerateDeps, req: GenerateRequest): Promise<string | undefined> {
+  if (!deps.faqCache || !deps.corpusVersion) return undefined;
+  const [corpusVersion, model] = await Promise.all([deps.corpusVersion(req.corpus), deps.pool.modelName?.()]);
+  if (!corpusVersion || !model) return undefined;
+  return faqCacheKey(req, { corpusVersion, model });
+}
+
+async function* replay(events: GenerateEvent[]): AsyncGenerator<GenerateEvent> {
+  yield* events;
+}
+
+/**
+ * Starts a generation: a cache hit replays the stored sequence without touching the pool; a miss
+ * retrieves, waits for the pool to accept the job, and streams. When the stream ends with `done`
+ * the sequence is cached and `key` is charged prompt + completion tokens.
+ * @throws NestError `not_found` (unknown corpus), the pool's refusal (`at_capacity` 503 with
+ *   `retryAfterS`, `upstream_unavailable`), before any event.
+ */
+export async function startGeneration(
+  deps: GenerateDeps,
+  req: GenerateRequest,
+  signal: AbortSignal,
+  key?: AuthedKey,
+): Promise<Generation> {
+  const t0 = performance.now();
+  const cacheKey = await cacheKeyFor(deps, req);
+  if (cacheKey) {
+    const hit = await deps.faqCache!.get(cacheKey);
+    if (hit) {
+      // The corpus must still exist (a hit for an unknown corpus would be stale).
+      if (!(await deps.indexFor(req.corpus))) throw new NestError("not_found", `unknown corpus \`${req.corpus}\``);
+      return { cache: "hit", events: replay(hit) };
+    }
+  }
+  const passages = await retrieve(deps, req);
+  const retrievalMs = sinceMs(t0);
+  const retrieval: RetrievalEvent = {
+    query: retrievalQuery(req),
+    corpus: req.corpus,
+    passages: passages.map(({ id, title, source, score, rank, text }) => ({ id, title, source, score, rank, text })),
+    retrieval_ms: retrievalMs,
+  };
+  const job: DecodeJob = {
+    request: req,
+    passages: passages.map(({ id, title, text, source }): Passage => ({ id, title, text, source })),
+  };
+  const upstream = await deps.pool.decode(job, signal);
+
+  async function* run(): AsyncGenerator<GenerateEvent> {
+    const seen: GenerateEvent[] = [{ event: "retrieval", data: retrieval }];
+    yield seen[0]!;
+    for await (const ev of upstream) {
+      if (ev.event === "retrieval") continue; // the edge sent its own
+      let out: GenerateEvent = ev;
+      if (ev.event === "done") {
+        out = { event: "done", data: { ...ev.data, timings_ms: { ...ev.data.timings_ms, retrieval: retrievalMs, total: sinceMs(t0) } } };
+      }
+      seen.push(out);
+      yield out;
+      if (out.event === "error") return;
+      if (out.event === "done") {
+        await key?.chargeTokens(out.data.usage.prompt_tokens + out.data.usage.completion_tokens).catch(() => {});
+        if (cacheKey) await deps.faqCache!.put(cacheKey, seen);
+        return;
+      }
+    }
+    if (!signal.aborted) throw new NestError("upstream_unavailable", "gpu-worker stream ended before `done`");
+  }
+  return { cache: "miss", events: run() };
+}

@@ -1,0 +1,102 @@
+/**
+ * @module routes/openai-schema
+ * Request bodies of the OpenAI-compatible routes and their mapping to a {@link GenerateRequest}.
+ * Sampling knobs OpenAI clients send by default (`temperature`, `top_p`, penalties, `seed`, `user`)
+ * are accepted and ignored: NEST decoding is greedy. NEST parameters go in the extension object
+ * `nest` (`mode`, `corpus` and every field of `NestParamsSchema`). Worker-safe.
+ */
+import { z } from "zod";
+import { GenerateRequestSchema, LIMITS, ModeSchema, NestParamsSchema, type GenerateRequest } from "@nest/shared/protocol/request";
+import { NestError } from "@nest/shared/protocol/errors";
+import { describeIssue } from "../middleware/validate.ts";
+
+const Ignored = {
+  temperature: z.number().min(0).max(2).nullable().optional(),
+  top_p: z.number().min(0).max(1).nullable().optional(),
+  presence_penalty: z.number().nullable().optional(),
+  frequency_penalty: z.number().nullable().optional(),
+  seed: z.number().int().nullable().optional(),
+  user: z.string().max(256).optional(),
+  n: z.literal(1).nullable().optional(),
+};
+const MaxTokens = z.number().int().positive().max(LIMITS.maxNewTokens).nullable().optional();
+const Common = {
+  model: z.string().min(1).max(128),
+  stream: z.boolean().nullable().optional(),
+  stream_options: z.object({ include_usage: z.boolean().optional() }).strict().nullable().optional(),
+  max_tokens: MaxTokens,
+  /** NEST extension: mode, corpus and NEST parameters. */
+  nest: NestParamsSchema.partial().extend({ mode: ModeSchema.optional(), corpus: z.string().optional() }).strict().optional(),
+  ...Ignored,
+};
+
+const ContentSchema = z.union([
+  z.string(),
+  z.array(z.object({ type: z.literal("text"), text: z.string() }).strict()).min(1),
+]);
+
+export const ChatCompletionRequestSchema = z.object({
+  ...Common,
+  max_completion_tokens: MaxTokens,
+  messages: z
+    .array(z.object({ role: z.enum(["system", "developer", "user", "assistant"]), content: ContentSchema, name: z.string().optional() }).strict())
+    .min(1)
+    .max(LIMITS.maxMessages),
+}).strict();
+export type ChatCompletionRequest = z.infer<typeof ChatCompletionRequestSchema>;
+
+export const CompletionRequestSchema = z.object({
+  ...Common,
+  prompt: z.union([z.string(), z.array(z.string()).length(1)]),
+}).strict();
+export type CompletionRequest = z.infer<typeof CompletionRequestSchema>;
+
+/** A 400 naming the field; `param` is the dotted path of the first issue. */
+export class OpenAiParamError extends NestError {
+  constructor(message: string, readonly param: string | null) {
+    super("invalid_request", message);
+  }
+}
+
+function fail(issues: z.core.$ZodIssue[]): never {
+  const first = issues[0];
+  throw new OpenAiParamError(issues.map(describeIssue).join("; "), first && first.path.length ? first.path.map(String).join(".") : null);
+}
+
+/** Reads the body as JSON. @throws NestError `invalid_request` for non-JSON. */
+export async function readJson(raw: Request): Promise<unknown> {
+  try {
+    return JSON.parse(await raw.text());
+  } catch {
+    throw new OpenAiParamError("request body is not valid JSON", null);
+  }
+}
+
+function toGenerate(fields: Record<string, unknown>, nest: ChatCompletionRequest["nest"], maxTokens: number | null | undefined): GenerateRequest {
+  const parsed = GenerateRequestSchema.safeParse({
+    ...nest,
+    ...fields,
+    ...(maxTokens ? { max_new_tokens: maxTokens } : {}),
+  });
+  if (!parsed.success) fail(parsed.error.issues);
+  return parsed.data;
+}
+
+/** Validates a chat body and maps it. @throws OpenAiParamError (400) naming the field. */
+export function parseChatRequest(body: unknown): { body: ChatCompletionRequest; request: GenerateRequest } {
+  const p = ChatCompletionRequestSchema.safeParse(body);
+  if (!p.success) fail(p.error.issues);
+  const messages = p.data.messages.map((m) => ({
+    role: m.role === "developer" ? "system" : m.role,
+    content: typeof m.content === "string" ? m.content : m.content.map((c) => c.text).join(""),
+  }));
+  return { body: p.data, request: toGenerate({ messages }, p.data.nest, p.data.max_completion_tokens ?? p.data.max_tokens) };
+}
+
+/** Validates a completions body and maps it. @throws OpenAiParamError (400) naming the field. */
+export function parseCompletionRequest(body: unknown): { body: CompletionRequest; request: GenerateRequest } {
+  const p = CompletionRequestSchema.safeParse(body);
+  if (!p.success) fail(p.error.issues);
+  const prompt = typeof p.data.prompt === "string" ? p.data.prompt : p.data.prompt[0]!;
+  return { body: p.data, request: toGenerate({ prompt }, p.data.nest, p.data.max_tokens) };
+}

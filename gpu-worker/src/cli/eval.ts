@@ -1,0 +1,76 @@
+/**
+ * @module cli/eval
+ * `nestlm eval --task <squad|jsonl|wikitext> --data <path> --modes base,rag,... [--limit N]
+ * [--param k=v]... [--gamma-sweep g1,g2,...] [--ablation] --out <dir>`: runs the evaluation harness
+ * (gpu-worker/src/eval) in this process, through the server's decoding code, and prints the main
+ * table. Writes `examples.jsonl`, `summary.json`, `report.md`, `speed.svg`, `gamma.svg` into `--out`.
+ */
+import { join } from "node:path";
+import { Command, InvalidArgumentError, Option } from "commander";
+import { ModeSchema, type Mode } from "@nest/shared/protocol/request";
+import { nestHome } from "../config.ts";
+import { evaluate } from "../eval/evaluate.ts";
+import { TASK_NAMES, type TaskName } from "../eval/tasks.ts";
+
+function parseModes(v: string): Mode[] {
+  const modes = v.split(",").map((s) => s.trim()).filter(Boolean);
+  for (const m of modes) if (!ModeSchema.safeParse(m).success) throw new InvalidArgumentError(`unknown mode "${m}" (one of ${ModeSchema.options.join(", ")})`);
+  if (modes.length === 0) throw new InvalidArgumentError("give at least one mode");
+  return modes as Mode[];
+}
+
+/** `key=value` → accumulated params; numeric values become numbers. */
+export function parseParam(v: string, acc: Record<string, number | string> = {}): Record<string, number | string> {
+  const m = /^([a-z_]+)=(.+)$/.exec(v.trim());
+  if (!m) throw new InvalidArgumentError(`expected key=value (e.g. gamma=0.05), got "${v}"`);
+  const n = Number(m[2]);
+  return { ...acc, [m[1]!]: Number.isFinite(n) ? n : m[2]! };
+}
+
+function parseNumbers(v: string): number[] {
+  const xs = v.split(",").map(Number);
+  if (xs.some((x) => !(x > 0 && x <= 1))) throw new InvalidArgumentError("expected comma-separated γ values in (0, 1]");
+  return xs;
+}
+
+function parsePositive(v: string): number {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError("expected a positive integer");
+  return n;
+}
+
+interface EvalCliOptions {
+  task: TaskName; data: string; modes: Mode[]; limit?: number; param: Record<string, number | string>; gammaSweep?: number[];
+  ablation?: boolean; out?: string; maxNewTokens: number; passages: number; corpus?: string; index?: string; threads: number; reportOnly?: boolean;
+}
+
+/** Adds `nestlm eval` to `program`. */
+export function addEvalCommand(program: Command): void {
+  program.command("eval").description("evaluate decoding modes on a task; writes per-example JSONL, summary.json, report.md and SVG plots")
+    .addOption(new Option("--task <task>", "task").choices([...TASK_NAMES]).makeOptionMandatory())
+    .requiredOption("--data <path>", "data file (SQuAD v1.1 JSON, WikiText raw text, or {question, answers[]} JSONL)")
+    .option("--modes <list>", "comma-separated modes", parseModes, ["base", "rag", "knnlm", "nest", "rag-nest"] as Mode[])
+    .option("--limit <n>", "examples, spread evenly over the file", parsePositive)
+    .option("--param <k=v>", "request parameter for every mode (repeatable), e.g. alpha=0.3", (v, acc: Record<string, number | string>) => parseParam(v, acc), {})
+    .option("--gamma-sweep <list>", "also run nest at these γ values, e.g. 0.5,0.05,5e-3,5e-4,5e-5", parseNumbers)
+    .option("--ablation", "also run the paper's Table 3 ablation")
+    .option("--out <dir>", "output folder (default $NEST_HOME/eval/<task>-<UTC time>)")
+    .option("--max-new-tokens <n>", "tokens to generate at most", parsePositive, 64)
+    .option("--passages <n>", "first-stage passages per example", parsePositive, 40)
+    .option("--corpus <name>", "jsonl: prepared corpus to retrieve from", "factbook")
+    .option("--index <dir>", "jsonl: LanceDB index folder (overrides --corpus)")
+    .option("--report-only", "do not decode: rebuild the report from --out/examples.jsonl (e.g. of an interrupted run)")
+    .option("--threads <n>", "onnxruntime intra-op threads (0 = auto)", (v) => Number(v), 0)
+    .action(async (o: EvalCliOptions) => {
+      const home = nestHome();
+      if (o.reportOnly && !o.out) throw new InvalidArgumentError("--report-only needs --out");
+      const out = o.out ?? join(home, "eval", `${o.task}-${new Date().toISOString().replace(/[:.]/g, "-")}`);
+      const result = await evaluate({
+        task: o.task, data: o.data, out, modes: o.modes, limit: o.limit, params: o.param, gammas: o.gammaSweep,
+        ablation: o.ablation, maxNewTokens: o.maxNewTokens, passages: o.passages, corpus: o.corpus, indexDir: o.index,
+        threads: o.threads, home, reportOnly: o.reportOnly, log: (line) => process.stderr.write(`${line}\n`),
+      });
+      console.log(result.mainTable);
+      console.log(`\nreport: ${join(out, "report.md")}`);
+    });
+}

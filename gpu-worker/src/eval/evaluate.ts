@@ -1,0 +1,129 @@
+/**
+ * @module eval/evaluate
+ * One evaluation end to end: load the task, open (or build) its index, load the model, run every
+ * variant, and write `examples.jsonl`, `summary.json`, `report.md` and the plots into `out`.
+ */
+import { createWriteStream } from "node:fs";
+import { mkdir, readFile } from "node:fs/promises";
+import { join } from "node:path";
+import { once } from "node:events";
+import type { Mode } from "@nest/shared/protocol/request";
+import { Engine } from "../engine/engine.ts";
+import { findModelDir } from "../cli/prepare-model.ts";
+import { readManifest } from "../runtime/manifest.ts";
+import { ModelTokenizer } from "../runtime/tokenizer.ts";
+import { openTaskIndex } from "./corpus.ts";
+import { runEval, type ExampleRecord } from "./runner.ts";
+import { summarize, type VariantSummary } from "./summary.ts";
+import { loadJsonl, loadSquad, loadWikitext, type EvalTask, type TaskName } from "./tasks.ts";
+import { planVariants, type PlannedVariants } from "./variants.ts";
+import { mainTable, writeReport } from "./report.ts";
+
+export interface EvaluateOptions {
+  task: TaskName;
+  data: string;
+  out: string;
+  modes: readonly Mode[];
+  /** Examples to run, spread evenly over the file; all when absent. */
+  limit?: number;
+  /** Request parameters for every variant (e.g. `{ alpha: 0.3 }`). */
+  params?: Record<string, number | string>;
+  gammas?: readonly number[];
+  ablation?: boolean;
+  /** @defaultValue 64 */
+  maxNewTokens?: number;
+  /** First-stage passages b. @defaultValue 40 (spec §1) */
+  passages?: number;
+  /** `jsonl`: prepared corpus name (default `factbook`) or an explicit LanceDB folder. */
+  corpus?: string;
+  indexDir?: string;
+  home: string;
+  /** Model folder; default the prepared default model in `home`. */
+  modelDir?: string;
+  /**
+   * Do not decode: rebuild summary.json and report.md from `out/examples.jsonl` (e.g. of an
+   * interrupted run; only the examples it holds are summarised).
+   */
+  reportOnly?: boolean;
+  /** onnxruntime intra-op threads (0 = its choice). */
+  threads?: number;
+  log?: (line: string) => void;
+}
+
+export interface EvaluateResult {
+  records: ExampleRecord[];
+  summaries: VariantSummary[];
+  plan: PlannedVariants;
+  task: EvalTask;
+  /** The report's main table (Markdown). */
+  mainTable: string;
+  report: string;
+}
+
+/**
+ * Runs the evaluation described by `opts` (module doc).
+ * @throws NestError `model_not_prepared` / `not_found` when the model or the corpus is missing;
+ *   `invalid_request` for a malformed data file; Error for bad variant parameters.
+ */
+export async function evaluate(opts: EvaluateOptions): Promise<EvaluateResult> {
+  const log = opts.log ?? (() => {});
+  const t0 = performance.now();
+  const startedAt = new Date().toISOString();
+  const modelDir = opts.modelDir ?? (await findModelDir(opts.home));
+  const plan = planVariants({ modes: opts.modes, params: opts.params ?? {}, gammas: opts.gammas, ablation: opts.ablation });
+  const task = await loadTask(opts, modelDir);
+  log(`task ${task.name}: ${task.examples.length} examples${task.passages ? `, ${task.passages.length} passages` : ""}; ${plan.variants.length} variants: ${plan.variants.map((v) => v.name).join(", ")}`);
+  if (opts.reportOnly) return rebuildReport(opts, task, plan, startedAt);
+  const needsIndex = plan.variants.some((v) => v.mode !== "base");
+  const opened = needsIndex ? await openTaskIndex(task, { home: opts.home, corpus: opts.corpus, indexDir: opts.indexDir, log }) : undefined;
+  const engine = await Engine.load(modelDir, { threads: opts.threads ?? 0 });
+  await mkdir(opts.out, { recursive: true });
+  const jsonl = createWriteStream(join(opts.out, "examples.jsonl"));
+  const maxNewTokens = opts.maxNewTokens ?? 64;
+  const passages = opts.passages ?? 40;
+  let records: ExampleRecord[];
+  try {
+    records = await runEval({
+      engine, index: opened?.index, task, variants: plan.variants, maxNewTokens, passages,
+      onRecord: (r, done, total) => {
+        jsonl.write(JSON.stringify(r) + "\n");
+        if (done % 25 === 0 || done === total) log(`${done}/${total} generations, ${((performance.now() - t0) / 1000).toFixed(0)} s`);
+      },
+    });
+  } finally {
+    jsonl.end();
+    await once(jsonl, "close");
+    opened?.index.close();
+  }
+  const summaries = summarize(records);
+  const report = await writeReport(opts.out, {
+    task: task.name, data: opts.data, model: engine.manifest.name, examples: task.examples.length, maxNewTokens, passages,
+    params: opts.params ?? {}, startedAt, wallSeconds: (performance.now() - t0) / 1000,
+  }, summaries, plan, task.kind);
+  return { records, summaries, plan, task, mainTable: mainTable(summaries, plan, task.kind), report };
+}
+
+async function rebuildReport(opts: EvaluateOptions, task: EvalTask, plan: PlannedVariants, startedAt: string): Promise<EvaluateResult> {
+  const records = (await readFile(join(opts.out, "examples.jsonl"), "utf8")).split("\n").filter((l) => l.trim()).map((l) => JSON.parse(l) as ExampleRecord);
+  const summaries = summarize(records);
+  const examples = new Set(records.map((r) => r.id)).size;
+  const manifest = await readManifest(opts.modelDir ?? (await findModelDir(opts.home)));
+  const report = await writeReport(opts.out, {
+    task: task.name, data: opts.data, model: manifest.name, examples, maxNewTokens: opts.maxNewTokens ?? 64, passages: opts.passages ?? 40,
+    params: opts.params ?? {}, startedAt, wallSeconds: 0,
+  }, summaries, plan, task.kind);
+  return { records, summaries, plan, task, mainTable: mainTable(summaries, plan, task.kind), report };
+}
+
+async function loadTask(opts: EvaluateOptions, modelDir: string): Promise<EvalTask> {
+  switch (opts.task) {
+    case "squad":
+      return loadSquad(opts.data, opts.limit);
+    case "jsonl":
+      return loadJsonl(opts.data, opts.limit);
+    case "wikitext": {
+      const manifest = await readManifest(modelDir);
+      return loadWikitext(opts.data, await ModelTokenizer.load(modelDir, manifest), opts.limit);
+    }
+  }
+}

@@ -1,0 +1,257 @@
+/**
+ * Runtime bench (issue 3). Not a test: it prints a table and writes bench-results/runtime.json.
+ *
+ *   node --import tsx test/bench/runtime.bench.ts [--runs 3] [--threads 2] [--precisions fp32,int8,int4]
+ *       [--max-new-tokens 64] [--skip-llama]
+ *
+ * 1. Base LM per precision (fresh child process each, so peak RSS is the model's own): prefill
+ *    tokens/s (a 200-token prompt, logits for the last position only), decode tokens/s (64 greedy
+ *    steps), peak RSS.
+ * 2. The same GGUF through llama.cpp (node-llama-cpp 3.21.1, CPU, same thread count): prefill and
+ *    decode tokens/s on the same prompt. node-llama-cpp is installed on first use into
+ *    `$NEST_HOME/bench-deps` (it ships ~700 MB of prebuilt binaries, too much for every install).
+ * 3. NEST vs base on grounded prompts through the Engine (the server's decoding code), 40 factbook
+ *    passages from BM25: six factbook questions and six factbook passage continuations. Decode
+ *    tokens/s = completion tokens ÷ (LM + kNN time), LM passes per token, mean accepted span,
+ *    time to first token cold (empty key caches) and warm (passages cached).
+ * Every figure is the median over `--runs` runs.
+ */
+import { spawnSync } from "node:child_process";
+import { existsSync } from "node:fs";
+import { mkdir, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { parseArgs } from "node:util";
+import { loadavg } from "node:os";
+import { createRequire } from "node:module";
+import { findModelDir } from "@nest/gpu-worker/cli/prepare-model";
+import { findCorpusDir } from "@nest/gpu-worker/corpus/prepare-corpus";
+import { cachePaths, DEFAULT_MODEL, REPO_ROOT } from "@nest/gpu-worker/config";
+import { readManifest } from "@nest/gpu-worker/runtime/manifest";
+import { DecoderSession } from "@nest/gpu-worker/runtime/decoder-session";
+import { ModelTokenizer } from "@nest/gpu-worker/runtime/tokenizer";
+import { Engine } from "@nest/gpu-worker/engine/engine";
+import { openLanceIndex } from "@nest/edge/adapters/node/lancedb-index";
+import { GenerateRequestSchema } from "@nest/shared/protocol/request";
+import type { Precision } from "@nest/gpu-worker/runtime/session-options";
+
+const { values } = parseArgs({
+  options: {
+    runs: { type: "string", default: "3" },
+    threads: { type: "string", default: "2" },
+    precisions: { type: "string", default: "fp32,int8,int4" },
+    "max-new-tokens": { type: "string", default: "64" },
+    "skip-llama": { type: "boolean", default: false },
+    child: { type: "string" },
+  },
+});
+const RUNS = Number(values.runs);
+const THREADS = Number(values.threads);
+const MAX_NEW = Number(values["max-new-tokens"]);
+const PREFILL_TOKENS = 200;
+const DECODE_STEPS = 64;
+
+const median = (xs: number[]) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length === 0 ? NaN : s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
+};
+const fmt = (x: number, d = 1) => (Number.isFinite(x) ? x.toFixed(d) : "–");
+
+/** A fixed ~200-token prompt (factbook-like prose) for prefill and decode figures. */
+async function benchPrompt(tok: ModelTokenizer): Promise<number[]> {
+  const text = "Australia is a country comprising the mainland of the Australian continent, the island of Tasmania and numerous smaller islands. ".repeat(12);
+  return tok.encode(tok.applyChatTemplate([{ role: "user", content: `Summarise: ${text}` }])).slice(0, PREFILL_TOKENS);
+}
+
+// ---- 1. base LM in a child process --------------------------------------------------------------
+async function baseChild(precision: Precision): Promise<void> {
+  const dir = await findModelDir();
+  const manifest = await readManifest(dir);
+  const lm = await DecoderSession.load(dir, manifest, { precision, threads: THREADS });
+  const tok = await ModelTokenizer.load(dir, manifest);
+  const prompt = await benchPrompt(tok);
+  const prefill: number[] = [];
+  const decode: number[] = [];
+  const kvBytesPerToken: number[] = [];
+  for (let r = 0; r < RUNS; r++) {
+    lm.reset();
+    let t = performance.now();
+    let out = await lm.forward(prompt, 1);
+    prefill.push(prompt.length / ((performance.now() - t) / 1000));
+    let next = argmax(out.logitsRow(prompt.length - 1));
+    const before = lm.copies.kvOutBytes;
+    t = performance.now();
+    for (let i = 0; i < DECODE_STEPS; i++) {
+      out = await lm.forward([next], 1);
+      next = argmax(out.logitsRow(0));
+    }
+    decode.push(DECODE_STEPS / ((performance.now() - t) / 1000));
+    kvBytesPerToken.push((lm.copies.kvOutBytes - before) / DECODE_STEPS);
+  }
+  const rssMb = process.resourceUsage().maxRSS / 1024;
+  process.stdout.write(JSON.stringify({ precision, prefillTokS: median(prefill), decodeTokS: median(decode), peakRssMb: rssMb, kvBytesPerToken: median(kvBytesPerToken) }));
+}
+
+function argmax(x: Float32Array): number {
+  let a = 0;
+  for (let i = 1; i < x.length; i++) if (x[i]! > x[a]!) a = i;
+  return a;
+}
+
+function runChild(precision: string): Record<string, number | string> | undefined {
+  const r = spawnSync(process.execPath, ["--import", "tsx", new URL(import.meta.url).pathname, "--child", precision,
+    "--runs", String(RUNS), "--threads", String(THREADS)], { encoding: "utf8", maxBuffer: 1 << 24 });
+  if (r.status !== 0) {
+    console.error(`base ${precision}: child failed (${r.status}): ${r.stderr.split("\n").slice(-5).join("\n")}`);
+    return undefined;
+  }
+  return JSON.parse(r.stdout.trim().split("\n").at(-1)!) as Record<string, number | string>;
+}
+
+// ---- 2. llama.cpp ---------------------------------------------------------------------------------
+/** The slice of node-llama-cpp's API used here (it is installed outside the project, on first use). */
+interface LlamaLike {
+  loadModel(o: { modelPath: string }): Promise<{
+    tokenize(text: string, specialTokens: boolean): number[];
+    createContext(o: { threads: number; contextSize: number }): Promise<{
+      getSequence(): { evaluate(tokens: number[], o: { temperature: number }): AsyncIterable<number> };
+      dispose(): Promise<void>;
+    }>;
+    dispose(): Promise<void>;
+  }>;
+}
+async function llamaCpp(): Promise<Record<string, number> | undefined> {
+  const deps = join(cachePaths().home, "bench-deps");
+  if (!existsSync(join(deps, "node_modules", "node-llama-cpp"))) {
+    console.error("installing node-llama-cpp@3.21.1 into", deps, "(first bench run only)");
+    await mkdir(deps, { recursive: true });
+    const r = spawnSync("npm", ["install", "--prefix", deps, "--no-save", "--ignore-scripts", "--no-audit", "--no-fund", "-E", "node-llama-cpp@3.21.1"], { stdio: "inherit" });
+    if (r.status !== 0) return undefined;
+  }
+  const require = createRequire(join(deps, "package.json"));
+  const entry = require.resolve("node-llama-cpp");
+  const { getLlama } = (await import(entry)) as { getLlama: (o: object) => Promise<LlamaLike> };
+  const llama = await getLlama({ gpu: false, build: "never", logLevel: "error" as never });
+  const gguf = join(cachePaths().downloads, DEFAULT_MODEL.ggufFile);
+  const model = await llama.loadModel({ modelPath: gguf });
+  const dir = await findModelDir();
+  const tok = await ModelTokenizer.load(dir, await readManifest(dir));
+  const promptText = tok.decode(await benchPrompt(tok));
+  const prefill: number[] = [];
+  const decode: number[] = [];
+  for (let r = 0; r < RUNS; r++) {
+    const context = await model.createContext({ threads: THREADS, contextSize: 1024 });
+    const seq = context.getSequence();
+    const tokens = model.tokenize(promptText, true);
+    const t0 = performance.now();
+    let first = 0;
+    let n = 0;
+    for await (const _ of seq.evaluate(tokens, { temperature: 0 })) {
+      if (n === 0) first = performance.now();
+      if (++n > DECODE_STEPS) break;
+    }
+    prefill.push(tokens.length / ((first - t0) / 1000));
+    decode.push(DECODE_STEPS / ((performance.now() - first) / 1000));
+    await context.dispose();
+  }
+  await model.dispose();
+  return { prefillTokS: median(prefill), decodeTokS: median(decode) };
+}
+
+// ---- 3. NEST vs base on grounded prompts ------------------------------------------------------------
+const QUESTIONS = [
+  "What is the capital of Australia?", "What is the highest point in Nepal?", "What are the national symbols of Canada?",
+  "When did Brazil become independent?", "Where is Kiribati located?", "What languages are spoken in Belgium?",
+];
+const CONTINUATION_QUERIES = ["Australia capital", "Nepal elevation extremes", "Canada national symbols", "Brazil independence", "Kiribati location", "Belgium languages"];
+
+interface NestRow { mode: string; set: string; tokS: number; passesPerToken: number; meanSpan: number; ttftColdMs: number; ttftWarmMs: number; attribution: number }
+
+async function nestVsBase(): Promise<NestRow[]> {
+  const dir = await findModelDir();
+  const index = await openLanceIndex(await findCorpusDir("factbook"), "factbook");
+  const sets: { name: string; prompts: { prompt: string; query: string }[] }[] = [
+    { name: "questions", prompts: QUESTIONS.map((q) => ({ prompt: q, query: q })) },
+    {
+      name: "continuations",
+      prompts: await Promise.all(CONTINUATION_QUERIES.map(async (q) => {
+        const [top] = await index.search(q, 1);
+        const head = top!.text.slice(0, Math.max(20, Math.floor(top!.text.length * 0.3)));
+        return { prompt: `Continue this text exactly: ${head}`, query: q };
+      })),
+    },
+  ];
+  const rows: NestRow[] = [];
+  for (const mode of ["base", "nest"] as const) {
+    for (const set of sets) {
+      const tokS: number[] = [], ppt: number[] = [], span: number[] = [], cold: number[] = [], warm: number[] = [], attr: number[] = [];
+      for (let r = 0; r < RUNS; r++) {
+        // A fresh engine per run: empty memory cache, no disk cache, so the first request is cold.
+        const engine = await Engine.load(dir, { threads: THREADS, diskKeyCache: false });
+        for (const p of set.prompts) {
+          const passages = (await index.search(p.query, 40)).map(({ id, title, text, source }) => ({ id, title, text, source }));
+          const request = GenerateRequestSchema.parse({ prompt: p.prompt, mode, max_new_tokens: MAX_NEW });
+          for (const phase of ["cold", "warm"] as const) {
+            const t0 = performance.now();
+            let ttft = NaN;
+            let done: import("@nest/shared/protocol/events").DoneEvent | undefined;
+            await engine.run({ request, passages }, {
+              delta: () => { if (Number.isNaN(ttft)) ttft = performance.now() - t0; },
+              done: (d) => (done = d),
+            });
+            (phase === "cold" ? cold : warm).push(ttft);
+            if (phase === "warm" && done) {
+              const u = done.usage;
+              tokS.push(u.completion_tokens / ((done.timings_ms.lm + done.timings_ms.knn) / 1000));
+              ppt.push(u.lm_forward_passes / Math.max(1, u.completion_tokens));
+              span.push(u.num_drafts > 0 ? u.accepted_tokens / u.num_drafts : 0);
+              attr.push(u.attribution_ratio ?? 0);
+            }
+          }
+        }
+        await engine.session.release();
+      }
+      rows.push({ mode, set: set.name, tokS: median(tokS), passesPerToken: median(ppt), meanSpan: median(span), ttftColdMs: median(cold), ttftWarmMs: median(warm), attribution: median(attr) });
+    }
+  }
+  await index.close?.();
+  return rows;
+}
+
+// ---- main ------------------------------------------------------------------------------------------
+if (values.child) {
+  await baseChild(values.child as Precision);
+  process.exit(0);
+}
+
+console.log(`runtime bench: ${RUNS} runs, ${THREADS} threads, load average ${loadavg().map((x) => x.toFixed(1)).join(" ")}`);
+const base = values.precisions!.split(",").map((p) => runChild(p.trim())).filter((x) => x !== undefined);
+console.log("\nbase LM (median)");
+console.log("precision  prefill tok/s  decode tok/s  peak RSS MB  KV bytes out/token");
+for (const b of base) console.log(`${String(b.precision).padEnd(10)} ${fmt(Number(b.prefillTokS)).padStart(13)} ${fmt(Number(b.decodeTokS)).padStart(13)} ${fmt(Number(b.peakRssMb), 0).padStart(12)} ${fmt(Number(b.kvBytesPerToken), 0).padStart(19)}`);
+
+let llama: Record<string, number> | undefined;
+if (!values["skip-llama"]) {
+  try {
+    llama = await llamaCpp();
+  } catch (err) {
+    console.error(`llama.cpp: ${(err as Error).message}`);
+  }
+}
+if (llama) {
+  console.log(`\nllama.cpp (node-llama-cpp 3.21.1, same GGUF, ${THREADS} threads): prefill ${fmt(llama.prefillTokS!)} tok/s, decode ${fmt(llama.decodeTokS!)} tok/s`);
+  for (const b of base) console.log(`  ours ${b.precision} / llama.cpp decode: ${fmt(Number(b.decodeTokS) / llama.decodeTokS!, 2)}×  prefill: ${fmt(Number(b.prefillTokS) / llama.prefillTokS!, 2)}×`);
+}
+
+const nest = await nestVsBase();
+console.log(`\nNEST vs base on grounded prompts (fp32, 40 passages, max ${MAX_NEW} new tokens; median)`);
+console.log("mode  set            decode tok/s  LM passes/token  mean accepted span  TTFT cold ms  TTFT warm ms  attribution");
+for (const r of nest) console.log(`${r.mode.padEnd(5)} ${r.set.padEnd(14)} ${fmt(r.tokS).padStart(12)} ${fmt(r.passesPerToken, 2).padStart(16)} ${fmt(r.meanSpan, 2).padStart(19)} ${fmt(r.ttftColdMs, 0).padStart(13)} ${fmt(r.ttftWarmMs, 0).padStart(13)} ${fmt(r.attribution, 2).padStart(12)}`);
+for (const set of ["questions", "continuations"]) {
+  const b = nest.find((r) => r.mode === "base" && r.set === set)!;
+  const n = nest.find((r) => r.mode === "nest" && r.set === set)!;
+  console.log(`  NEST/base decode tok/s on ${set}: ${fmt(n.tokS / b.tokS, 2)}×`);
+}
+
+await mkdir(join(REPO_ROOT, "bench-results"), { recursive: true });
+await writeFile(join(REPO_ROOT, "bench-results", "runtime.json"), JSON.stringify({ runs: RUNS, threads: THREADS, loadavg: loadavg(), base, llama, nest }, null, 2));
+console.log("\nwrote bench-results/runtime.json");
