@@ -157,7 +157,7 @@ describe("nestlm ask against the same stack", () => {
     const answer = lines.slice(2).join("\n").split("\n\n")[0]!; // the streamed text, markers inline
     expect(answer.replace(/\[\d+\]/g, "")).toBe(result.text);
     expect(answer.match(/\[\d+\]/g) ?? []).toEqual(result.citations.map((_, i) => `[${i + 1}]`));
-    expect(printed).toMatch(/\n\d+ tokens \(prompt \d+\) · \d+ copied from the corpus \(attribution [\d.]+%\) · /);
+    expect(printed).toMatch(/\n\d+ tokens \(prompt \d+\) · \d+ cited \(attribution [\d.]+%; \d+ copied through verified spans, \d+ single-token matches\) · /);
     expect(printed).toMatch(/\ntimings ms: retrieval [\d.]+ · encoding [\d.]+ · knn [\d.]+ · lm [\d.]+ · total [\d.]+\n$/);
   });
 });

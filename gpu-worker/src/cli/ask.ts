@@ -58,7 +58,8 @@ export function formatSummary(done: DoneEvent): string[] {
   const t = done.timings_ms;
   const ratio = u.attribution_ratio === null ? "n/a" : `${(u.attribution_ratio * 100).toFixed(1)}%`;
   return [
-    `${u.completion_tokens} tokens (prompt ${u.prompt_tokens}) · ${u.attributed_tokens} copied from the corpus (attribution ${ratio}) · ` +
+    `${u.completion_tokens} tokens (prompt ${u.prompt_tokens}) · ${u.attributed_tokens} cited (attribution ${ratio}; ` +
+      `${u.accepted_tokens} copied through verified spans, ${Math.max(0, u.attributed_tokens - u.accepted_tokens)} single-token matches) · ` +
       `${u.lm_forward_passes} LM passes · drafted ${u.drafted_tokens}, accepted ${u.accepted_tokens} · ${done.mode} · ${done.model} · finish ${done.finish_reason}`,
     `timings ms: retrieval ${t.retrieval} · encoding ${t.encoding} · knn ${t.knn} · lm ${t.lm} · total ${t.total}`,
   ];
