@@ -76,7 +76,7 @@ export function createApp(deps: AppDeps): Hono {
   app.post("/v1/generate", auth("generate"), limit, generateHandler(deps));
   app.route("/v1", openAiRoutes(deps, [auth("generate"), limit]));
   if (deps.batchPoolUrl) {
-    registerBatchRoutes(app, { poolUrl: deps.batchPoolUrl, apiKeyHashes: deps.apiKeyHashes, fetch: deps.batchFetch, auth: auth("batch") });
+    registerBatchRoutes(app, { poolUrl: deps.batchPoolUrl, fetch: deps.batchFetch, auth: auth("batch") });
     registerFaqRoutes(app, deps, { poolUrl: deps.batchPoolUrl, fetch: deps.batchFetch, guard: [auth("admin"), limit] });
   }
 

@@ -15,6 +15,7 @@ import { Redis } from "ioredis";
 import { toNestError } from "@nest/shared/protocol/errors";
 import { createApp } from "@nest/edge/app";
 import { sha256Hex } from "@nest/edge/middleware/auth";
+import { keyAuth } from "@nest/edge/middleware/keys";
 import { createPoolClient } from "@nest/edge/route/pool-client";
 import { registerBatchRoutes } from "@nest/edge/routes/batches";
 import { REPO_ROOT } from "@nest/gpu-worker/config";
@@ -116,7 +117,7 @@ beforeAll(async () => {
   pool.onError((err, c) => c.json(toNestError(err).toBody(), toNestError(err).status as 400));
   jobApi = await listen(pool);
   const app = createApp({ apiKeyHashes: [await sha256Hex(KEY)], pool: createPoolClient(jobApi.url), indexFor: async () => undefined });
-  registerBatchRoutes(app, { poolUrl: jobApi.url, apiKeyHashes: [await sha256Hex(KEY)] });
+  registerBatchRoutes(app, { poolUrl: jobApi.url, auth: keyAuth({ staticHashes: [await sha256Hex(KEY)] }, "batch") });
   edge = await listen(app);
 });
 

@@ -16,7 +16,6 @@
 import type { Context, Hono, MiddlewareHandler } from "hono";
 import { bodyLimit } from "hono/body-limit";
 import { NestError } from "@nest/shared/protocol/errors";
-import { apiKeyAuth } from "../middleware/auth.ts";
 import { errorFromResponse, joinUrl } from "../route/pool-client.ts";
 
 /** Largest batch body the edge forwards, in bytes (16 MiB). */
@@ -31,12 +30,10 @@ const RELAYED = ["content-type", "x-batch-status"];
 export interface BatchRouteDeps {
   /** Base URL of the pool's job API, e.g. `http://127.0.0.1:8788`. */
   poolUrl: string;
-  /** Hex SHA-256 hashes of the accepted API keys. */
-  apiKeyHashes: string[];
   /** The fetch to use (default the global one; a Workers service binding fits too). */
   fetch?: typeof fetch;
-  /** Auth middleware replacing the bearer check on `apiKeyHashes` (app.ts passes scope `batch`). */
-  auth?: MiddlewareHandler;
+  /** Auth middleware (app.ts passes `keyAuth(…, "batch")`). */
+  auth: MiddlewareHandler;
   /** Body limit in bytes; default {@link MAX_BATCH_BODY_BYTES}. */
   maxBodyBytes?: number;
 }
@@ -49,7 +46,7 @@ export interface BatchRouteDeps {
 export function registerBatchRoutes(app: Hono, deps: BatchRouteDeps): void {
   const fetchFn = deps.fetch ?? fetch;
   const maxSize = deps.maxBodyBytes ?? MAX_BATCH_BODY_BYTES;
-  const auth = deps.auth ?? apiKeyAuth(deps.apiKeyHashes);
+  const auth = deps.auth;
 
   async function forward(c: Context, path: string, init: RequestInit = {}): Promise<Response> {
     let res: Response;

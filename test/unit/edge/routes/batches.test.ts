@@ -6,6 +6,7 @@ import { createServer } from "node:net";
 import { beforeAll, describe, expect, it } from "vitest";
 import { createApp } from "@nest/edge/app";
 import { sha256Hex } from "@nest/edge/middleware/auth";
+import { keyAuth } from "@nest/edge/middleware/keys";
 import { createPoolClient } from "@nest/edge/route/pool-client";
 import { registerBatchRoutes } from "@nest/edge/routes/batches";
 
@@ -27,7 +28,7 @@ async function deadPort(): Promise<number> {
 beforeAll(async () => {
   poolUrl = `http://127.0.0.1:${await deadPort()}`;
   app = createApp({ apiKeyHashes: [await sha256Hex(KEY)], pool: createPoolClient(poolUrl), indexFor: async () => undefined });
-  registerBatchRoutes(app, { poolUrl, apiKeyHashes: [await sha256Hex(KEY)], maxBodyBytes: 64 });
+  registerBatchRoutes(app, { poolUrl, auth: keyAuth({ staticHashes: [await sha256Hex(KEY)] }, "batch"), maxBodyBytes: 64 });
 });
 
 const auth = { authorization: `Bearer ${KEY}` };
