@@ -8,8 +8,7 @@ import type { Context } from "hono";
 import type { GenerateEvent } from "@nest/shared/protocol/events";
 import { ERROR_STATUS, NestError, type ErrorCode } from "@nest/shared/protocol/errors";
 import { parseGenerateRequest } from "../middleware/validate.ts";
-import { authedKey } from "../middleware/keys.ts";
-import { startGeneration, type GenerateDeps } from "./generation.ts";
+import { startClientGeneration, type GenerateDeps } from "./generation.ts";
 import { streamMessages, type SseMessage } from "./sse.ts";
 
 export type { GenerateDeps } from "./generation.ts";
@@ -47,21 +46,15 @@ export async function collectGeneration(events: AsyncIterable<GenerateEvent>) {
 export function generateHandler(deps: GenerateDeps) {
   return async (c: Context) => {
     const req = await parseGenerateRequest(c.req.raw);
-    const abort = new AbortController();
-    const cancel = () => abort.abort(new Error("client disconnected"));
-    c.req.raw.signal?.addEventListener("abort", cancel, { once: true });
-    const gen = await startGeneration(deps, req, abort.signal, authedKey(c)).catch((err) => {
-      c.req.raw.signal?.removeEventListener("abort", cancel);
-      throw err;
-    });
+    const gen = await startClientGeneration(c, deps, req);
     c.header("x-nest-cache", gen.cache);
     if ((c.req.header("accept") ?? "").includes("application/json")) {
       return c.json(await collectGeneration(gen.events));
     }
     return streamMessages(c, asMessages(gen.events), {
       heartbeatMs: deps.heartbeatMs,
-      onAbort: cancel,
-      aborted: () => abort.signal.aborted,
+      onAbort: gen.cancel,
+      aborted: gen.aborted,
       log: deps.log,
     });
   };

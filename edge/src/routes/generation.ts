@@ -12,7 +12,8 @@ import { NestError } from "@nest/shared/protocol/errors";
 import type { PassageIndex } from "../retrieve/passage-index.ts";
 import type { DecodeClient } from "../route/pool-client.ts";
 import { faqCacheKey, type FaqCache } from "../cache/faq-cache.ts";
-import type { AuthedKey } from "../middleware/keys.ts";
+import { authedKey, type AuthedKey } from "../middleware/keys.ts";
+import type { Context } from "hono";
 
 /** What a generation needs. */
 export interface GenerateDeps {
@@ -116,4 +117,29 @@ export async function startGeneration(
     if (!signal.aborted) throw new NestError("upstream_unavailable", "gpu-worker stream ended before `done`");
   }
   return { cache: "miss", events: run() };
+}
+
+/** A generation tied to its client connection. */
+export interface ClientGeneration extends Generation {
+  /** Aborts the generation (the pool request; the worker frees its slot). */
+  cancel(): void;
+  aborted(): boolean;
+}
+
+/**
+ * {@link startGeneration} for the request of `c`, with the caller's API key: a client disconnect
+ * aborts it.
+ * @throws as {@link startGeneration}.
+ */
+export async function startClientGeneration(c: Context, deps: GenerateDeps, req: GenerateRequest): Promise<ClientGeneration> {
+  const abort = new AbortController();
+  const cancel = () => abort.abort(new Error("client disconnected"));
+  c.req.raw.signal?.addEventListener("abort", cancel, { once: true });
+  try {
+    const gen = await startGeneration(deps, req, abort.signal, authedKey(c));
+    return { ...gen, cancel, aborted: () => abort.signal.aborted };
+  } catch (err) {
+    c.req.raw.signal?.removeEventListener("abort", cancel);
+    throw err;
+  }
 }

@@ -9,8 +9,7 @@
 import { Hono, type Context, type MiddlewareHandler } from "hono";
 import type { GenerateEvent, DoneEvent, RetrievalEvent } from "@nest/shared/protocol/events";
 import { toNestError } from "@nest/shared/protocol/errors";
-import { authedKey } from "../middleware/keys.ts";
-import { startGeneration, type GenerateDeps } from "./generation.ts";
+import { startClientGeneration, type GenerateDeps } from "./generation.ts";
 import { collectGeneration } from "./generate.ts";
 import { streamMessages, type SseMessage } from "./sse.ts";
 import { OpenAiParamError, parseChatRequest, parseCompletionRequest, readJson } from "./openai-schema.ts";
@@ -87,20 +86,14 @@ function handler(deps: GenerateDeps, kind: Kind) {
   return async (c: Context) => {
     const raw = await readJson(c.req.raw);
     const { body, request } = kind === "chat" ? parseChatRequest(raw) : parseCompletionRequest(raw);
-    const abort = new AbortController();
-    const cancel = () => abort.abort(new Error("client disconnected"));
-    c.req.raw.signal?.addEventListener("abort", cancel, { once: true });
-    const gen = await startGeneration(deps, request, abort.signal, authedKey(c)).catch((err) => {
-      c.req.raw.signal?.removeEventListener("abort", cancel);
-      throw err;
-    });
+    const gen = await startClientGeneration(c, deps, request);
     c.header("x-nest-cache", gen.cache);
     const model = (await deps.pool.modelName?.()) ?? body.model;
     if (body.stream) {
       return streamMessages(c, chunks(kind, gen.events, model, body.stream_options?.include_usage === true), {
         heartbeatMs: deps.heartbeatMs,
-        onAbort: cancel,
-        aborted: () => abort.signal.aborted,
+        onAbort: gen.cancel,
+        aborted: gen.aborted,
         onError: (e) => [{ data: JSON.stringify(openAiError(e).body) }, { data: "[DONE]" }],
         log: deps.log,
       });

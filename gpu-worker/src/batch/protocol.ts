@@ -9,7 +9,7 @@
  */
 import { z } from "zod";
 import { GenerateRequestSchema, type GenerateRequest } from "@nest/shared/protocol/request";
-import { CitationSchema, TimingsSchema, UsageSchema } from "@nest/shared/protocol/events";
+import { CitationSchema, DoneEventSchema } from "@nest/shared/protocol/events";
 import { NestError } from "@nest/shared/protocol/errors";
 
 /** Most items one batch may hold. */
@@ -36,16 +36,11 @@ export interface BatchJobData {
 }
 
 /** What a successful item returns (stored as the BullMQ job's return value). */
-export const ItemOutputSchema = z.object({
+export const ItemOutputSchema = DoneEventSchema.extend({
   /** The generated text (concatenation of the deltas). */
   text: z.string(),
   /** Citations of the copied spans; `text_start`/`text_end` index into `text` (UTF-16). */
   citations: z.array(CitationSchema),
-  finish_reason: z.enum(["stop", "length"]),
-  mode: z.string(),
-  model: z.string(),
-  usage: UsageSchema,
-  timings_ms: TimingsSchema,
 });
 export type ItemOutput = z.infer<typeof ItemOutputSchema>;
 

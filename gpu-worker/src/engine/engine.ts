@@ -10,7 +10,7 @@ import { DeltaBuilder } from "../nest/attribution.ts";
 import { decodeNest, type DecodeOptions, type StoreUse } from "../nest/decode-loop.ts";
 import { DecodeStats } from "../nest/stats.ts";
 import { scoreContinuation } from "../nest/score.ts";
-import { emptyTokenStore } from "../nest/token-store.ts";
+import { emptyTokenStore, type TokenStore } from "../nest/token-store.ts";
 import { DecoderSession, type SessionOptions } from "../runtime/decoder-session.ts";
 import { readManifest, type Manifest } from "../runtime/manifest.ts";
 import { ModelTokenizer } from "../runtime/tokenizer.ts";
@@ -73,17 +73,31 @@ export class Engine {
    * @throws NestError `invalid_request` when the prompt is over the token budget.
    */
   async score(job: DecodeJob, continuation: string): Promise<{ nll: number; tokens: number }> {
+    const targetIds = this.tokenizer.encode(continuation);
+    const { promptIds, store } = await this.prepare(job, targetIds.length);
+    return scoreContinuation(this.lm, promptIds, targetIds, store, decodeOptions(job.request, this.manifest));
+  }
+
+  /**
+   * The prompt of a job (chat template, `rag` background) and its token store (passages encoded,
+   * or read from the key caches).
+   * @param extraTokens tokens that will follow the prompt in the same pass (a scored continuation).
+   * @throws NestError `invalid_request` when the prompt (plus `extraTokens`) is over the token budget.
+   */
+  private async prepare(job: DecodeJob, extraTokens = 0, signal?: AbortSignal): Promise<{ promptIds: number[]; store: TokenStore }> {
     const req = job.request;
     const passages = job.passages.slice(0, req.passages);
     const promptIds = this.tokenizer.encode(this.tokenizer.applyChatTemplate(buildMessages(req, passages)));
-    const targetIds = this.tokenizer.encode(continuation);
-    if (promptIds.length + targetIds.length > MAX_PROMPT_TOKENS) {
-      throw new NestError("invalid_request", `prompt and continuation are ${promptIds.length + targetIds.length} tokens; at most ${MAX_PROMPT_TOKENS}`);
+    if (promptIds.length + extraTokens > MAX_PROMPT_TOKENS) {
+      throw new NestError(
+        "invalid_request",
+        `the prompt is ${promptIds.length + extraTokens} tokens after the chat template; at most ${MAX_PROMPT_TOKENS} are accepted`,
+      );
     }
     const { store } = usesTokenStore(req.mode)
-      ? await this.encoder.buildStore(passages)
+      ? await this.encoder.buildStore(passages, signal)
       : { store: emptyTokenStore(this.manifest.hidden_size) };
-    return scoreContinuation(this.lm, promptIds, targetIds, store, decodeOptions(req, this.manifest));
+    return { promptIds, store };
   }
 
   /** Encodes `passage` into the key caches unless it is there already; true when the LM ran. */
@@ -104,21 +118,8 @@ export class Engine {
     const t0 = performance.now();
     const req = job.request;
     const stats = new DecodeStats();
-    const passages = job.passages.slice(0, req.passages);
-
-    const prompt = this.tokenizer.applyChatTemplate(buildMessages(req, passages));
-    const promptIds = this.tokenizer.encode(prompt);
-    if (promptIds.length > MAX_PROMPT_TOKENS) {
-      throw new NestError(
-        "invalid_request",
-        `the prompt is ${promptIds.length} tokens after the chat template; at most ${MAX_PROMPT_TOKENS} are accepted`,
-      );
-    }
-
     const tEnc = performance.now();
-    const { store } = usesTokenStore(req.mode)
-      ? await this.encoder.buildStore(passages, signal)
-      : { store: emptyTokenStore(this.manifest.hidden_size) };
+    const { promptIds, store } = await this.prepare(job, 0, signal);
     stats.encodingMs = performance.now() - tEnc;
     stats.storePassages = store.passages.length;
     stats.storeKeys = store.numKeys;

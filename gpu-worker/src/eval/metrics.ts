@@ -6,6 +6,7 @@
  */
 import * as rouge from "js-rouge";
 import type { DeltaEvent } from "@nest/shared/protocol/events";
+import type { TokenPassage } from "../nest/attribution.ts";
 
 /** ASCII punctuation, as Python's `string.punctuation` (used by the SQuAD script). */
 const PUNCTUATION = new Set("!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~");
@@ -94,9 +95,6 @@ export function rougeScores(generation: string, reference: string): RougeScores 
   };
 }
 
-/** A generated token's citation target (passage id), or null when the token is not attributed. */
-export type TokenPassage = string | null;
-
 /**
  * Per-token sources from the `delta` events of one generation: every token of a cited delta gets
  * the delta's `passage_id`, every token of an uncited delta gets null. Length = completion tokens.
@@ -105,30 +103,6 @@ export function tokenPassages(deltas: readonly DeltaEvent[]): TokenPassage[] {
   const out: TokenPassage[] = [];
   for (const d of deltas) for (let i = 0; i < d.tokens; i++) out.push(d.citation ? d.citation.passage_id : null);
   return out;
-}
-
-/**
- * Attribution ratio and mean attributed run length (spec §7, paper Table 2) over per-token sources:
- * ratio = attributed ÷ all tokens; a run is a maximal stretch of consecutive tokens attributed to
- * the same passage (a null or a different passage breaks it). Null values when undefined (no tokens,
- * no runs).
- */
-export function attributionStats(tokens: readonly TokenPassage[]): { ratio: number | null; runLength: number | null; runs: number } {
-  let attributed = 0;
-  let runs = 0;
-  let prev: TokenPassage = null;
-  for (const t of tokens) {
-    if (t !== null) {
-      attributed++;
-      if (t !== prev) runs++;
-    }
-    prev = t;
-  }
-  return {
-    ratio: tokens.length === 0 ? null : attributed / tokens.length,
-    runLength: runs === 0 ? null : attributed / runs,
-    runs,
-  };
 }
 
 /** Mean of the non-null values; null when there are none. */

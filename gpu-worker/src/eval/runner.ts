@@ -12,7 +12,8 @@ import type { ScoredPassage } from "@nest/shared/protocol/passage";
 import type { PassageIndex } from "@nest/edge/retrieve/passage-index";
 import type { Engine } from "../engine/engine.ts";
 import type { EvalExample, EvalTask } from "./tasks.ts";
-import { answerRecall, attributionStats, exactMatch, maxF1, rougeScores, tokenPassages } from "./metrics.ts";
+import { answerRecall, exactMatch, maxF1, rougeScores, tokenPassages } from "./metrics.ts";
+import { attributionStats } from "../nest/attribution.ts";
 
 /** One decoding configuration: a mode plus request parameters (e.g. `{ gamma: 0.05 }`). */
 export interface Variant {

@@ -139,32 +139,29 @@ export function groupBySpan(tokens: readonly CommittedToken[]): CommittedToken[]
   return groups;
 }
 
-/**
- * Attribution ratio = tokens with a source ÷ generated tokens (paper Table 2, spec §7); null when
- * nothing was generated.
- */
-export function attributionRatio(sources: readonly (TokenSource | undefined)[]): number | null {
-  if (sources.length === 0) return null;
-  return sources.filter((s) => s !== undefined).length / sources.length;
-}
+/** The passage a generated token was copied from (its id), or null for an LM-generated token. */
+export type TokenPassage = string | null;
 
 /**
- * Attribution length = mean length of maximal runs of consecutive tokens from the same passage;
- * a run breaks where the source is missing or the passage changes (spec §7). Null without runs.
+ * Attribution ratio and mean attributed run length (spec §7, paper Table 2) over per-token sources:
+ * ratio = attributed ÷ all tokens; a run is a maximal stretch of consecutive tokens attributed to
+ * the same passage (a null or a different passage breaks it). Null values when undefined (no tokens,
+ * no runs).
  */
-export function attributionLength(sources: readonly (TokenSource | undefined)[]): number | null {
-  const runs: number[] = [];
-  let run = 0;
-  let passage = -1;
-  for (const s of sources) {
-    if (s && s.passage === passage && run > 0) {
-      run++;
-    } else {
-      if (run > 0) runs.push(run);
-      run = s ? 1 : 0;
-      passage = s ? s.passage : -1;
+export function attributionStats(tokens: readonly TokenPassage[]): { ratio: number | null; runLength: number | null; runs: number } {
+  let attributed = 0;
+  let runs = 0;
+  let prev: TokenPassage = null;
+  for (const t of tokens) {
+    if (t !== null) {
+      attributed++;
+      if (t !== prev) runs++;
     }
+    prev = t;
   }
-  if (run > 0) runs.push(run);
-  return runs.length === 0 ? null : runs.reduce((a, b) => a + b, 0) / runs.length;
+  return {
+    ratio: tokens.length === 0 ? null : attributed / tokens.length,
+    runLength: runs === 0 ? null : attributed / runs,
+    runs,
+  };
 }

@@ -3,7 +3,7 @@
  * One statistics object per request: forward passes, drafts, acceptance and phase times (ms).
  */
 
-/** Counters and timings of one decoding request. Derived ratios return null on a zero denominator. */
+/** Counters and timings of one decoding request (reported in the `done` event's usage and timings). */
 export class DecodeStats {
   promptTokens = 0;
   completionTokens = 0;
@@ -24,20 +24,5 @@ export class DecodeStats {
     this.numDrafts++;
     this.draftedTokens += numDraft;
     this.acceptedTokens += numAccepted;
-  }
-
-  /** accepted ÷ drafted draft tokens. */
-  get draftAcceptanceRate(): number | null {
-    return this.draftedTokens === 0 ? null : this.acceptedTokens / this.draftedTokens;
-  }
-
-  /** Mean accepted draft tokens per draft. */
-  get meanAcceptedSpan(): number | null {
-    return this.numDrafts === 0 ? null : this.acceptedTokens / this.numDrafts;
-  }
-
-  /** Decoding forward passes ÷ completion tokens (< 1 means spans were verified in bulk). */
-  get forwardPassesPerToken(): number | null {
-    return this.completionTokens === 0 ? null : this.lmForwardPasses / this.completionTokens;
   }
 }

@@ -1,7 +1,8 @@
 import { describe, expect, it } from "vitest";
 import {
-  answerRecall, attributionStats, exactMatch, maxF1, normalizeAnswer, rougeScores, squadTokens, tokenF1, tokenPassages,
+  answerRecall, exactMatch, maxF1, normalizeAnswer, rougeScores, squadTokens, tokenF1, tokenPassages,
 } from "@nest/gpu-worker/eval/metrics";
+import { attributionStats } from "@nest/gpu-worker/nest/attribution";
 
 describe("SQuAD normalisation, EM and F1", () => {
   it("lowercases, drops punctuation and articles, collapses spaces", () => {

@@ -1,20 +1,21 @@
 import { describe, expect, it } from "vitest";
-import { attributionLength, attributionRatio, DeltaBuilder, groupBySpan } from "../../../../gpu-worker/src/nest/attribution.ts";
+import { attributionStats, DeltaBuilder, groupBySpan } from "../../../../gpu-worker/src/nest/attribution.ts";
 import { charDecode, charPassage, store2d } from "./fixtures.ts";
 
 const store = store2d(charPassage("p0", "Canberra is", [[0, 0], [0, 0], [0, 0], [0, 0], [0, 0], [0, 0], [0, 0], [0, 0], [0, 0], [0, 0]]));
 const ch = (c: string) => c.charCodeAt(0);
 
 describe("attribution metrics (spec §7)", () => {
-  const s = (passage: number, pos: number) => ({ passage, pos });
+  // Per-token sources as passage ids (null = LM-generated).
+  const s = (passage: number, _pos: number) => `p${passage}`;
   it("ratio = sourced tokens / generated tokens", () => {
-    expect(attributionRatio([s(0, 1), undefined, s(0, 2), s(1, 0)])).toBe(0.75);
-    expect(attributionRatio([])).toBeNull();
+    expect(attributionStats([s(0, 1), null, s(0, 2), s(1, 0)]).ratio).toBe(0.75);
+    expect(attributionStats([]).ratio).toBeNull();
   });
   it("length = mean run length, runs break on a missing source or a passage change", () => {
     // runs: [0,0,0] (3), [1] (1), [0,0] (2) → 2
-    expect(attributionLength([s(0, 1), s(0, 2), s(0, 9), s(1, 0), undefined, s(0, 3), s(0, 4)])).toBe(2);
-    expect(attributionLength([undefined])).toBeNull();
+    expect(attributionStats([s(0, 1), s(0, 2), s(0, 9), s(1, 0), null, s(0, 3), s(0, 4)]).runLength).toBe(2);
+    expect(attributionStats([null]).runLength).toBeNull();
   });
 });
 
