@@ -1,0 +1,137 @@
+/**
+ * The decoding loop pinned with a scripted fake LM (issue 11 item 5): literal commits, passes
+ * (KV length before each), truncations, stats and sources for the span paths of Algorithm 1.
+ *
+ * Geometry (hand-checkable): the key of passage token v sits at (1000·p + 10·v, 0), so a query on
+ * a key has ρ = 0 and λ = sigmoid(−0.3/0.01) ≈ 1e-13 (span mode, p_M ≈ p_kNN one-hot on that key's
+ * value: the next key is 100 away in squared distance, weight e^{−100/√2}); a query at FAR has
+ * ρ ≈ 1, λ ≈ 1 (token mode, p_M ≈ p_LM). The LM's argmax has logit 20, the rest 0, so at FAR any
+ * other token has p_M ≈ e^{−20/0.7} ≈ 4e-13 < 0.5·γ·max and is rejected.
+ */
+import { describe, expect, it } from "vitest";
+import { decodeNest, type DecodeOptions } from "../../../../gpu-worker/src/nest/decode-loop.ts";
+import type { CommittedToken } from "../../../../gpu-worker/src/nest/attribution.ts";
+import { buildTokenStore, type TokenStore } from "../../../../gpu-worker/src/nest/token-store.ts";
+import { charPassage } from "./fixtures.ts";
+import { FAR, ScriptedLM, follow, gridKeys, type ScriptStep } from "./scripted-lm.ts";
+
+const PROMPT = "Q:";
+const EOS = "$".charCodeAt(0);
+const PARIS = " Paris is big.";
+
+const storeOf = (...texts: string[]): TokenStore =>
+  buildTokenStore(texts.map((t, p) => charPassage(`p${p}`, t, gridKeys(p, t))), 2);
+
+const options = (o: Partial<DecodeOptions>): DecodeOptions => ({
+  storeUse: "nest", alpha: 0.3, tau: 0.01, delta: 0.5, gamma: 5e-4, k: 2, maxSpan: 8,
+  fixedLambda: 0.7, lmTemperature: 0.7, maxNewTokens: 40, eosTokenIds: [EOS], ...o,
+});
+
+async function run(store: TokenStore, script: Array<[string, ScriptStep]>, o: Partial<DecodeOptions>) {
+  const prompt = Array.from(PROMPT, (c) => c.charCodeAt(0));
+  const lm = new ScriptedLM(prompt.length, new Map(script));
+  const committed: CommittedToken[] = [];
+  const { finishReason, stats } = await decodeNest(lm, prompt, store, options(o), (ts) => committed.push(...ts));
+  return {
+    finishReason,
+    text: String.fromCharCode(...committed.map((t) => t.id)),
+    /** "passage:pos" per committed token, "-" when unsourced. */
+    sources: committed.map((t) => (t.source ? `${t.source.passage}:${t.source.pos}` : "-")).join(" "),
+    passes: lm.passes.map((p) => `${p.cachedBefore}+${JSON.stringify(p.text)}/${p.numLogits}`),
+    truncations: lm.truncations,
+    kvLength: lm.cacheLength,
+    stats: {
+      lmForwardPasses: stats.lmForwardPasses,
+      prefillPasses: stats.prefillPasses,
+      numDrafts: stats.numDrafts,
+      draftedTokens: stats.draftedTokens,
+      acceptedTokens: stats.acceptedTokens,
+      completionTokens: stats.completionTokens,
+    },
+  };
+}
+
+describe("decodeNest with a scripted LM", () => {
+  it("mid-span rejection: keeps v_1..v_a, cuts the KV cache back, commits the replacement", async () => {
+    const store = storeOf(PARIS);
+    const r = await run(store, [
+      ...follow(store, 0, "", 1, 6), // the LM follows "Paris " ...
+      ["Paris ", { lm: "w", hidden: FAR }], // ... then wants "was", not "is"
+      ["Paris w", { lm: "a", hidden: FAR }],
+      ["Paris wa", { lm: "s", hidden: FAR }],
+      ["Paris was", { lm: "$", hidden: FAR }],
+    ], {});
+    expect(r.text).toBe("Paris was");
+    expect(r.finishReason).toBe("stop");
+    // Draft "Paris is" (n = 8) in one pass; "i" rejected at row 5; KV cut to prompt + 6.
+    expect(r.passes).toEqual(['0+"Q:"/1', '2+"Paris is"/8', '8+"w"/1', '9+"a"/1', '10+"s"/1']);
+    expect(r.truncations).toEqual([8]);
+    expect(r.kvLength).toBe(11);
+    expect(r.stats).toEqual({
+      lmForwardPasses: 4, prefillPasses: 1, numDrafts: 1, draftedTokens: 8, acceptedTokens: 6, completionTokens: 9,
+    });
+    // The replacement "w" has no source; token-mode "s" equals its nearest unmasked neighbour
+    // (passage token 8, "s" of "is": keys 1-6 are masked after the copy), so it is sourced there.
+    expect(r.sources).toBe("0:1 0:2 0:3 0:4 0:5 0:6 - - 0:8");
+  });
+
+  it("full accept + continuation streaming: drafts the same passage straight on, no kNN proposal", async () => {
+    const store = storeOf(PARIS);
+    const r = await run(store, [...follow(store, 0, "", 1, 13), ["Paris is big.", { lm: "$", hidden: FAR }]], { maxSpan: 4 });
+    expect(r.text).toBe("Paris is big.");
+    expect(r.finishReason).toBe("stop");
+    // Each fully accepted pass also gives the next position; the passage end stops streaming and
+    // the EOS is a token-mode step after the last pass.
+    expect(r.passes).toEqual(['0+"Q:"/1', '2+"Pari"/4', '6+"s is"/4', '10+" big"/4', '14+"."/1']);
+    expect(r.truncations).toEqual([]);
+    expect(r.kvLength).toBe(15);
+    expect(r.stats).toEqual({
+      lmForwardPasses: 4, prefillPasses: 1, numDrafts: 4, draftedTokens: 13, acceptedTokens: 13, completionTokens: 13,
+    });
+    expect(r.sources).toBe("0:1 0:2 0:3 0:4 0:5 0:6 0:7 0:8 0:9 0:10 0:11 0:12 0:13");
+  });
+
+  it("first draft token rejected (a streamed continuation): the replacement costs one pass", async () => {
+    const store = storeOf(PARIS);
+    const r = await run(store, [
+      ...follow(store, 0, "", 1, 5),
+      ["Paris", { lm: ",", hidden: FAR }],
+      ["Paris,", { lm: "$", hidden: FAR }],
+    ], { maxSpan: 5 });
+    expect(r.text).toBe("Paris,");
+    expect(r.passes).toEqual(['0+"Q:"/1', '2+"Paris"/5', '7+","/1']);
+    expect(r.truncations).toEqual([]);
+    expect(r.kvLength).toBe(8);
+    // The streamed draft " is b" is rejected at v_1 against the state the previous pass left.
+    expect(r.stats).toEqual({
+      lmForwardPasses: 2, prefillPasses: 1, numDrafts: 2, draftedTokens: 10, acceptedTokens: 5, completionTokens: 6,
+    });
+    expect(r.sources).toBe("0:1 0:2 0:3 0:4 0:5 -");
+  });
+
+  it("EOS inside a span: commits up to the EOS and stops", async () => {
+    const store = storeOf(" Paris$ more.");
+    const r = await run(store, follow(store, 0, "", 1, 8), {});
+    expect(r.text).toBe("Paris");
+    expect(r.finishReason).toBe("stop");
+    expect(r.passes).toEqual(['0+"Q:"/1', '2+"Paris$ m"/8']);
+    expect(r.kvLength).toBe(10);
+    expect(r.stats).toEqual({
+      lmForwardPasses: 1, prefillPasses: 1, numDrafts: 1, draftedTokens: 8, acceptedTokens: 8, completionTokens: 5,
+    });
+    expect(r.sources).toBe("0:1 0:2 0:3 0:4 0:5");
+  });
+
+  it("token budget inside a span: the draft is cut to the tokens left", async () => {
+    const store = storeOf(PARIS);
+    const r = await run(store, follow(store, 0, "", 1, 13), { maxNewTokens: 3 });
+    expect(r.text).toBe("Par");
+    expect(r.finishReason).toBe("length");
+    expect(r.passes).toEqual(['0+"Q:"/1', '2+"Par"/3']);
+    expect(r.kvLength).toBe(5);
+    expect(r.stats).toEqual({
+      lmForwardPasses: 1, prefillPasses: 1, numDrafts: 1, draftedTokens: 3, acceptedTokens: 3, completionTokens: 3,
+    });
+    expect(r.sources).toBe("0:1 0:2 0:3");
+  });
+});
