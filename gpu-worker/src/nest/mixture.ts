@@ -3,7 +3,7 @@
  * The kNN distribution, Relative Retrieval Confidence and the LM/kNN mixture
  * (nest-algorithm.md §2.3, §3, §4; paper Eq. 4).
  */
-import type { Neighbours } from "./knn.ts";
+import { searchKnn, type Neighbours } from "./knn.ts";
 import type { TokenStore } from "./token-store.ts";
 
 /** A sparse distribution over token ids (token → probability). */
@@ -116,4 +116,66 @@ export function mixDistributions(pLm: Float64Array, pKnn: SparseDistribution, la
     }
   }
   return { probs, argmax, max };
+}
+
+/** How the loop uses the token store: not at all (base, rag), fixed λ (kNN-LM, spec §9), RRC λ (NEST). */
+export type StoreUse = "none" | "knnlm" | "nest";
+
+/** What the mixture at one position needs (a slice of the decoding options). */
+export interface MixtureOptions {
+  readonly storeUse: StoreUse;
+  /** RRC α, τ (spec §3). */
+  readonly alpha: number;
+  readonly tau: number;
+  /** Neighbours r. */
+  readonly k: number;
+  /** Fixed λ for `knnlm`. */
+  readonly fixedLambda: number;
+  /** Temperature of p_LM inside the mixture. */
+  readonly lmTemperature: number;
+}
+
+/** The state of the mixture at one position. */
+export interface PositionState {
+  readonly mixture: Mixture;
+  /** λ, the weight of p_LM (1 without a store). */
+  readonly lambda: number;
+  readonly neighbours: Neighbours;
+}
+
+const NO_NEIGHBOURS: Neighbours = { keys: new Int32Array(0), distances: new Float64Array(0) };
+
+/**
+ * The state at one position: kNN search over the store (masked keys skipped), λ from RRC (or the
+ * fixed λ of `knnlm`), and the mixture p_M (spec §2.2–§4). Without a store: greedy p_LM only.
+ * @param logits LM logits at the position. @shape [vocab]
+ * @param hidden the kNN query (the exported hidden state). @shape [hidden]
+ * @param masked keys never retrieved. @shape [numKeys]
+ */
+export function mixtureAt(
+  store: TokenStore,
+  logits: Float32Array,
+  hidden: Float32Array,
+  opts: MixtureOptions,
+  masked?: Uint8Array,
+): PositionState {
+  if (opts.storeUse === "none") return { mixture: greedyOnly(logits), lambda: 1, neighbours: NO_NEIGHBOURS };
+  const neighbours = searchKnn(store, hidden, opts.k, masked);
+  const lambda =
+    neighbours.keys.length === 0
+      ? 1
+      : opts.storeUse === "knnlm"
+        ? opts.fixedLambda
+        : rrcLambda(relativeRetrievalConfidence(neighbours), opts.alpha, opts.tau);
+  const pKnn = knnDistribution(store, neighbours, neighbourWeights(neighbours, store.hiddenSize));
+  return { mixture: mixDistributions(lmDistribution(logits, opts.lmTemperature), pKnn, lambda), lambda, neighbours };
+}
+
+/** Greedy p_LM without a softmax: only the argmax matters when no store is used. */
+function greedyOnly(logits: Float32Array): Mixture {
+  let argmax = 0;
+  for (let i = 1; i < logits.length; i++) if (logits[i]! > logits[argmax]!) argmax = i;
+  const probs = new Float64Array(logits.length);
+  probs[argmax] = 1;
+  return { probs, argmax, max: 1 };
 }

@@ -4,8 +4,7 @@
  * nest-algorithm.md §11 (`PPL = exp(Σ NLL / #targets)` under `log p_M`).
  */
 import type { CausalLM } from "./causal-lm.ts";
-import { mixtureAt, type DecodeOptions } from "./decode-loop.ts";
-import { lmDistribution } from "./mixture.ts";
+import { lmDistribution, mixtureAt, type MixtureOptions } from "./mixture.ts";
 import type { TokenStore } from "./token-store.ts";
 
 /** Probability floor, so a token with p_M = 0 gives a large finite NLL (−ln 1e-12 ≈ 27.6 nats). */
@@ -24,7 +23,7 @@ export async function scoreContinuation(
   promptIds: readonly number[],
   targetIds: readonly number[],
   store: TokenStore,
-  opts: Pick<DecodeOptions, "storeUse" | "k" | "fixedLambda" | "alpha" | "tau" | "lmTemperature">,
+  opts: MixtureOptions,
 ): Promise<{ nll: number; tokens: number }> {
   if (promptIds.length === 0 || targetIds.length === 0) throw new RangeError("scoring needs a prompt and a target");
   lm.reset();

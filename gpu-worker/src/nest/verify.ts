@@ -2,7 +2,7 @@
  * @module nest/verify
  * Relaxed speculative verification (nest-algorithm.md §6; paper Eq. 7 and Algorithm 1).
  */
-import type { Mixture } from "./mixture.ts";
+import type { Mixture, PositionState } from "./mixture.ts";
 
 /**
  * Accept draft token `v` at a position iff `min(1, p_M(v) / (γ·max_w p_M(w))) > 0.5`, i.e.
@@ -19,4 +19,41 @@ export function acceptsToken(mixture: Mixture, token: number, gamma: number): bo
  */
 export function acceptsGreedy(mixture: Mixture, token: number): boolean {
   return mixture.probs[token]! >= mixture.max;
+}
+
+/** An acceptance test of one draft token against p_M at its position (Eq. 7 or greedy). */
+export type AcceptanceTest = (mixture: Mixture, token: number) => boolean;
+
+/** The outcome of verifying one draft (vLLM's vocabulary: accepted tokens, then a recovered one). */
+export interface Verdict {
+  /** Draft length m. */
+  readonly numDrafted: number;
+  /** Length a of the longest accepted prefix `v_1..v_a`, 0 ≤ a ≤ m. */
+  readonly numAccepted: number;
+  /**
+   * p_M at the position after `v_a`: where the replacement `argmax p_M` is taken when a < m (the
+   * recovered token), or where the next step starts when a = m.
+   */
+  readonly next: PositionState;
+}
+
+/**
+ * The longest accepted prefix of a draft (spec §6): `v_i` is tested against the state at its own
+ * position, `stateAt(i − 1)`, and verification stops at the first rejection.
+ * @param stateAt p_M at the position of `v_{i+1}`: `stateAt(0)` is the state before the draft,
+ *   `stateAt(i)` (i ≥ 1) the verification pass's row `i − 1`. Called for i = 0..a only.
+ */
+export function verifyDraft(
+  tokens: ArrayLike<number>,
+  stateAt: (i: number) => PositionState,
+  accepts: AcceptanceTest,
+): Verdict {
+  const m = tokens.length;
+  let a = 0;
+  let state = stateAt(0);
+  while (a < m && accepts(state.mixture, tokens[a]!)) {
+    a++;
+    state = stateAt(a);
+  }
+  return { numDrafted: m, numAccepted: a, next: state };
 }
