@@ -60,17 +60,51 @@ export function maxF1(prediction: string, golds: readonly string[]): number {
 }
 
 /**
- * Answer-level recall (Hit@1, spec §11): 1 if ANY gold alias, lowercased and trimmed, is a
- * substring of the lowercased output, else 0. Empty aliases are ignored (they would always hit).
+ * Answer-level recall (Hit@1, spec §11): 1 if ANY gold alias occurs in the output as whole words,
+ * else 0. Both sides are normalised as the SQuAD v1.1 script does ({@link normalizeAnswer}:
+ * lowercase, ASCII punctuation dropped, articles dropped, whitespace collapsed) and the alias's
+ * tokens must appear as a contiguous run of the output's tokens, so a gold "no" does not match
+ * "known" and "1,000" matches "1000". Aliases that normalise to nothing (empty, "the", ".") are
+ * ignored (they would always hit).
  */
 export function answerRecall(output: string, golds: readonly string[]): number {
-  const out = output.toLowerCase();
-  return golds.some((g) => {
-    const a = g.trim().toLowerCase();
-    return a.length > 0 && out.includes(a);
-  })
-    ? 1
-    : 0;
+  const out = squadTokens(output);
+  return golds.some((g) => containsRun(out, squadTokens(g))) ? 1 : 0;
+}
+
+/** True when `needle` (non-empty) occurs as a contiguous run in `haystack`. */
+export function containsRun(haystack: readonly string[], needle: readonly string[]): boolean {
+  if (needle.length === 0 || needle.length > haystack.length) return false;
+  outer: for (let i = 0; i + needle.length <= haystack.length; i++) {
+    for (let j = 0; j < needle.length; j++) if (haystack[i + j] !== needle[j]) continue outer;
+    return true;
+  }
+  return false;
+}
+
+/**
+ * Phrases that make an output an abstention (matched on whole words after lowercasing, with ’
+ * read as '). See {@link abstains}.
+ */
+export const ABSTENTION_PHRASES: readonly string[] = [
+  "i don't know", "i do not know", "don't know", "do not know", "not sure", "cannot answer", "can't answer",
+  "unable to answer", "unable to find", "unable to determine", "cannot determine", "can't determine",
+  "no information", "not enough information", "no answer", "not mentioned", "does not mention", "doesn't mention", "do not mention", "don't mention",
+  "not provided", "does not provide", "doesn't provide", "not specified", "does not say", "doesn't say",
+  "not stated", "unknown", "no record",
+];
+
+/**
+ * The abstention rule (docs/eval.md "Abstention"): an output abstains when it is empty or blank, or
+ * when it contains one of {@link ABSTENTION_PHRASES} as whole words (case-insensitive; ’ = ').
+ * Used to score questions with no answer in the corpus (`answers: []`): abstaining is right.
+ * @returns 1 when the output abstains, else 0.
+ */
+export function abstains(output: string): number {
+  const text = output.toLowerCase().replace(/[\u2018\u2019]/g, "'").replace(/\s+/g, " ").trim();
+  if (text.length === 0) return 1;
+  const words = ` ${text.replace(/[^a-z0-9' ]/g, " ").replace(/\s+/g, " ")} `;
+  return ABSTENTION_PHRASES.some((p) => words.includes(` ${p} `)) ? 1 : 0;
 }
 
 /** ROUGE F1 scores in [0, 1]. */

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import {
-  answerRecall, exactMatch, maxF1, normalizeAnswer, rougeScores, squadTokens, tokenF1, tokenPassages,
+  abstains, answerRecall, containsRun, exactMatch, maxF1, normalizeAnswer, rougeScores, squadTokens, tokenF1, tokenPassages,
 } from "@nest/gpu-worker/eval/metrics";
 import { attributionStats } from "@nest/gpu-worker/nest/attribution";
 
@@ -34,6 +34,51 @@ describe("answer-level recall", () => {
   });
   it("ignores empty aliases", () => {
     expect(answerRecall("anything", ["", "  "])).toBe(0);
+    // an alias that normalises to nothing (an article, punctuation) is ignored too
+    expect(answerRecall("the end.", ["The", "."])).toBe(0);
+  });
+  it("matches whole words only: a gold \"no\" does not match \"known\"", () => {
+    expect(answerRecall("It is known as Kent.", ["no"])).toBe(0);
+    expect(answerRecall("No, it was not.", ["no"])).toBe(1);
+    expect(answerRecall("Nairobian food", ["Nairobi"])).toBe(0);
+    expect(answerRecall("The capital is Nairobi.", ["Nairobi"])).toBe(1);
+    // multi-word aliases must be contiguous: "Buenos Aires" vs "Buenos and Aires"
+    expect(answerRecall("Buenos and Aires", ["Buenos Aires"])).toBe(0);
+    expect(answerRecall("It is Buenos Aires, the capital.", ["buenos aires"])).toBe(1);
+  });
+  it("normalises case, punctuation and articles as SQuAD does", () => {
+    // "1,000" and "1000" normalise alike (punctuation dropped, not split)
+    expect(answerRecall("About 1000 people.", ["1,000"])).toBe(1);
+    // the article inside the gold is dropped: "The Sun of May" → [sun, of, may]
+    expect(answerRecall("It is called the sun of may.", ["The Sun of May"])).toBe(1);
+    expect(answerRecall("The .tv domain", [".tv"])).toBe(1);
+    expect(answerRecall("DIONYSIOS SOLOMOS wrote it", ["Dionysios SOLOMOS"])).toBe(1);
+  });
+  it("containsRun", () => {
+    expect(containsRun(["a", "b", "c"], ["b", "c"])).toBe(true);
+    expect(containsRun(["a", "b", "c"], ["a", "c"])).toBe(false);
+    expect(containsRun(["a"], [])).toBe(false);
+    expect(containsRun(["a"], ["a", "b"])).toBe(false);
+  });
+});
+
+describe("abstention rule", () => {
+  it("empty or blank output abstains", () => {
+    expect(abstains("")).toBe(1);
+    expect(abstains("  \n ")).toBe(1);
+  });
+  it("a refusal phrase abstains, with curly or straight apostrophes", () => {
+    expect(abstains("I don't know who designed it.")).toBe(1);
+    expect(abstains("I don\u2019t know.")).toBe(1);
+    expect(abstains("The passages do not mention the designer.")).toBe(1);
+    expect(abstains("The text does not mention the designer.")).toBe(1);
+    expect(abstains("There is no information about that.")).toBe(1);
+    expect(abstains("The designer is unknown.")).toBe(1);
+  });
+  it("an answer does not abstain, and phrases match whole words only", () => {
+    expect(abstains("Gustave Eiffel designed it.")).toBe(0);
+    // "unknowns" is not "unknown"; "no answers" is not "no answer"
+    expect(abstains("The unknowns were counted; no answers came.")).toBe(0);
   });
 });
 
