@@ -1,114 +1,230 @@
 /**
  * @module engine/passage-encoder
  * Builds the token store of a request: each passage tokenised on its own, `[BOS, ...tokens]` run
- * through the LM, hidden states kept as keys (nest-algorithm.md §2.1). Encoded passages are cached
- * by model key + passage id + text in two tiers: an in-memory LRU, then (optionally) files on disk
- * shared by processes and restarts (`key-store.ts`, filled ahead of time by `nestlm encode`). A
- * request whose passages are all cached performs no LM encoding.
+ * through the LM, hidden states kept as keys (nest-algorithm.md §2.1). Passages are looked up in
+ * three tiers before the LM runs: an in-memory LRU, the request corpus's pre-encoded key store
+ * (`corpus-key-store.ts`, written by `nestlm encode --corpus NAME`), then the per-passage disk cache
+ * (`key-store.ts`). A request whose passages are all found performs no LM encoding. The passages
+ * that remain are encoded in right-padded batches, one forward pass per batch
+ * ({@link DecoderSession.encodeBatch}): causal attention makes the padding invisible to real positions.
  */
 import { createHash } from "node:crypto";
 import { LRUCache } from "lru-cache";
+import { z } from "zod";
 import type { Passage } from "@nest/shared/protocol/passage";
 import type { CausalLM } from "../nest/causal-lm.ts";
 import { buildTokenStore, type EncodedPassage, type TokenStore } from "../nest/token-store.ts";
 import type { ModelTokenizer } from "../runtime/tokenizer.ts";
 import type { DiskKeyStore } from "./key-store.ts";
+import type { CorpusKeyStore } from "./corpus-key-store.ts";
 
 /** Where each passage of a store came from. */
 export interface EncodeCounts {
   /** Passages run through the LM. */
   numEncoded: number;
-  /** Passages read from the disk cache. */
+  /** Passages read from the per-passage disk cache. */
   numFromDisk: number;
   /** Passages found in memory. */
   numFromMemory: number;
+  /** Passages read from the corpus's pre-encoded key store. */
+  numFromCorpus: number;
+  /** LM forward passes spent encoding (one per batch). */
+  numEncodePasses: number;
 }
 
 /** Longest passage encoded, in tokens (longer ones are cut; chunking keeps passages far below). */
 export const MAX_PASSAGE_TOKENS = 512;
 
+/** A causal LM that can also encode independent sequences in one batched pass. */
+export interface PassageLM extends CausalLM {
+  /** Hidden states of each sequence, right-padded into one pass. @shape [seqs[i].length, hidden] each */
+  encodeBatch(seqs: readonly (readonly number[])[]): Promise<Float32Array[]>;
+}
+
+export const EncodeBatchOptionsSchema = z.object({
+  /** Most passages in one forward pass (`NEST_ENCODE_BATCH`); 1 encodes one passage per pass. */
+  maxBatchPassages: z.number().int().min(1).max(256).default(8),
+  /**
+   * Most padded tokens (batch × longest sequence) in one pass (`NEST_ENCODE_BATCH_TOKENS`): bounds the
+   * pass's activations (hidden states alone are `[batch, seq, hidden]` float32 per layer).
+   */
+  maxBatchTokens: z.number().int().min(MAX_PASSAGE_TOKENS + 1).max(1 << 20).default(4096),
+});
+export type EncodeBatchOptions = z.infer<typeof EncodeBatchOptionsSchema>;
+
+/**
+ * Batch options from the environment, `overrides` on top.
+ * @throws ZodError naming the field when a value is out of range.
+ */
+export function encodeBatchOptions(overrides: Partial<EncodeBatchOptions> = {}, env: NodeJS.ProcessEnv = process.env): EncodeBatchOptions {
+  const raw: Record<string, unknown> = {};
+  if (env.NEST_ENCODE_BATCH) raw.maxBatchPassages = Number(env.NEST_ENCODE_BATCH);
+  if (env.NEST_ENCODE_BATCH_TOKENS) raw.maxBatchTokens = Number(env.NEST_ENCODE_BATCH_TOKENS);
+  for (const [k, v] of Object.entries(overrides)) if (v !== undefined) raw[k] = v;
+  return EncodeBatchOptionsSchema.parse(raw);
+}
+
+/**
+ * Bound of the in-memory key LRU, in bytes: `NEST_KEY_CACHE_MB` MiB (0 turns it off), default 256 MiB.
+ * @throws Error when the variable is not a non-negative number.
+ */
+export function defaultCacheBytes(env: NodeJS.ProcessEnv = process.env): number {
+  const mb = env.NEST_KEY_CACHE_MB === undefined || env.NEST_KEY_CACHE_MB === "" ? 256 : Number(env.NEST_KEY_CACHE_MB);
+  if (!Number.isFinite(mb) || mb < 0) throw new Error(`NEST_KEY_CACHE_MB: expected a number of MiB ≥ 0, got ${env.NEST_KEY_CACHE_MB}`);
+  return Math.floor(mb * 1024 * 1024);
+}
+
+/** Optional tiers and batching of a {@link PassageEncoder}. */
+export interface PassageEncoderOptions {
+  /** The pre-encoded key store of a corpus, or undefined when it has none (called per request). */
+  corpusKeys?: (corpus: string) => Promise<CorpusKeyStore | undefined>;
+  batch?: Partial<EncodeBatchOptions>;
+}
+
+/**
+ * Groups sequence lengths into batches: sorted by length (so a batch pads little), at most
+ * `maxBatchPassages` per batch and `maxBatchTokens` padded tokens (count × longest).
+ * @returns batches of indices into `lengths`, shortest first.
+ */
+export function planBatches(lengths: readonly number[], opts: EncodeBatchOptions): number[][] {
+  const order = lengths.map((_, i) => i).sort((a, b) => lengths[a]! - lengths[b]! || a - b);
+  const batches: number[][] = [];
+  let current: number[] = [];
+  for (const i of order) {
+    const width = lengths[i]!; // sorted: the newest is the longest
+    if (current.length > 0 && (current.length >= opts.maxBatchPassages || (current.length + 1) * width > opts.maxBatchTokens)) {
+      batches.push(current);
+      current = [];
+    }
+    current.push(i);
+  }
+  if (current.length > 0) batches.push(current);
+  return batches;
+}
+
 export class PassageEncoder {
   private readonly cache: LRUCache<string, EncodedPassage>;
+  private readonly batch: EncodeBatchOptions;
 
   /**
    * @param modelKey identifies the model (its cache key): keys are only valid for the model that made them.
    * @param maxCacheBytes bound of the LRU, in bytes of key vectors.
    */
   constructor(
-    private readonly lm: CausalLM,
+    private readonly lm: PassageLM,
     private readonly tokenizer: ModelTokenizer,
     private readonly bosTokenId: number | null,
-    private readonly modelKey: string,
-    maxCacheBytes = 256 * 1024 * 1024,
+    readonly modelKey: string,
+    maxCacheBytes = defaultCacheBytes(),
     private readonly disk?: DiskKeyStore,
+    private readonly options: PassageEncoderOptions = {},
   ) {
-    this.cache = new LRUCache({ maxSize: maxCacheBytes, sizeCalculation: (e) => Math.max(1, e.keys.byteLength) });
+    // maxCacheBytes 0 keeps nothing in memory: lru-cache refuses entries bigger than maxSize.
+    this.cache = new LRUCache({ maxSize: Math.max(1, maxCacheBytes), sizeCalculation: (e) => Math.max(2, e.keys.byteLength) });
+    this.batch = encodeBatchOptions(options.batch);
   }
 
   /**
-   * Encodes `passages` (cached ones are reused) and builds the store. Leaves the LM's KV cache empty.
+   * Builds the store of `passages` (in their order), reading each from the caches when it can and
+   * encoding the rest in batches. Leaves the LM's KV cache empty.
+   * @param corpus the corpus the passages were retrieved from (its pre-encoded keys are used when present).
    * @returns the store and where its passages came from.
+   * @throws the signal's reason when aborted; whatever the LM throws.
    */
-  async buildStore(passages: readonly Passage[], signal?: AbortSignal): Promise<{ store: TokenStore } & EncodeCounts> {
-    const encoded: EncodedPassage[] = [];
-    const counts: EncodeCounts = { numEncoded: 0, numFromDisk: 0, numFromMemory: 0 };
+  async buildStore(
+    passages: readonly Passage[],
+    signal?: AbortSignal,
+    corpus?: string,
+  ): Promise<{ store: TokenStore } & EncodeCounts> {
+    const counts: EncodeCounts = { numEncoded: 0, numFromDisk: 0, numFromMemory: 0, numFromCorpus: 0, numEncodePasses: 0 };
+    const corpusKeys = corpus === undefined ? undefined : await this.options.corpusKeys?.(corpus);
+    const found = new Map<string, EncodedPassage>();
+    const missing = new Map<string, Passage>();
     for (const passage of passages) {
       signal?.throwIfAborted();
-      const { entry, from } = await this.lookup(passage);
-      counts[from === "lm" ? "numEncoded" : from === "disk" ? "numFromDisk" : "numFromMemory"]++;
-      encoded.push(entry);
+      const key = this.cacheKey(passage);
+      if (found.has(key) || missing.has(key)) continue;
+      const hit = this.cache.get(key);
+      if (hit) {
+        counts.numFromMemory++;
+        found.set(key, hit);
+        continue;
+      }
+      const stored = (await corpusKeys?.get(passage)) ?? undefined;
+      const tier = stored ? "numFromCorpus" : "numFromDisk";
+      const entry = stored ?? (await this.disk?.get(key, passage));
+      if (entry) {
+        counts[tier]++;
+        this.cache.set(key, entry);
+        found.set(key, entry);
+      } else missing.set(key, passage);
+    }
+    if (missing.size > 0) {
+      const keys = [...missing.keys()];
+      const { entries, numPasses } = await this.encodeWithPasses([...missing.values()], signal);
+      counts.numEncoded += entries.length;
+      counts.numEncodePasses += numPasses;
+      for (const [i, entry] of entries.entries()) {
+        this.cache.set(keys[i]!, entry);
+        found.set(keys[i]!, entry);
+        await this.disk?.put(keys[i]!, entry);
+      }
     }
     this.lm.reset();
+    const encoded = passages.map((p) => found.get(this.cacheKey(p))!);
     return { store: buildTokenStore(encoded, this.lm.hiddenSize), ...counts };
   }
 
   /**
-   * Makes sure `passage` is encoded and on disk (for `nestlm encode`).
+   * Makes sure `passage` is encoded and on disk (per-passage cache).
    * @returns true when the LM had to encode it.
    */
   async warm(passage: Passage): Promise<boolean> {
-    return (await this.lookup(passage)).from === "lm";
+    return (await this.buildStore([passage])).numEncoded > 0;
   }
 
-  private async lookup(passage: Passage): Promise<{ entry: EncodedPassage; from: "memory" | "disk" | "lm" }> {
-    const key = this.cacheKey(passage);
-    const cached = this.cache.get(key);
-    if (cached) return { entry: cached, from: "memory" };
-    const stored = await this.disk?.get(key, passage);
-    if (stored) {
-      this.cache.set(key, stored);
-      return { entry: stored, from: "disk" };
+  /**
+   * Encodes `passages` with the LM, bypassing every cache (for `nestlm encode --corpus` and the tests).
+   * @returns one entry per passage, in order.
+   */
+  async encode(passages: readonly Passage[], signal?: AbortSignal): Promise<EncodedPassage[]> {
+    return (await this.encodeWithPasses(passages, signal)).entries;
+  }
+
+  private async encodeWithPasses(passages: readonly Passage[], signal?: AbortSignal): Promise<{ entries: EncodedPassage[]; numPasses: number }> {
+    const bos = this.bosTokenId === null ? [] : [this.bosTokenId];
+    const h = this.lm.hiddenSize;
+    const tokenized = passages.map((passage) => {
+      const t = this.tokenizer.tokenizeWithOffsets(passage.text);
+      const n = Math.min(t.ids.length, MAX_PASSAGE_TOKENS);
+      return { passage, t, n, seq: [...bos, ...t.ids.subarray(0, n)] };
+    });
+    const entries: EncodedPassage[] = tokenized.map(({ passage, t, n }) => ({
+      passage,
+      tokens: t.ids.slice(0, n),
+      charStart: t.charStart.slice(0, n),
+      charEnd: t.charEnd.slice(0, n),
+      citable: t.roundTrips,
+      keys: new Float32Array(Math.max(0, n - 1) * h),
+    }));
+    // Passages of fewer than 2 tokens have no keys: nothing to run.
+    const runnable = tokenized.map((x, i) => (x.n >= 2 ? i : -1)).filter((i) => i >= 0);
+    const plan = planBatches(runnable.map((i) => tokenized[i]!.seq.length), this.batch);
+    for (const group of plan) {
+      signal?.throwIfAborted();
+      const members = group.map((g) => runnable[g]!);
+      const hidden = await this.lm.encodeBatch(members.map((i) => tokenized[i]!.seq));
+      members.forEach((i, b) => {
+        // Sequence row of passage token v is v + bos.length; the key whose value is token v sits
+        // one row before it, so keys are rows bos.length .. bos.length + n - 2.
+        const { n } = tokenized[i]!;
+        entries[i]!.keys.set(hidden[b]!.subarray(bos.length * h, (bos.length + n - 1) * h));
+      });
     }
-    const entry = await this.encode(passage);
-    this.cache.set(key, entry);
-    await this.disk?.put(key, entry);
-    return { entry, from: "lm" };
+    return { entries, numPasses: plan.length };
   }
 
   private cacheKey(p: Passage): string {
     return createHash("sha256").update(this.modelKey).update("\0").update(p.id).update("\0").update(p.text).digest("hex");
-  }
-
-  private async encode(passage: Passage): Promise<EncodedPassage> {
-    const t = this.tokenizer.tokenizeWithOffsets(passage.text);
-    const n = Math.min(t.ids.length, MAX_PASSAGE_TOKENS);
-    const tokens = t.ids.slice(0, n);
-    const h = this.lm.hiddenSize;
-    const keys = new Float32Array(Math.max(0, n - 1) * h);
-    if (n >= 2) {
-      const bos = this.bosTokenId === null ? [] : [this.bosTokenId];
-      this.lm.reset();
-      const out = await this.lm.forward([...bos, ...tokens], 0); // keys only: no logits
-      // Sequence row of passage token v is v + bos.length; the key whose value is token v sits one row before it.
-      for (let v = 1; v < n; v++) keys.set(out.hiddenRow(v - 1 + bos.length), (v - 1) * h);
-    }
-    return {
-      passage,
-      tokens,
-      charStart: t.charStart.slice(0, n),
-      charEnd: t.charEnd.slice(0, n),
-      citable: t.roundTrips,
-      keys,
-    };
   }
 }

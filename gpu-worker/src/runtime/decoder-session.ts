@@ -153,6 +153,50 @@ export class DecoderSession implements CausalLM {
     this.capacity = capacity;
   }
 
+  /**
+   * Hidden states of independent sequences in one forward pass, without the KV cache (which this
+   * pass neither reads nor changes): passage encoding (nest-algorithm.md §2.1). The sequences are
+   * right-padded to the longest one with attention mask 0; each row's positions are `0..len-1`. The
+   * attention is causal, so a real position never attends to the padding after it and its hidden
+   * state is the one a batch of one gives (up to summation order; measured identical on SmolLM2).
+   * No logits are computed (`num_logits_to_keep` = 0).
+   * @returns one view per sequence over the pass's output. @shape [seqs[i].length, hidden] float32
+   * @throws RangeError when `seqs` is empty or holds an empty sequence.
+   */
+  async encodeBatch(seqs: readonly (readonly number[])[]): Promise<Float32Array[]> {
+    const batch = seqs.length;
+    if (batch === 0 || seqs.some((s) => s.length === 0)) throw new RangeError("encodeBatch() needs non-empty sequences");
+    const width = Math.max(...seqs.map((s) => s.length));
+    const pad = BigInt(this.manifest.pad_token_id ?? 0);
+    const ids = new BigInt64Array(batch * width).fill(pad);
+    const mask = new BigInt64Array(batch * width);
+    const positions = new BigInt64Array(batch * width);
+    seqs.forEach((s, b) => {
+      for (let j = 0; j < width; j++) {
+        if (j < s.length) {
+          ids[b * width + j] = BigInt(s[j]!);
+          mask[b * width + j] = 1n;
+        }
+        positions[b * width + j] = BigInt(j);
+      }
+    });
+    const { inputs, num_kv_heads: kvHeads, head_dim: headDim } = this.manifest;
+    const feeds: Record<string, ort.Tensor> = {
+      [inputs.input_ids]: new ort.Tensor("int64", ids, [batch, width]),
+      [inputs.attention_mask]: new ort.Tensor("int64", mask, [batch, width]),
+      [inputs.position_ids]: new ort.Tensor("int64", positions, [batch, width]),
+      [inputs.num_logits_to_keep]: new ort.Tensor("int64", BigInt64Array.of(0n), []),
+    };
+    const empty = new Float32Array(0);
+    for (const name of this.pastNames) feeds[name] = new ort.Tensor("float32", empty, [batch, 0, kvHeads, headDim]);
+    const out = await this.session.run(feeds, [this.manifest.outputs.hidden_states]);
+    const hidden = out[this.manifest.outputs.hidden_states]!.data as Float32Array; // [batch, width, hidden]
+    this.copies.passes++;
+    this.copies.outputBytes += hidden.byteLength;
+    const h = this.hiddenSize;
+    return seqs.map((s, b) => hidden.subarray(b * width * h, (b * width + s.length) * h));
+  }
+
   async forward(ids: readonly number[], numLogits = ids.length): Promise<ForwardOutput> {
     const n = ids.length;
     if (n === 0) throw new RangeError("forward() needs at least one token");
