@@ -14,6 +14,8 @@ import { bodyLimit } from "hono/body-limit";
 import { HTTPException } from "hono/http-exception";
 import { NestError, toNestError } from "@nest/shared/protocol/errors";
 import { keyAuth, type RateLimiter } from "./middleware/keys.ts";
+import { requireContentType } from "./middleware/content-type.ts";
+import { allowedMethods } from "./middleware/methods.ts";
 import type { Scope } from "./keys/keys.ts";
 import type { KvStore } from "./store/kv.ts";
 import { generateHandler, type GenerateDeps } from "./routes/generate.ts";
@@ -44,17 +46,23 @@ export interface AppDeps extends GenerateDeps {
 }
 
 /**
- * Builds the edge app. Routes: `GET /healthz`, `GET /` (playground), `POST /v1/generate` (scope
- * `generate`, SSE or JSON), `POST /v1/chat/completions`, `POST /v1/completions` (scope `generate`,
- * OpenAI shapes), `/v1/batches…` (scope `batch`), `/v1/faq/warm…` (scope `admin`). Errors answer
- * JSON `{error:{code,message}}` with their status: 400 (names the field), 401, 403, 404, 413,
- * 429 and 503 with `Retry-After` (s), 502.
+ * Builds the edge app. Routes: `GET /healthz` (liveness: the edge runs), `GET /readyz` (readiness:
+ * 200 when a gpu-worker pool answers its health check, else 503), `GET /` (playground),
+ * `POST /v1/generate` (scope `generate`, SSE or JSON), `POST /v1/chat/completions`,
+ * `POST /v1/completions` (scope `generate`, OpenAI shapes), `/v1/batches…` (scope `batch`),
+ * `/v1/faq/warm…` (scope `admin`). Errors answer JSON `{error:{code,message}}` with their status:
+ * 400 (`invalid_request` names the field, `invalid_json`), 401 (`missing_api_key`, `unauthorized`),
+ * 403, 404, 405 with `Allow` (a known path, another method), 413, 415 (JSON routes need
+ * `Content-Type: application/json`), 429 and 503 with `Retry-After` (s), 502. `OPTIONS` on a known
+ * path answers 204 with `Allow` and no CORS headers: the API is not meant to be called from other
+ * origins' pages (the playground is served from the same origin).
  */
 export function createApp(deps: AppDeps): Hono {
   const app = new Hono();
   const log = deps.log;
   const maxSize = deps.maxBodyBytes ?? MAX_BODY_BYTES;
   const auth = (scope: Scope) => keyAuth({ staticHashes: deps.apiKeyHashes, keys: deps.keys, limiter: deps.limiter }, scope);
+  const json = requireContentType();
   const limit: MiddlewareHandler = bodyLimit({
     maxSize,
     onError: () => {
@@ -71,21 +79,33 @@ export function createApp(deps: AppDeps): Hono {
   }
 
   app.get("/healthz", (c) => c.json({ status: "ok" }));
+  app.get("/readyz", async (c) => {
+    const r = deps.pool.readiness ? await deps.pool.readiness() : { up: 1, total: 1 };
+    return c.json({ status: r.up > 0 ? "ready" : "unready", pools: r }, r.up > 0 ? 200 : 503);
+  });
   registerPlayground(app);
 
-  app.post("/v1/generate", auth("generate"), limit, generateHandler(deps));
-  app.route("/v1", openAiRoutes(deps, [auth("generate"), limit]));
+  app.post("/v1/generate", auth("generate"), json, limit, generateHandler(deps));
+  app.route("/v1", openAiRoutes(deps, [auth("generate"), json, limit]));
   if (deps.batchPoolUrl) {
     registerBatchRoutes(app, { poolUrl: deps.batchPoolUrl, fetch: deps.batchFetch, auth: auth("batch") });
-    registerFaqRoutes(app, deps, { poolUrl: deps.batchPoolUrl, fetch: deps.batchFetch, guard: [auth("admin"), limit] });
+    registerFaqRoutes(app, deps, { poolUrl: deps.batchPoolUrl, fetch: deps.batchFetch, guard: [auth("admin"), limit], json });
   }
 
-  app.notFound((c) => c.json(new NestError("not_found", `no route for ${c.req.method} ${c.req.path}`).toBody(), 404));
+  app.notFound((c) => {
+    const allow = allowedMethods(app, c.req.path);
+    if (allow.length === 0) return c.json(new NestError("not_found", `no route for ${c.req.method} ${c.req.path}`).toBody(), 404);
+    c.header("Allow", allow.join(", "));
+    if (c.req.method === "OPTIONS") return c.body(null, 204);
+    return c.json(new NestError("method_not_allowed", `${c.req.method} is not allowed on ${c.req.path}; allowed: ${allow.join(", ")}`).toBody(), 405);
+  });
 
   app.onError((err, c) => {
     if (err instanceof HTTPException) return err.getResponse();
     const e = toNestError(err);
-    if (e.status >= 500) log?.(`error ${e.code}: ${e.message}`);
+    // 503s (at capacity, queue down) are expected under load: below error level.
+    if (e.status === 503) log?.(`warn ${e.code}: ${e.message}`);
+    else if (e.status >= 500) log?.(`error ${e.code}: ${e.message}`);
     if (e.retryAfterS !== undefined) c.header("Retry-After", String(Math.ceil(e.retryAfterS)));
     if (e.status === 401) c.header("WWW-Authenticate", 'Bearer realm="nest"');
     return c.json(e.toBody(), e.status as 400);

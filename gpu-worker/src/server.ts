@@ -2,7 +2,7 @@
  * @module server
  * The gpu-worker's HTTP API (Hono on Node): `POST /v1/decode` streams a decode job's events over
  * SSE; `POST /v1/retrieve` runs first-stage retrieval on the pool's local indexes; `GET /healthz`.
- * Inference runs in a worker thread (`runtime/inference-host.ts`), so the event loop stays free for
+ * Inference runs in a worker thread (`engine/inference-host.ts`), so the event loop stays free for
  * streams and health checks.
  */
 import { Hono } from "hono";
@@ -11,11 +11,15 @@ import { serve } from "@hono/node-server";
 import type { AddressInfo } from "node:net";
 import { NestError, toNestError } from "@nest/shared/protocol/errors";
 import { DecodeJobSchema, RetrieveRequestSchema } from "@nest/shared/protocol/worker";
-import type { PassageIndex } from "@nest/edge/retrieve/passage-index";
-import { openLanceIndex } from "@nest/edge/adapters/node/lancedb-index";
-import { SIGNATURE_HEADER, TIMESTAMP_HEADER, verifyRequest } from "@nest/shared/protocol/hmac";
-import type { MiddlewareHandler } from "hono";
-import { InferenceHost } from "./runtime/inference-host.ts";
+import type { PassageIndex } from "@nest/shared/retrieve/passage-index";
+import { openLanceIndex } from "@nest/corpus/lancedb-index";
+import {
+  NONCE_HEADER, ReplayGuard, SIGNATURE_HEADER, TIMESTAMP_HEADER, checkSignatureHeaders, verifyRequest, type SignatureHeaders,
+} from "@nest/shared/protocol/hmac";
+import type { Context, MiddlewareHandler } from "hono";
+import { MAX_BATCH_BODY_BYTES } from "./batch/job-api.ts";
+import { answerClientErrorsAsJson } from "@nest/shared/http/client-errors";
+import { InferenceHost } from "./engine/inference-host.ts";
 import { startBatchService, type BatchService, type BatchServiceOptions } from "./batch/service.ts";
 
 export interface WorkerServerOptions {
@@ -35,40 +39,134 @@ export interface WorkerServerOptions {
   readonly secret?: string;
 }
 
+/** Largest signed body the worker reads, in bytes: a batch body (16 MiB) on `POST /v1/batches`, else 4 MiB. */
+export function maxPoolBodyBytes(method: string, path: string): number {
+  return method === "POST" && path === "/v1/batches" ? MAX_BATCH_BODY_BYTES : 4 * 1024 * 1024;
+}
+
 /**
- * Refuses (401) every request but `GET /healthz` whose `x-nest-signature` is not the HMAC of the
- * request under `secret` or whose `x-nest-timestamp` is more than 5 min off.
+ * Reads a request body, refusing it once it exceeds `maxBytes` (the rest is never read).
+ * @throws NestError `payload_too_large` (413) beyond `maxBytes`
  */
-export function requireSignature(secret: string): MiddlewareHandler {
+export async function readCappedText(body: ReadableStream<Uint8Array> | null, maxBytes: number): Promise<string> {
+  if (!body) return "";
+  const reader = body.getReader();
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    size += value.byteLength;
+    if (size > maxBytes) {
+      await reader.cancel().catch(() => {});
+      throw new NestError("payload_too_large", `request body exceeds ${maxBytes} bytes`);
+    }
+    chunks.push(value);
+  }
+  const all = new Uint8Array(size);
+  let at = 0;
+  for (const ch of chunks) {
+    all.set(ch, at);
+    at += ch.byteLength;
+  }
+  return new TextDecoder().decode(all);
+}
+
+const unsigned = (c: Context, why: string) => c.json(new NestError("unauthorized", `unsigned or badly signed pool request: ${why}`).toBody(), 401);
+
+/**
+ * Refuses every request but `GET /healthz` (and `GET /metrics`) that is not signed by the edge
+ * (shared/src/protocol/hmac.ts), doing no work that grows with the body before it knows the request
+ * can be genuine (issue 14 §2):
+ * 1. the headers: timestamp, nonce and signature present and well-formed, the timestamp within
+ *    5 min → else 401 at once, the body unread;
+ * 2. the body, read while counting: a `Content-Length` over {@link maxPoolBodyBytes} → 413 unread,
+ *    a streamed body → 413 as soon as it passes the cap;
+ * 3. the HMAC over timestamp, nonce, method, path + query and body → else 401;
+ * 4. the signature not seen before ({@link ReplayGuard}) → else 401 (a replay).
+ * The body read here is handed to the route (Hono's body cache), not read twice.
+ */
+export function requireSignature(secret: string, replay: ReplayGuard = new ReplayGuard()): MiddlewareHandler {
   return async (c, next) => {
-    if (c.req.method === "GET" && c.req.path === "/healthz") return next();
+    if (c.req.method === "GET" && (c.req.path === "/healthz" || c.req.path === "/metrics")) return next();
+    const headers: SignatureHeaders = {
+      timestamp: c.req.header(TIMESTAMP_HEADER), signature: c.req.header(SIGNATURE_HEADER), nonce: c.req.header(NONCE_HEADER),
+    };
+    const shape = checkSignatureHeaders(headers, undefined, true);
+    if (shape) return unsigned(c, shape);
+    const maxBytes = maxPoolBodyBytes(c.req.method, c.req.path);
+    if (Number(c.req.header("content-length") ?? 0) > maxBytes) {
+      throw new NestError("payload_too_large", `request body exceeds ${maxBytes} bytes`);
+    }
+    const body = c.req.method === "GET" || c.req.method === "HEAD" ? "" : await readCappedText(c.req.raw.body, maxBytes);
     const url = new URL(c.req.url);
-    const body = c.req.method === "GET" || c.req.method === "HEAD" ? "" : await c.req.text();
-    const why = await verifyRequest(secret, { timestamp: c.req.header(TIMESTAMP_HEADER), signature: c.req.header(SIGNATURE_HEADER) }, c.req.method, url.pathname + url.search, body);
-    if (why) return c.json(new NestError("unauthorized", `unsigned or badly signed pool request: ${why}`).toBody(), 401);
+    const why = await verifyRequest(secret, headers, c.req.method, url.pathname + url.search, body);
+    if (why) return unsigned(c, why);
+    if (replay.check(headers.signature!, Number(headers.timestamp))) return unsigned(c, "replayed request (this signature was already used)");
+    // Hono keeps body promises in `bodyCache` (its type says string; the runtime awaits it).
+    (c.req.bodyCache as unknown as { text?: Promise<string> }).text = Promise.resolve(body);
     return next();
   };
 }
 
+/**
+ * Jobs the inference host takes at once: 1 decoding + 8 waiting (its queue bound); beyond that it
+ * answers `at_capacity`.
+ */
+export const INFERENCE_SLOTS = 9;
+
+/** How the worker's {@link INFERENCE_SLOTS} are shared between interactive and batch work. */
+export interface WorkShare {
+  /**
+   * Slots kept for batch items (the in-process consumer's concurrency, default 1): interactive
+   * `/v1/decode` requests may hold at most `INFERENCE_SLOTS - batchSlots` and get 503 `at_capacity`
+   * beyond, so batch items always find a slot; batch items beyond their share wait without spending
+   * an attempt (batch/consumer.ts). @defaultValue 0 (no consumer in this process)
+   */
+  readonly batchSlots?: number;
+}
+
 /** The worker's Hono app over a started inference host. */
-export function createWorkerApp(host: InferenceHost, indexFor: (corpus: string) => Promise<PassageIndex | undefined>, secret?: string): Hono {
+export function createWorkerApp(
+  host: InferenceHost,
+  indexFor: (corpus: string) => Promise<PassageIndex | undefined>,
+  secret?: string,
+  share: WorkShare = {},
+): Hono {
   const app = new Hono();
   if (secret) app.use(requireSignature(secret));
+  const interactiveSlots = Math.max(1, INFERENCE_SLOTS - (share.batchSlots ?? 0));
+  let interactive = 0;
 
   app.get("/healthz", (c) => c.json({ status: "ok", model: host.model, ...host.load }));
 
   app.post("/v1/decode", async (c) => {
     const job = DecodeJobSchema.safeParse(await c.req.json().catch(() => undefined));
     if (!job.success) throw new NestError("invalid_request", `invalid decode job: ${job.error.issues[0]?.path.join(".")}: ${job.error.issues[0]?.message}`);
+    // Interactive work's share of the slots; the refusal comes before the stream starts.
+    if (interactive >= interactiveSlots) {
+      throw new NestError("at_capacity", `all ${interactiveSlots} interactive inference slots are busy`, { retryAfterS: 5 });
+    }
     const abort = new AbortController();
     c.req.raw.signal.addEventListener("abort", () => abort.abort(), { once: true });
-    // A refusal (503 at capacity) is thrown here, before the stream starts.
+    // The host's own refusal (503 at capacity) is thrown here, before the stream starts.
     const events = host.run(job.data, abort.signal);
+    interactive++;
+    let released = false;
+    const release = () => {
+      if (!released) interactive--;
+      released = true;
+    };
+    abort.signal.addEventListener("abort", release, { once: true });
     return streamSSE(c, async (stream) => {
       stream.onAbort(() => abort.abort());
       let id = 0;
-      for await (const e of events) {
-        await stream.writeSSE({ event: e.event, data: JSON.stringify(e.data), id: String(id++) });
+      try {
+        for await (const e of events) {
+          await stream.writeSSE({ event: e.event, data: JSON.stringify(e.data), id: String(id++) });
+        }
+      } finally {
+        release();
       }
     });
   });
@@ -78,7 +176,7 @@ export function createWorkerApp(host: InferenceHost, indexFor: (corpus: string) 
     if (!req.success) throw new NestError("invalid_request", `invalid retrieve request: ${req.error.issues[0]?.path.join(".")}: ${req.error.issues[0]?.message}`);
     const index = await indexFor(req.data.corpus);
     if (!index) throw new NestError("not_found", `unknown corpus '${req.data.corpus}'`);
-    return c.json({ passages: await index.search(req.data.query, req.data.k, { fusion: req.data.fusion }) });
+    return c.json({ passages: await index.search(req.data.query, req.data.passages, { fusion: req.data.fusion }) });
   });
 
   app.notFound((c) => c.json(new NestError("not_found", `no route ${c.req.method} ${c.req.path}`).toBody(), 404));
@@ -106,7 +204,8 @@ export async function startWorker(opts: WorkerServerOptions): Promise<{ url: str
     if (!indexes.has(corpus)) indexes.set(corpus, openLanceIndex(dir, corpus));
     return indexes.get(corpus);
   };
-  const app = createWorkerApp(host, indexFor, opts.secret);
+  const consume = opts.batch !== undefined && opts.batch.consume !== false;
+  const app = createWorkerApp(host, indexFor, opts.secret, { batchSlots: consume ? (opts.batch?.concurrency ?? 1) : 0 });
   let batch: BatchService | undefined;
   try {
     batch = opts.batch ? await startBatchService(app, { decoder: host, indexFor }, { log, ...opts.batch }) : undefined;
@@ -120,6 +219,7 @@ export async function startWorker(opts: WorkerServerOptions): Promise<{ url: str
     server = await new Promise<ReturnType<typeof serve>>((resolve, reject) => {
       const s = serve({ fetch: app.fetch, port: opts.port, hostname }, () => resolve(s));
       s.once("error", reject);
+      answerClientErrorsAsJson(s);
     });
   } catch (err) {
     await batch?.close();

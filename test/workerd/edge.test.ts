@@ -48,7 +48,7 @@ describe("routes without a pool call", () => {
     const res = await post("/v1/generate", { prompt: "hi" });
     expect(res.status).toBe(401);
     expect(res.headers.get("www-authenticate")).toBe('Bearer realm="nest"');
-    expect(await res.json()).toEqual({ error: { code: "unauthorized", message: "missing API key: send `Authorization: Bearer <key>`" } });
+    expect(await res.json()).toEqual({ error: { code: "missing_api_key", message: "missing API key: send `Authorization: Bearer <key>`" } });
   });
 
   it("400 naming the field for a bad /v1/generate body", async () => {

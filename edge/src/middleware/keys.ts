@@ -60,7 +60,8 @@ function utcDay(ms: number): { day: number; leftS: number } {
 
 /**
  * Middleware requiring a key with `scope`.
- * @throws (per request) NestError `unauthorized` (401, with `WWW-Authenticate: Bearer`), `forbidden`
+ * @throws (per request) NestError `missing_api_key` (401, no `Authorization` header) or
+ *   `unauthorized` (401, malformed or unknown key; both with `WWW-Authenticate: Bearer`), `forbidden`
  *   (403) naming the missing scope, `rate_limited` (429, `retryAfterS` = seconds to the next minute
  *   or to UTC midnight).
  */
@@ -70,7 +71,7 @@ export function keyAuth(deps: KeyAuthDeps, scope: Scope): MiddlewareHandler {
   const limiter = deps.limiter ?? (deps.keys ? kvRateLimiter(deps.keys) : undefined);
   return async (c: Context, next) => {
     const header = c.req.header("authorization");
-    if (!header) throw unauthorized("missing API key: send `Authorization: Bearer <key>`");
+    if (!header) throw new NestError("missing_api_key", "missing API key: send `Authorization: Bearer <key>`");
     const m = /^Bearer +([\x21-\x7e]+) *$/i.exec(header);
     if (!m) throw unauthorized("malformed Authorization header: expected `Bearer <key>`");
     const hash = await sha256Hex(m[1]!);

@@ -1,7 +1,10 @@
 /**
  * @module middleware/validate
  * Parses and validates the `POST /v1/generate` body against `GenerateRequestSchema`, turning the
- * first problem into a 400 `invalid_request` that names the offending field. Worker-safe.
+ * first problem into a 400 `invalid_request` that names the offending field; a body that is not JSON
+ * is a 400 `invalid_json`. Every string of a parsed body has its lone UTF-16 surrogates replaced by
+ * U+FFFD, so no field the API echoes (`retrieval.query`, error messages, batch `custom_id`s) carries
+ * ill-formed UTF-16. Worker-safe.
  */
 import type { z } from "zod";
 import { GenerateRequestSchema, type GenerateRequest } from "@nest/shared/protocol/request";
@@ -11,25 +14,40 @@ import { NestError } from "@nest/shared/protocol/errors";
 export function describeIssue(issue: z.core.$ZodIssue): string {
   if (issue.code === "unrecognized_keys") {
     const keys = issue.keys.map((k) => `\`${k}\``).join(", ");
-    return `unknown field${issue.keys.length > 1 ? "s" : ""} ${keys}`;
+    return wellFormed(`unknown field${issue.keys.length > 1 ? "s" : ""} ${keys}`);
   }
   const path = issue.path.map(String).join(".");
-  return path ? `field \`${path}\`: ${issue.message}` : issue.message;
+  return wellFormed(path ? `field \`${path}\`: ${issue.message}` : issue.message);
+}
+
+/** Lone surrogates: a high one not followed by a low one, or a low one not preceded by a high one. */
+const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/g;
+
+/** `s` with every lone UTF-16 surrogate replaced by U+FFFD (well-formed; `String.prototype.toWellFormed`). */
+export function wellFormed(s: string): string {
+  return s.replace(LONE_SURROGATE, "\uFFFD");
+}
+
+/**
+ * Parses a request body as JSON, every string value made {@link wellFormed} (keys are echoed only
+ * by {@link describeIssue}, which cleans its message).
+ * @throws NestError `invalid_json` (400) for text that is not JSON
+ */
+export function parseJsonBody(text: string): unknown {
+  try {
+    return JSON.parse(text, (_key, value: unknown) => (typeof value === "string" ? wellFormed(value) : value));
+  } catch {
+    throw new NestError("invalid_json", "request body is not valid JSON");
+  }
 }
 
 /**
  * Reads `raw`'s body as JSON and validates it, applying the defaults of `GenerateRequestSchema`.
- * @throws NestError `invalid_request` (400) for a body that is not JSON or breaks the schema; the
- *   message names the field (all issues are joined with `; `).
+ * @throws NestError `invalid_json` (400) for a body that is not JSON; `invalid_request` (400) for one
+ *   that breaks the schema; the message names the field (all issues are joined with `; `).
  */
 export async function parseGenerateRequest(raw: Request): Promise<GenerateRequest> {
-  const text = await raw.text();
-  let body: unknown;
-  try {
-    body = JSON.parse(text);
-  } catch {
-    throw new NestError("invalid_request", "request body is not valid JSON");
-  }
+  const body = parseJsonBody(await raw.text());
   if (typeof body !== "object" || body === null || Array.isArray(body)) {
     throw new NestError("invalid_request", "request body must be a JSON object");
   }

@@ -21,6 +21,26 @@ export interface DecodeClient {
   decode(job: DecodeJob, signal?: AbortSignal): Promise<AsyncIterable<GenerateEvent>>;
   /** Name of the model the pool serves (from its `/healthz`), for cache keys; undefined when unknown. */
   modelName?(): Promise<string | undefined>;
+  /**
+   * Readiness (the edge's `GET /readyz`): how many pools answer `GET /healthz` with 2xx now (each
+   * checked with a 2 s timeout), of how many configured. Never throws.
+   */
+  readiness?(): Promise<{ up: number; total: number }>;
+}
+
+/** `GET {poolUrl}/healthz` with a 2 s timeout: the response, or undefined when unreachable. */
+export async function probeHealth(poolUrl: string, fetchFn: typeof fetch): Promise<Response | undefined> {
+  // A timer cleared once answered, not AbortSignal.timeout: on Workers a timeout still pending
+  // when the request ends surfaces as an unhandled rejection.
+  const ctl = new AbortController();
+  const timer = setTimeout(() => ctl.abort(new Error("health check timed out after 2000 ms")), 2000);
+  try {
+    return await fetchFn(joinUrl(poolUrl, "/healthz"), { signal: ctl.signal });
+  } catch {
+    return undefined;
+  } finally {
+    clearTimeout(timer);
+  }
 }
 
 /** Reads a non-2xx pool answer into the NestError it describes. */
@@ -50,6 +70,11 @@ export function createPoolClient(poolUrl: string, fetchFn: typeof fetch = fetch)
   const url = joinUrl(poolUrl, "/v1/decode");
   let model: string | undefined;
   return {
+    async readiness() {
+      const res = await probeHealth(poolUrl, fetchFn);
+      await res?.body?.cancel().catch(() => {});
+      return { up: res?.ok ? 1 : 0, total: 1 };
+    },
     async modelName() {
       if (model) return model;
       // A timer cleared once answered, not AbortSignal.timeout: on Workers a timeout still pending

@@ -88,6 +88,10 @@ export function createPoolRouter(opts: PoolRouterOptions): PoolRouter {
     checkHealth: async () => {
       await Promise.all(pools.map((p) => checkOne(p.state)));
     },
+    async readiness() {
+      await Promise.all(pools.map((p) => checkOne(p.state)));
+      return { up: pools.filter((p) => p.state.healthy).length, total: pools.length };
+    },
     async modelName() {
       let known = pools.find((p) => p.state.healthy && p.state.model)?.state.model;
       if (!known) {

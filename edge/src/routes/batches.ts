@@ -10,13 +10,32 @@
  * - `GET /v1/batches/:id/results` → `application/x-ndjson`, one line per finished item in input
  *   order (`custom_id`, `status`, text, citations, usage | error); header `x-batch-status`;
  * - `POST /v1/batches/:id/cancel` → status; items not started end `canceled`.
- * Auth: an API key with scope `batch` (issue 5; see middleware/keys.ts).
+ * Auth: an API key with scope `batch` (issue 5; see middleware/keys.ts). Tenancy (issue 14): a
+ * batch belongs to the key that submitted it. The edge names the tenant (the key's SHA-256) in the
+ * signed query `?owner=` of every job-API call; another key's batch answers 404 exactly like an
+ * unknown id, and `Idempotency-Key`s are scoped per key.
  * Worker-safe (fetch only).
  */
 import type { Context, Hono, MiddlewareHandler } from "hono";
 import { bodyLimit } from "hono/body-limit";
 import { NestError } from "@nest/shared/protocol/errors";
 import { errorFromResponse, joinUrl } from "../route/pool-client.ts";
+import { authedKey } from "../middleware/keys.ts";
+import { requireContentType } from "../middleware/content-type.ts";
+
+/** Body types `POST /v1/batches` accepts (JSONL or a JSON array). */
+export const BATCH_CONTENT_TYPES = ["application/x-ndjson", "application/jsonl", "application/json"] as const;
+
+/**
+ * The job-API path for the tenant of `c`: `path?owner=<key sha256>`. Every batch call goes through
+ * it, so none can reach another tenant's batch.
+ * @throws NestError `internal` when no key was authenticated (a route registered without `auth`)
+ */
+export function ownedPath(c: Context, path: string): string {
+  const key = authedKey(c);
+  if (!key) throw new NestError("internal", "batch route without an authenticated key");
+  return `${path}?owner=${key.record.hash}`;
+}
 
 /** Largest batch body the edge forwards, in bytes (16 MiB). */
 export const MAX_BATCH_BODY_BYTES = 16 * 1024 * 1024;
@@ -51,7 +70,7 @@ export function registerBatchRoutes(app: Hono, deps: BatchRouteDeps): void {
   async function forward(c: Context, path: string, init: RequestInit = {}): Promise<Response> {
     let res: Response;
     try {
-      res = await fetchFn(joinUrl(deps.poolUrl, path), { ...init, signal: c.req.raw.signal });
+      res = await fetchFn(joinUrl(deps.poolUrl, ownedPath(c, path)), { ...init, signal: c.req.raw.signal });
     } catch (err) {
       const reason = err instanceof Error ? (err.cause instanceof Error ? err.cause.message : err.message) : String(err);
       throw new NestError("upstream_unavailable", `batch job API unreachable at ${deps.poolUrl}: ${reason}`, { cause: err });
@@ -74,12 +93,13 @@ export function registerBatchRoutes(app: Hono, deps: BatchRouteDeps): void {
   app.post(
     "/v1/batches",
     auth,
+    requireContentType(BATCH_CONTENT_TYPES),
     bodyLimit({
       maxSize,
       onError: (c) => c.json(new NestError("payload_too_large", `batch body exceeds ${maxSize} bytes`).toBody(), 413),
     }),
     async (c) => {
-      const headers: Record<string, string> = { "content-type": c.req.header("content-type") ?? "application/x-ndjson" };
+      const headers: Record<string, string> = { "content-type": c.req.header("content-type")! };
       const key = c.req.header("idempotency-key");
       if (key !== undefined) headers["idempotency-key"] = key;
       return forward(c, "/v1/batches", { method: "POST", headers, body: await c.req.arrayBuffer() });

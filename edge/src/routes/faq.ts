@@ -14,7 +14,8 @@ import { z } from "zod";
 import { GenerateRequestSchema, retrievalQuery, usesRetrieval, type GenerateRequest } from "@nest/shared/protocol/request";
 import type { Citation, GenerateEvent } from "@nest/shared/protocol/events";
 import { NestError } from "@nest/shared/protocol/errors";
-import { describeIssue } from "../middleware/validate.ts";
+import { describeIssue, parseJsonBody } from "../middleware/validate.ts";
+import { ownedPath } from "./batches.ts";
 import { errorFromResponse, joinUrl } from "../route/pool-client.ts";
 import { faqCacheKey } from "../cache/faq-cache.ts";
 import type { GenerateDeps } from "./generation.ts";
@@ -50,7 +51,7 @@ interface ResultLine {
 export function registerFaqRoutes(
   app: Hono,
   deps: GenerateDeps,
-  opts: { poolUrl: string; fetch?: typeof fetch; guard: MiddlewareHandler[] },
+  opts: { poolUrl: string; fetch?: typeof fetch; guard: MiddlewareHandler[]; json?: MiddlewareHandler },
 ): void {
   const fetchFn = opts.fetch ?? ((i, init) => fetch(i, init));
   async function call(path: string, init: RequestInit = {}): Promise<Response> {
@@ -64,11 +65,10 @@ export function registerFaqRoutes(
     return res;
   }
 
-  app.post("/v1/faq/warm", ...(opts.guard as [MiddlewareHandler]), async (c) => {
+  const postGuard = [...opts.guard, ...(opts.json ? [opts.json] : [])] as [MiddlewareHandler];
+  app.post("/v1/faq/warm", ...postGuard, async (c) => {
     if (!deps.faqCache) throw new NestError("not_found", "the FAQ cache is not configured");
-    const raw = await c.req.json().catch(() => {
-      throw new NestError("invalid_request", "request body is not valid JSON");
-    });
+    const raw = parseJsonBody(await c.req.text());
     const body = WarmSchema.safeParse(raw);
     if (!body.success) throw new NestError("invalid_request", body.error.issues.map(describeIssue).join("; "));
     const { questions, ...params } = body.data;
@@ -78,7 +78,7 @@ export function registerFaqRoutes(
       return r.data;
     });
     const items = requests.map((r, i) => JSON.stringify({ custom_id: String(i), ...r }));
-    const res = await call("/v1/batches", { method: "POST", headers: { "content-type": "application/x-ndjson" }, body: items.join("\n") });
+    const res = await call(ownedPath(c, "/v1/batches"), { method: "POST", headers: { "content-type": "application/x-ndjson" }, body: items.join("\n") });
     const status = (await res.json()) as { id: string };
     // The job API's result lines do not repeat the request: keep them for the cache keys.
     await deps.faqCache.kv.put(`faqwarm:${status.id}`, JSON.stringify(requests), 7 * 86_400);
@@ -89,7 +89,7 @@ export function registerFaqRoutes(
     if (!deps.faqCache || !deps.corpusVersion) throw new NestError("not_found", "the FAQ cache is not configured");
     const id = c.req.param("id") ?? "";
     if (!/^batch_[0-9a-f]{24}$/.test(id)) throw new NestError("not_found", `no batch \`${id.slice(0, 64)}\``);
-    const res = await call(`/v1/batches/${id}/results`);
+    const res = await call(ownedPath(c, `/v1/batches/${id}/results`));
     const batchStatus = res.headers.get("x-batch-status") ?? "unknown";
     const lines = (await res.text()).split("\n").filter(Boolean).map((l) => JSON.parse(l) as ResultLine);
     const stored = await deps.faqCache.kv.get(`faqwarm:${id}`);

@@ -9,7 +9,7 @@ import type { GenerateEvent, RetrievalEvent } from "@nest/shared/protocol/events
 import type { Passage, ScoredPassage } from "@nest/shared/protocol/passage";
 import type { DecodeJob } from "@nest/shared/protocol/worker";
 import { NestError } from "@nest/shared/protocol/errors";
-import type { PassageIndex } from "../retrieve/passage-index.ts";
+import type { PassageIndex } from "@nest/shared/retrieve/passage-index";
 import type { DecodeClient } from "../route/pool-client.ts";
 import { faqCacheKey, type FaqCache } from "../cache/faq-cache.ts";
 import { authedKey, type AuthedKey } from "../middleware/keys.ts";
@@ -55,8 +55,22 @@ async function cacheKeyFor(deps: GenerateDeps, req: GenerateRequest): Promise<st
   return faqCacheKey(req, { corpusVersion, model });
 }
 
-async function* replay(events: GenerateEvent[]): AsyncGenerator<GenerateEvent> {
-  yield* events;
+/** Replays a cached sequence; its `retrieval.query` is the current asker's, not the first one's. */
+async function* replay(events: GenerateEvent[], query: string): AsyncGenerator<GenerateEvent> {
+  for (const ev of events) yield ev.event === "retrieval" ? { event: "retrieval", data: { ...ev.data, query } } : ev;
+}
+
+/** How a request may use the FAQ cache: `Cache-Control: no-cache` skips the lookup, `no-store` the store too. */
+export interface CachePolicy {
+  lookup: boolean;
+  store: boolean;
+}
+
+/** The {@link CachePolicy} of a request's `Cache-Control` header (absent = both). */
+export function cachePolicy(cacheControl: string | undefined): CachePolicy {
+  const directives = (cacheControl ?? "").toLowerCase().split(",").map((d) => d.trim());
+  const noStore = directives.includes("no-store");
+  return { lookup: !noStore && !directives.includes("no-cache"), store: !noStore };
 }
 
 /**
@@ -71,15 +85,16 @@ export async function startGeneration(
   req: GenerateRequest,
   signal: AbortSignal,
   key?: AuthedKey,
+  policy: CachePolicy = { lookup: true, store: true },
 ): Promise<Generation> {
   const t0 = performance.now();
-  const cacheKey = await cacheKeyFor(deps, req);
-  if (cacheKey) {
+  const cacheKey = policy.lookup || policy.store ? await cacheKeyFor(deps, req) : undefined;
+  if (cacheKey && policy.lookup) {
     const hit = await deps.faqCache!.get(cacheKey);
     if (hit) {
       // The corpus must still exist (a hit for an unknown corpus would be stale).
       if (!(await deps.indexFor(req.corpus))) throw new NestError("not_found", `unknown corpus \`${req.corpus}\``);
-      return { cache: "hit", events: replay(hit) };
+      return { cache: "hit", events: replay(hit, retrievalQuery(req)) };
     }
   }
   const passages = await retrieve(deps, req);
@@ -110,7 +125,7 @@ export async function startGeneration(
       if (out.event === "error") return;
       if (out.event === "done") {
         await key?.chargeTokens(out.data.usage.prompt_tokens + out.data.usage.completion_tokens).catch(() => {});
-        if (cacheKey) await deps.faqCache!.put(cacheKey, seen);
+        if (cacheKey && policy.store) await deps.faqCache!.put(cacheKey, seen);
         return;
       }
     }
@@ -136,7 +151,7 @@ export async function startClientGeneration(c: Context, deps: GenerateDeps, req:
   const cancel = () => abort.abort(new Error("client disconnected"));
   c.req.raw.signal?.addEventListener("abort", cancel, { once: true });
   try {
-    const gen = await startGeneration(deps, req, abort.signal, authedKey(c));
+    const gen = await startGeneration(deps, req, abort.signal, authedKey(c), cachePolicy(c.req.header("cache-control")));
     return { ...gen, cancel, aborted: () => abort.signal.aborted };
   } catch (err) {
     c.req.raw.signal?.removeEventListener("abort", cancel);

@@ -8,7 +8,7 @@
 import { z } from "zod";
 import { GenerateRequestSchema, LIMITS, ModeSchema, NestParamsSchema, type GenerateRequest } from "@nest/shared/protocol/request";
 import { NestError } from "@nest/shared/protocol/errors";
-import { describeIssue } from "../middleware/validate.ts";
+import { describeIssue, parseJsonBody } from "../middleware/validate.ts";
 
 const Ignored = {
   temperature: z.number().min(0).max(2).nullable().optional(),
@@ -25,6 +25,8 @@ const Common = {
   stream: z.boolean().nullable().optional(),
   stream_options: z.object({ include_usage: z.boolean().optional() }).strict().nullable().optional(),
   max_tokens: MaxTokens,
+  /** Stop sequences are refused (null or [] accepted): see {@link refuseStop}. */
+  stop: z.union([z.string(), z.array(z.string()).max(4)]).nullable().optional(),
   /** NEST extension: mode, corpus and NEST parameters. */
   nest: NestParamsSchema.partial().extend({ mode: ModeSchema.optional(), corpus: z.string().optional() }).strict().optional(),
   ...Ignored,
@@ -63,13 +65,20 @@ function fail(issues: z.core.$ZodIssue[]): never {
   throw new OpenAiParamError(issues.map(describeIssue).join("; "), first && first.path.length ? first.path.map(String).join(".") : null);
 }
 
-/** Reads the body as JSON. @throws NestError `invalid_request` for non-JSON. */
+/** Reads the body as JSON (lone surrogates replaced). @throws NestError `invalid_json` for non-JSON. */
 export async function readJson(raw: Request): Promise<unknown> {
-  try {
-    return JSON.parse(await raw.text());
-  } catch {
-    throw new OpenAiParamError("request body is not valid JSON", null);
-  }
+  return parseJsonBody(await raw.text());
+}
+
+/**
+ * Stop sequences are not supported: a span copied from a passage may run through a stop string in
+ * one verified step, and cutting the text there would break the exact citation offsets. A request
+ * with one is refused rather than half-honoured.
+ * @throws OpenAiParamError (400, `param: "stop"`) for a non-empty `stop`
+ */
+function refuseStop(stop: string | string[] | null | undefined): void {
+  if (stop === undefined || stop === null || (Array.isArray(stop) && stop.length === 0)) return;
+  throw new OpenAiParamError("`stop` is not supported by nest (copied spans cross stop strings); leave it out", "stop");
 }
 
 function toGenerate(fields: Record<string, unknown>, nest: ChatCompletionRequest["nest"], maxTokens: number | null | undefined): GenerateRequest {
@@ -86,6 +95,7 @@ function toGenerate(fields: Record<string, unknown>, nest: ChatCompletionRequest
 export function parseChatRequest(body: unknown): { body: ChatCompletionRequest; request: GenerateRequest } {
   const p = ChatCompletionRequestSchema.safeParse(body);
   if (!p.success) fail(p.error.issues);
+  refuseStop(p.data.stop);
   const messages = p.data.messages.map((m) => ({
     role: m.role === "developer" ? "system" : m.role,
     content: typeof m.content === "string" ? m.content : m.content.map((c) => c.text).join(""),
@@ -97,6 +107,7 @@ export function parseChatRequest(body: unknown): { body: ChatCompletionRequest; 
 export function parseCompletionRequest(body: unknown): { body: CompletionRequest; request: GenerateRequest } {
   const p = CompletionRequestSchema.safeParse(body);
   if (!p.success) fail(p.error.issues);
+  refuseStop(p.data.stop);
   const prompt = typeof p.data.prompt === "string" ? p.data.prompt : p.data.prompt[0]!;
   return { body: p.data, request: toGenerate({ prompt }, p.data.nest, p.data.max_tokens) };
 }

@@ -47,7 +47,7 @@ const TICK = Symbol("tick");
  */
 export function streamMessages(c: Context, messages: AsyncIterable<SseMessage>, opts: StreamOptions = {}): Response {
   const heartbeatMs = opts.heartbeatMs ?? 2000;
-  return streamSSE(c, async (stream: SSEStreamingApi) => {
+  const res = streamSSE(c, async (stream: SSEStreamingApi) => {
     if (opts.onAbort) stream.onAbort(opts.onAbort);
     let id = 0;
     const it = messages[Symbol.asyncIterator]();
@@ -82,4 +82,10 @@ export function streamMessages(c: Context, messages: AsyncIterable<SseMessage>, 
       it.return?.(undefined)?.catch(() => {});
     }
   });
+  // Behind proxies (issue 14 §8): no transformation or buffering of the stream; and no hop-by-hop
+  // `Connection: keep-alive` (Hono's default), so a client's `Connection: close` is honoured.
+  res.headers.set("Cache-Control", "no-cache, no-transform");
+  res.headers.set("X-Accel-Buffering", "no");
+  res.headers.delete("Connection");
+  return res;
 }

@@ -5,7 +5,12 @@
  * crashes), results in input order, cancel. Node-only (ioredis, BullMQ).
  *
  * Redis layout: BullMQ's queue `<prefix>:batch-items:*` (item job id `<batchId>-<index>`), plus
- * `<prefix>:batch-meta:<batchId>` (hash; `custom_ids` keeps the ids of items removed by cancel) and `<prefix>:batch-idem:<sha256(key)>` (string).
+ * `<prefix>:batch-meta:<batchId>` (hash; `owner` is the submitting tenant, `custom_ids` keeps the ids
+ * of items removed by cancel) and `<prefix>:batch-idem:<sha256(owner \n key)>` (string).
+ *
+ * Tenancy (issue 14): every batch belongs to the owner that submitted it (the edge passes the API
+ * key's hash). Status, results and cancel with another owner answer `not_found`, exactly as for an
+ * unknown id, and idempotency keys are scoped per owner, so no answer reveals another tenant's batch.
  */
 import { createHash, randomBytes } from "node:crypto";
 import { Queue, type Job } from "bullmq";
@@ -17,6 +22,7 @@ import {
 } from "./protocol.ts";
 import { DEFAULT_SUBMIT_CONFIG, ITEM_QUEUE, batchKeys, itemJobId, type BatchSubmitConfig } from "./config.ts";
 import { assertNoEviction, redactRedisUrl } from "./redis-policy.ts";
+import { redisOutage, type RedisOutage } from "./redis-outage.ts";
 
 /** Items looked up concurrently per round trip batch (status, results, cancel). */
 const CHUNK = 200;
@@ -33,6 +39,9 @@ interface Meta {
   enqueued: boolean;
 }
 
+/** Owner ids: empty (callers of the job API without a tenant, e.g. tests) or up to 64 hex digits. */
+export const OWNER_ID = /^[0-9a-f]{0,64}$/;
+
 export class BatchQueue {
   private readonly keys;
 
@@ -40,18 +49,36 @@ export class BatchQueue {
     private readonly redis: Redis,
     private readonly queue: Queue<BatchJobData, ItemOutput>,
     readonly config: BatchSubmitConfig,
+    /** Outage state of this Redis (one log line per outage; failed commands → `queue_unavailable`). */
+    readonly outage: RedisOutage,
   ) {
     this.keys = batchKeys(config.prefix);
   }
 
+  /** Runs a queue operation, turning "Redis cannot be reached" into NestError `queue_unavailable`. */
+  private async guarded<T>(f: () => Promise<T>): Promise<T> {
+    try {
+      return await f();
+    } catch (err) {
+      throw this.outage.translate(err);
+    }
+  }
+
   /**
    * Connects to Redis and checks its eviction policy.
+   * @param config.log where outages are reported (one line each; default stderr)
    * @throws RedisPolicyError when `maxmemory-policy` is not `noeviction`; the connection error when
    *   Redis cannot be reached (after ioredis' first attempt)
    */
-  static async open(config: Partial<BatchSubmitConfig> & Pick<BatchSubmitConfig, "redisUrl" | "prefix">): Promise<BatchQueue> {
-    const full: BatchSubmitConfig = { ...DEFAULT_SUBMIT_CONFIG, ...config };
+  static async open(
+    config: Partial<BatchSubmitConfig> & Pick<BatchSubmitConfig, "redisUrl" | "prefix"> & { log?: (line: string) => void },
+  ): Promise<BatchQueue> {
+    const { log, ...rest } = config;
+    const full: BatchSubmitConfig = { ...DEFAULT_SUBMIT_CONFIG, ...rest };
+    const outage = redisOutage(redactRedisUrl(full.redisUrl), log ?? ((l) => process.stderr.write(`${l}\n`)));
+    // During an outage a command fails after 3 reconnection attempts (~0.3 s), not after minutes.
     const redis = new Redis(full.redisUrl, { maxRetriesPerRequest: 3, lazyConnect: true });
+    outage.watch(redis);
     try {
       await redis.connect();
       await assertNoEviction(redis, redactRedisUrl(full.redisUrl));
@@ -60,21 +87,29 @@ export class BatchQueue {
       throw err;
     }
     const queue = new Queue<BatchJobData, ItemOutput>(ITEM_QUEUE, { connection: redis, prefix: full.prefix });
-    return new BatchQueue(redis, queue, full);
+    queue.on("error", outage.onError);
+    return new BatchQueue(redis, queue, full, outage);
   }
 
   /**
-   * Enqueues a batch. With an idempotency key already used for the same items (within
-   * `idempotencyTtlS`), returns that batch instead (`idempotent_replay: true`).
-   * @throws NestError `invalid_request` when the key was used for different items or is too long
+   * Enqueues a batch owned by `owner`. With an idempotency key this owner already used for the same
+   * items (within `idempotencyTtlS`), returns that batch instead (`idempotent_replay: true`); other
+   * owners' keys never collide with it.
+   * @param owner the tenant (the edge passes the API key's hex SHA-256; "" = none)
+   * @throws NestError `invalid_request` when the owner used the key for different items (the message
+   *   names no batch id) or the key is too long
    */
-  async submit(items: readonly BatchItem[], idempotencyKey?: string): Promise<SubmitResponse> {
+  async submit(items: readonly BatchItem[], idempotencyKey?: string, owner = ""): Promise<SubmitResponse> {
+    return this.guarded(() => this.submitOnce(items, idempotencyKey, owner));
+  }
+
+  private async submitOnce(items: readonly BatchItem[], idempotencyKey: string | undefined, owner: string): Promise<SubmitResponse> {
     const cfg = this.config;
     const id = `batch_${randomBytes(12).toString("hex")}`;
     const itemsHash = sha256(JSON.stringify(items));
     const metaKey = this.keys.meta(id);
     await this.redis.multi()
-      .hset(metaKey, { id, total: items.length, created_at: Date.now(), custom_ids: JSON.stringify(items.map((it) => it.custom_id)) })
+      .hset(metaKey, { id, owner, total: items.length, created_at: Date.now(), custom_ids: JSON.stringify(items.map((it) => it.custom_id)) })
       .expire(metaKey, cfg.retentionS)
       .exec();
     let idemKey: string | undefined;
@@ -83,16 +118,16 @@ export class BatchQueue {
         await this.redis.del(metaKey);
         throw new NestError("invalid_request", `Idempotency-Key must be 1..${MAX_IDEMPOTENCY_KEY_CHARS} characters`);
       }
-      idemKey = this.keys.idempotency(sha256(idempotencyKey));
+      idemKey = this.keys.idempotency(sha256(`${owner}\n${idempotencyKey}`));
       const won = await this.redis.set(idemKey, `${id} ${itemsHash}`, "EX", cfg.idempotencyTtlS, "NX");
       if (won === null) {
         await this.redis.del(metaKey);
         const [prevId, prevHash] = ((await this.redis.get(idemKey)) ?? "").split(" ");
-        if (!prevId) return this.submit(items, idempotencyKey); // expired in between: try again
+        if (!prevId) return this.submitOnce(items, idempotencyKey, owner); // expired in between: try again
         if (prevHash !== itemsHash) {
-          throw new NestError("invalid_request", `Idempotency-Key was already used for a different batch (${prevId})`);
+          throw new NestError("invalid_request", "Idempotency-Key was already used for a different batch");
         }
-        return { ...(await this.status(prevId)), idempotent_replay: true };
+        return { ...(await this.status(prevId, owner)), idempotent_replay: true };
       }
     }
     try {
@@ -112,20 +147,24 @@ export class BatchQueue {
       await this.redis.hset(metaKey, "enqueued", 1);
     } catch (err) {
       // Remove what was enqueued and forget the key, so a resubmission starts afresh.
-      await this.cancel(id).catch(() => undefined);
+      await this.cancelOnce(id, owner).catch(() => undefined);
       await this.redis.del(metaKey, ...(idemKey ? [idemKey] : [])).catch(() => undefined);
       throw new NestError("internal", `could not enqueue batch ${id}: ${(err as Error).message}`, { cause: err });
     }
-    return { ...(await this.status(id)), idempotent_replay: false };
+    return { ...(await this.status(id, owner)), idempotent_replay: false };
   }
 
   /**
    * Status and item counts of a batch. O(total) Redis calls (one state lookup per item, pipelined in
    * chunks of 200).
-   * @throws NestError `not_found` for an unknown or expired batch id
+   * @throws NestError `not_found` for an unknown or expired batch id, or one of another owner
    */
-  async status(batchId: string): Promise<BatchStatus> {
-    const meta = await this.meta(batchId);
+  async status(batchId: string, owner = ""): Promise<BatchStatus> {
+    return this.guarded(async () => this.statusOf(await this.meta(batchId, owner)));
+  }
+
+  private async statusOf(meta: Meta): Promise<BatchStatus> {
+    const batchId = meta.id;
     const counts = { queued: 0, running: 0, done: 0, failed: 0, canceled: 0 };
     if (!meta.enqueued) counts.queued = meta.total;
     else {
@@ -164,10 +203,11 @@ export class BatchQueue {
   /**
    * The result lines of the finished items, in input order (unfinished items are skipped: read
    * again once `status` is `completed` or `canceled`).
-   * @throws NestError `not_found` for an unknown or expired batch id (before the first line)
+   * @throws NestError `not_found` for an unknown or expired batch id, or one of another owner
+   *   (before the first line)
    */
-  async *results(batchId: string): AsyncGenerator<BatchResultLine> {
-    const meta = await this.meta(batchId);
+  async *results(batchId: string, owner = ""): AsyncGenerator<BatchResultLine> {
+    const meta = await this.guarded(() => this.meta(batchId, owner));
     if (!meta.enqueued) return;
     let customIds: (string | null)[] | undefined; // read once, only if a job was removed (canceled)
     for (let start = 0; start < meta.total; start += CHUNK) {
@@ -185,11 +225,17 @@ export class BatchQueue {
 
   /**
    * Cancels a batch: items not started yet are removed (and end `canceled`); running items finish.
-   * Canceling twice, or a finished batch, changes nothing.
-   * @throws NestError `not_found` for an unknown or expired batch id
+   * Canceling twice, or a batch already `completed`, changes nothing (its status stays).
+   * @throws NestError `not_found` for an unknown or expired batch id, or one of another owner
    */
-  async cancel(batchId: string): Promise<BatchStatus> {
-    const meta = await this.meta(batchId);
+  async cancel(batchId: string, owner = ""): Promise<BatchStatus> {
+    return this.guarded(() => this.cancelOnce(batchId, owner));
+  }
+
+  private async cancelOnce(batchId: string, owner: string): Promise<BatchStatus> {
+    const meta = await this.meta(batchId, owner);
+    const before = await this.statusOf(meta);
+    if (before.status === "completed" || before.status === "canceled") return before;
     await this.redis.hsetnx(this.keys.meta(batchId), "canceled_at", Date.now());
     await this.forEachChunk(meta.total, async (indices) => {
       const ids = indices.map((i) => itemJobId(batchId, i));
@@ -200,7 +246,7 @@ export class BatchQueue {
         return s === "waiting" || s === "delayed" || s === "prioritized" ? this.queue.remove(id).catch(() => 0) : 0;
       }));
     });
-    return this.status(batchId);
+    return this.status(batchId, owner);
   }
 
   /** Closes the queue and the Redis connection. */
@@ -209,11 +255,12 @@ export class BatchQueue {
     await this.redis.quit().catch(() => this.redis.disconnect());
   }
 
-  private async meta(batchId: string): Promise<Meta> {
-    const [total, createdAt, canceledAt, enqueued] = /^batch_[0-9a-f]{24}$/.test(batchId)
-      ? await this.redis.hmget(this.keys.meta(batchId), "total", "created_at", "canceled_at", "enqueued")
+  /** The batch's meta, when `owner` owns it. @throws NestError `not_found` otherwise (same answer as unknown) */
+  private async meta(batchId: string, owner: string): Promise<Meta> {
+    const [total, createdAt, canceledAt, enqueued, storedOwner] = /^batch_[0-9a-f]{24}$/.test(batchId)
+      ? await this.redis.hmget(this.keys.meta(batchId), "total", "created_at", "canceled_at", "enqueued", "owner")
       : [];
-    if (!total) throw new NestError("not_found", `no batch \`${batchId}\` (unknown or expired)`);
+    if (!total || (storedOwner ?? "") !== owner) throw new NestError("not_found", `no batch \`${batchId.slice(0, 64)}\` (unknown or expired)`);
     return {
       id: batchId,
       total: Number(total),

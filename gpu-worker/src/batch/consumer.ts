@@ -4,19 +4,32 @@
  * retrieval on the local passage index of its corpus (nest-algorithm.md §1), then decodes on an
  * inference host (a worker thread, so the event loop stays free and BullMQ keeps renewing job
  * locks). Failures retry with exponential backoff (options set at submission); `invalid_request`
- * fails at once. A consumer killed mid-item leaves the item's lock to expire, and the stalled-job
+ * fails at once. A decoder at capacity (`at_capacity`: interactive requests hold its slots) is not a
+ * failure: the item goes back to the delayed set for {@link capacityDelayMs} without spending an
+ * attempt (BullMQ `moveToDelayed` + `DelayedError`). A consumer killed mid-item leaves the item's lock to expire, and the stalled-job
  * check of any live consumer puts it back in the queue. `close()` drains: running items finish.
  */
-import { UnrecoverableError, Worker, type Job } from "bullmq";
+import { DelayedError, UnrecoverableError, Worker, type Job } from "bullmq";
 import { Redis } from "ioredis";
 import { ERROR_STATUS, NestError, toNestError, type ErrorCode } from "@nest/shared/protocol/errors";
 import { retrievalQuery, usesRetrieval } from "@nest/shared/protocol/request";
 import type { Citation, GenerateEvent } from "@nest/shared/protocol/events";
 import type { DecodeJob } from "@nest/shared/protocol/worker";
-import type { PassageIndex } from "@nest/edge/retrieve/passage-index";
+import type { PassageIndex } from "@nest/shared/retrieve/passage-index";
 import { CANCELED_CODE, type BatchJobData, type ItemOutput } from "./protocol.ts";
 import { ITEM_QUEUE, batchKeys, type BatchQueueConfig } from "./config.ts";
 import { assertNoEviction, redactRedisUrl } from "./redis-policy.ts";
+import { redisOutage } from "./redis-outage.ts";
+
+/**
+ * How long an item refused with `at_capacity` waits before it is tried again, in ms: the
+ * refusal's `Retry-After` (capped at 5 s), else 1 s, plus up to 50 % jitter so that waiting items do
+ * not all come back at once.
+ */
+export function capacityDelayMs(retryAfterS: number | undefined, random: () => number = Math.random): number {
+  const baseMs = Math.min(5, retryAfterS ?? 1) * 1000;
+  return Math.round(baseMs * (1 + 0.5 * random()));
+}
 
 /** Something that decodes a job into events (`delta`*, then `done` or `error`): an InferenceHost or a pool of them. */
 export interface Decoder {
@@ -88,8 +101,10 @@ export interface BatchConsumer {
 export async function startBatchConsumer(opts: ConsumerOptions): Promise<BatchConsumer> {
   const log = opts.log ?? (() => {});
   const where = redactRedisUrl(opts.redisUrl);
+  const outage = redisOutage(where, log);
   // BullMQ workers need `maxRetriesPerRequest: null` (blocking commands are retried forever).
   const redis = new Redis(opts.redisUrl, { maxRetriesPerRequest: null, lazyConnect: true });
+  outage.watch(redis);
   try {
     await redis.connect();
     await assertNoEviction(redis, where);
@@ -99,7 +114,7 @@ export async function startBatchConsumer(opts: ConsumerOptions): Promise<BatchCo
   }
   const keys = batchKeys(opts.prefix);
 
-  const processItem = async (job: Job<BatchJobData, ItemOutput>, _token?: string, signal?: AbortSignal) => {
+  const processItem = async (job: Job<BatchJobData, ItemOutput>, token?: string, signal?: AbortSignal) => {
     if (await redis.hexists(keys.meta(job.data.batch_id), "canceled_at")) {
       throw new UnrecoverableError(`${CANCELED_CODE}: the batch was canceled before this item started`);
     }
@@ -107,6 +122,11 @@ export async function startBatchConsumer(opts: ConsumerOptions): Promise<BatchCo
       return await decodeItem(opts, job.data, signal);
     } catch (err) {
       const e = toNestError(err);
+      if (e.code === "at_capacity" && token !== undefined) {
+        // Capacity is not a failure: wait and try again without spending an attempt.
+        await job.moveToDelayed(Date.now() + capacityDelayMs(e.retryAfterS), token);
+        throw new DelayedError();
+      }
       const reason = `${e.code}: ${e.message}`;
       // A request the decoder rejects fails the same way every time: no retry.
       throw e.code === "invalid_request" ? new UnrecoverableError(reason) : new Error(reason);
@@ -127,7 +147,8 @@ export async function startBatchConsumer(opts: ConsumerOptions): Promise<BatchCo
     const final = job.finishedOn !== undefined;
     log(`batch item ${job.id} ${final ? "failed" : `attempt ${job.attemptsMade} failed, retrying`}: ${err.message}`);
   });
-  worker.on("error", (err) => log(`batch consumer error: ${err.message}`));
+  // Connection errors: one line per outage (redis-outage.ts); anything else as it comes.
+  worker.on("error", (err) => (outage.translate(err) === err ? log(`batch consumer error: ${err.message}`) : undefined));
   void worker.run().catch((err: unknown) => log(`batch consumer stopped: ${(err as Error).message}`));
   await worker.waitUntilReady();
   log(`batch consumer: queue ${opts.prefix}:${ITEM_QUEUE} on ${where}, concurrency ${opts.concurrency ?? 1}`);

@@ -9,14 +9,25 @@
  *   order; header `x-batch-status` carries the batch state (lines are complete once it is
  *   `completed` or `canceled`);
  * - `POST /v1/batches/:id/cancel` → status after removing the items not started.
- * Errors answer `{error:{code,message}}` through the app's `onError`. No auth: like `/v1/decode`, the
- * job API sits on the pool's private address; the edge authenticates users.
+ * Errors answer `{error:{code,message}}` through the app's `onError`; a Redis outage answers 503
+ * `queue_unavailable` with `Retry-After`. No user auth: like `/v1/decode`, the job API sits on the
+ * pool's private address behind the edge's HMAC signature; the edge authenticates users and names
+ * the tenant in the signed query `?owner=<hex>` (the key's SHA-256): every route sees only that
+ * owner's batches (batch-queue.ts).
  */
 import type { Hono } from "hono";
 import { stream } from "hono/streaming";
+import type { Context } from "hono";
 import { NestError } from "@nest/shared/protocol/errors";
 import { parseBatchBody } from "./protocol.ts";
-import type { BatchQueue } from "./batch-queue.ts";
+import { OWNER_ID, type BatchQueue } from "./batch-queue.ts";
+
+/** The tenant named by the signed query `owner` ("" when absent). @throws NestError `invalid_request` */
+function ownerOf(c: Context): string {
+  const owner = c.req.query("owner") ?? "";
+  if (!OWNER_ID.test(owner)) throw new NestError("invalid_request", "query `owner` must be up to 64 hex digits");
+  return owner;
+}
 
 /** Largest batch body the job API reads, in bytes (16 MiB). */
 export const MAX_BATCH_BODY_BYTES = 16 * 1024 * 1024;
@@ -34,21 +45,22 @@ export function registerJobApiRoutes(app: Hono, queue: BatchQueue, maxBodyBytes 
       throw new NestError("payload_too_large", `batch body exceeds ${maxBodyBytes} bytes`);
     }
     const items = parseBatchBody(body, queue.config.maxItems);
-    const res = await queue.submit(items, c.req.header("idempotency-key"));
+    const res = await queue.submit(items, c.req.header("idempotency-key"), ownerOf(c));
     return c.json(res, res.idempotent_replay ? 200 : 201);
   });
 
-  app.get("/v1/batches/:id", async (c) => c.json(await queue.status(c.req.param("id"))));
+  app.get("/v1/batches/:id", async (c) => c.json(await queue.status(c.req.param("id"), ownerOf(c))));
 
-  app.post("/v1/batches/:id/cancel", async (c) => c.json(await queue.cancel(c.req.param("id"))));
+  app.post("/v1/batches/:id/cancel", async (c) => c.json(await queue.cancel(c.req.param("id"), ownerOf(c))));
 
   app.get("/v1/batches/:id/results", async (c) => {
     const id = c.req.param("id");
-    const status = await queue.status(id); // 404 before streaming starts
+    const owner = ownerOf(c);
+    const status = await queue.status(id, owner); // 404 before streaming starts
     c.header("content-type", "application/x-ndjson");
     c.header("x-batch-status", status.status);
     return stream(c, async (out) => {
-      for await (const line of queue.results(id)) await out.write(`${JSON.stringify(line)}\n`);
+      for await (const line of queue.results(id, owner)) await out.write(`${JSON.stringify(line)}\n`);
     });
   });
 }

@@ -7,16 +7,30 @@ import { z } from "zod";
 
 /** Every error code the API can answer with, and its HTTP status. */
 export const ERROR_STATUS = {
+  /** The body breaks the schema; the message names the field. */
   invalid_request: 400,
+  /** The body is not JSON at all. */
+  invalid_json: 400,
+  /** A malformed or unknown API key. */
   unauthorized: 401,
+  /** No `Authorization` header. */
+  missing_api_key: 401,
   forbidden: 403,
   not_found: 404,
+  /** The path exists, the method does not (the answer carries `Allow`). */
+  method_not_allowed: 405,
   payload_too_large: 413,
+  /** A body that is not `application/json` (JSONL too on `/v1/batches`). */
+  unsupported_media_type: 415,
   rate_limited: 429,
+  /** Request headers over the server's limit (Node: 16 KiB). */
+  headers_too_large: 431,
   internal: 500,
   upstream_unavailable: 502,
   at_capacity: 503,
   model_not_prepared: 503,
+  /** The batch queue's Redis cannot be reached; retry after `Retry-After` seconds. */
+  queue_unavailable: 503,
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_STATUS;

@@ -9,10 +9,13 @@ import { z } from "zod";
 export const ModeSchema = z.enum(["base", "rag", "knnlm", "nest", "rag-nest"]);
 export type Mode = z.infer<typeof ModeSchema>;
 
+/** Text that is more than whitespace (a blank prompt would retrieve nothing and generate anyway). */
+const notBlank = (s: string) => s.trim() !== "";
+
 export const MessageSchema = z
   .object({
     role: z.enum(["system", "user", "assistant"]),
-    content: z.string().min(1).max(8000),
+    content: z.string().min(1).max(8000).refine(notBlank, "must not be blank (whitespace only)"),
   })
   .strict();
 export type Message = z.infer<typeof MessageSchema>;
@@ -27,7 +30,7 @@ export const LIMITS = {
   maxSpanTokens: 256,
 } as const;
 
-/** Fusion methods a request may choose for a hybrid index (names as in `edge/src/retrieve/fusion.ts`). */
+/** Fusion methods a request may choose for a hybrid index (names as in `shared/src/retrieve/fusion.ts`). */
 export const FusionSchema = z.enum(["rrf", "adaptive"]);
 export type Fusion = z.infer<typeof FusionSchema>;
 
@@ -66,6 +69,23 @@ export const NestParamsSchema = z.object({
   fusion: FusionSchema.optional(),
   /** Maximum draft span n, in tokens (spec §5). */
   max_span: z.number().int().positive().max(LIMITS.maxSpanTokens).default(64),
+  /**
+   * Passage prior (docs/nest-algorithm.md §14): spans are drafted only from the first
+   * `draft_passages` retrieved passages (first-stage rank order). Absent = all passages (the paper).
+   */
+  draft_passages: z.number().int().positive().max(LIMITS.maxPassages).optional(),
+  /**
+   * First-position guard (docs §14): with `lm` the first answer token is the LM's own argmax (λ = 1)
+   * and no kNN-started span begins there; `mixture` = the paper (argmax p_M, span mode by RRC).
+   */
+  first_token: z.enum(["mixture", "lm"]).default("mixture"),
+  /**
+   * Question anchor (docs §14): with `question` the first draft is the retrieved sentence that best
+   * matches the question (IDF-weighted word overlap), verified like any draft; `none` = the paper.
+   */
+  anchor: z.enum(["none", "question"]).default("none"),
+  /** Drafts are cut before a token that repeats an n-gram already generated (docs §14); 0 = off (the paper). */
+  no_repeat_ngram: z.number().int().min(0).max(16).default(0),
   /** Fixed λ (weight of p_LM) for `knnlm` mode (spec §9). */
   lambda: z.number().min(0).max(1).default(0.7),
   /** Temperature applied to the LM logits inside the mixture (repo detail, spec §4). */
@@ -75,7 +95,7 @@ export type NestParams = z.infer<typeof NestParamsSchema>;
 
 /** `POST /v1/generate` body. Exactly one of `prompt` or `messages`. */
 export const GenerateRequestSchema = NestParamsSchema.extend({
-  prompt: z.string().min(1).max(LIMITS.maxPromptChars).optional(),
+  prompt: z.string().min(1).max(LIMITS.maxPromptChars).refine(notBlank, "must not be blank (whitespace only)").optional(),
   messages: z.array(MessageSchema).min(1).max(LIMITS.maxMessages).optional(),
   mode: ModeSchema.default("nest"),
   /** Tokens to generate at most (EOS stops earlier). */

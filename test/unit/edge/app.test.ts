@@ -64,7 +64,7 @@ describe("createApp", () => {
     expect(res.status).toBe(401);
     expect(res.headers.get("content-type")).toMatch(/application\/json/);
     expect(res.headers.get("www-authenticate")).toMatch(/^Bearer/);
-    expect(await res.json()).toEqual({ error: { code: "unauthorized", message: "missing API key: send `Authorization: Bearer <key>`" } });
+    expect(await res.json()).toEqual({ error: { code: "missing_api_key", message: "missing API key: send `Authorization: Bearer <key>`" } });
   });
 
   it("401 with a wrong key, and with a non-bearer header", async () => {
@@ -79,7 +79,7 @@ describe("createApp", () => {
   it("400 for a body that is not JSON", async () => {
     const res = await post("{prompt:");
     expect(res.status).toBe(400);
-    expect(await res.json()).toEqual({ error: { code: "invalid_request", message: "request body is not valid JSON" } });
+    expect(await res.json()).toEqual({ error: { code: "invalid_json", message: "request body is not valid JSON" } });
   });
 
   it("400 naming `prompt` when neither or both of prompt/messages are given", async () => {
@@ -112,12 +112,14 @@ describe("createApp", () => {
     expect(await res.json()).toEqual({ error: { code: "payload_too_large", message: "request body exceeds 65536 bytes" } });
   });
 
-  it("404 JSON for unknown routes and methods", async () => {
+  it("404 JSON for unknown routes; 405 with Allow for a known path and another method", async () => {
     const res = await app.request("/v2/nothing");
     expect(res.status).toBe(404);
     expect(await res.json()).toEqual({ error: { code: "not_found", message: "no route for GET /v2/nothing" } });
     const get = await app.request("/v1/generate");
-    expect(get.status).toBe(404);
+    expect(get.status).toBe(405);
+    expect(get.headers.get("allow")).toBe("OPTIONS, POST");
+    expect(await get.json()).toEqual({ error: { code: "method_not_allowed", message: "GET is not allowed on /v1/generate; allowed: OPTIONS, POST" } });
   });
 
   it("404 JSON for an unknown corpus", async () => {
