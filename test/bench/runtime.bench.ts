@@ -59,7 +59,7 @@ const fmt = (x: number, d = 1) => (Number.isFinite(x) ? x.toFixed(d) : "–");
 /** A fixed ~200-token prompt (factbook-like prose) for prefill and decode figures. */
 async function benchPrompt(tok: ModelTokenizer): Promise<number[]> {
   const text = "Australia is a country comprising the mainland of the Australian continent, the island of Tasmania and numerous smaller islands. ".repeat(12);
-  return tok.encode(tok.applyChatTemplate([{ role: "user", content: `Summarise: ${text}` }])).slice(0, PREFILL_TOKENS);
+  return tok.encodeChat([{ role: "user", content: `Summarise: ${text}` }]).slice(0, PREFILL_TOKENS);
 }
 
 // ---- 1. base LM in a child process --------------------------------------------------------------

@@ -60,7 +60,7 @@ export class Engine {
     const manifest = await readManifest(modelDir);
     const [lm, tokenizer] = await Promise.all([DecoderSession.load(modelDir, manifest, opts), ModelTokenizer.load(modelDir, manifest)]);
     // Keys depend on the exact weights: the export's key and the precision name the model.
-    const modelKey = `${manifest.source.key.slice(0, 12)}-${lm.options.precision}`;
+    const modelKey = `${manifest.source.key.slice(0, 12)}-${lm.options.precision}-${tokenizer.cacheTag}`;
     const diskCache = opts.diskKeyCache ?? process.env.NEST_KEY_CACHE !== "0";
     const disk = diskCache ? new DiskKeyStore(join(cachePaths(opts.home).home, "keys", modelKey), manifest.hidden_size) : undefined;
     const encoder = new PassageEncoder(lm, tokenizer, manifest.bos_token_id, modelKey, undefined, disk);
@@ -87,7 +87,7 @@ export class Engine {
   private async prepare(job: DecodeJob, extraTokens = 0, signal?: AbortSignal): Promise<{ promptIds: number[]; store: TokenStore }> {
     const req = job.request;
     const passages = job.passages.slice(0, req.passages);
-    const promptIds = this.tokenizer.encode(this.tokenizer.applyChatTemplate(buildMessages(req, passages)));
+    const promptIds = this.tokenizer.encodeChat(buildMessages(req, passages));
     if (promptIds.length + extraTokens > MAX_PROMPT_TOKENS) {
       throw new NestError(
         "invalid_request",
@@ -124,7 +124,7 @@ export class Engine {
     stats.storePassages = store.passages.length;
     stats.storeKeys = store.numKeys;
 
-    const builder = new DeltaBuilder(store, (ids) => this.tokenizer.decode(ids));
+    const builder = new DeltaBuilder(store, (id) => this.tokenizer.tokenBytes(id));
     this.lm.reset();
     const { finishReason } = await decodeNest(
       this.lm,
@@ -150,8 +150,7 @@ export class Engine {
         drafted_tokens: stats.draftedTokens,
         accepted_tokens: stats.acceptedTokens,
         num_drafts: stats.numDrafts,
-        attributed_tokens: builder.attributedTokens,
-        attribution_ratio: completion === 0 ? null : builder.attributedTokens / completion,
+        ...builder.usage(),
         store_passages: stats.storePassages,
         store_keys: stats.storeKeys,
       },

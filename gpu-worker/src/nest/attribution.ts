@@ -1,15 +1,36 @@
 /**
  * @module nest/attribution
- * From per-token provenance to text deltas with citations, and the paper's attribution metrics
- * (nest-algorithm.md §7). Offsets are UTF-16 code units, 0-based, end-exclusive.
+ * From per-token provenance to text deltas with citations, and the attribution metrics
+ * (nest-algorithm.md §7; README "Attribution"). Offsets are UTF-16 code units, 0-based, end-exclusive.
+ *
+ * Provenance (the paper's): a generated token has a source when it is an accepted draft token (a
+ * verified span copy), or a token-mode token that a retrieved neighbour carries. Citation (ours,
+ * stricter: a citation claims "the source says this"): a maximal *run* of generated tokens copied
+ * from consecutive positions of one passage, merged across decoding steps, is cited when its text
+ * holds a content word (letters or digits, not a stop word) and
+ * - it holds a verified copy (an accepted draft token), or
+ * - it is ≥ 2 tokens long, or
+ * - it is one token-mode token that is a whole word, both in the passage and in the generated
+ *   text, and rare in the store: the content word occurs in at most `max(1, ⌊N/10⌋)` of the N
+ *   stored passages (the question's own words occur in most of them).
+ * Everything else keeps its provenance (counted in `attribution_ratio`) but gets no citation.
+ *
+ * Text: a delta's text is the UTF-8 decoding of its tokens' bytes, in stream order, so the
+ * generated text is the concatenation of the deltas, and a cited delta's text equals
+ * `passage.text.slice(passage_start, passage_end)` exactly (it is checked before citing).
  */
-import type { Citation, DeltaEvent } from "@nest/shared/protocol/events";
-import type { TokenStore } from "./token-store.ts";
+import { eng as ENGLISH_STOP_WORDS } from "stopword";
+import type { Citation, DeltaEvent, Usage } from "@nest/shared/protocol/events";
+import { bestNeighbourFor } from "./draft.ts";
+import type { Neighbours } from "./knn.ts";
+import { keyOfToken, type TokenStore } from "./token-store.ts";
 
 /** Where a generated token was copied from: passage index in the store and the token's own position. */
 export interface TokenSource {
   readonly passage: number;
   readonly pos: number;
+  /** True for an accepted draft token (a verified span copy, spec §6); absent for a token-mode match. */
+  readonly verified?: boolean;
 }
 
 /** One committed token and its source (none when the LM produced it). */
@@ -18,35 +39,103 @@ export interface CommittedToken {
   readonly source?: TokenSource;
 }
 
-const REPLACEMENT_CHAR = "\uFFFD";
+/**
+ * Stop words: the `stopword` package's English list (108 words, the common function words), plus
+ * the pieces that contractions and possessives leave (`'s` → `s`, `n't` → `t`, …).
+ */
+const STOP_WORDS: ReadonlySet<string> = new Set([...ENGLISH_STOP_WORDS, "s", "t", "d", "ll", "m", "re", "ve", "nt", "its", "it's"]);
+
+const WORD = /[\p{L}\p{N}]+/gu;
+const WORD_CHAR = /[\p{L}\p{N}]/u;
 
 /**
- * Turns committed tokens into `delta` events. Consecutive tokens copied from consecutive positions
- * of one passage form one cited delta whose text equals `passage.text.slice(passage_start,
- * passage_end)` exactly; when the decoded text and the passage range differ (a token that splits a
- * multi-byte character, or a passage the tokenizer does not round-trip), the delta is emitted
- * without a citation rather than with a wrong one.
+ * Content words of `text`, lower-cased: runs of letters or digits that are not stop words; a single
+ * letter counts only as a digit (`"2"` is content, `"a"` is not).
+ */
+export function contentWords(text: string): string[] {
+  return (text.toLowerCase().match(WORD) ?? []).filter((w) => !STOP_WORDS.has(w) && (w.length >= 2 || /\p{N}/u.test(w)));
+}
+
+/** True when `text` holds a content word: a citation of it can say something. */
+export function isInformative(text: string): boolean {
+  return contentWords(text).length > 0;
+}
+
+/** Share of the store's passages a lone token's word may occur in and still count as rare. */
+export const RARE_PASSAGE_SHARE = 0.1;
+
+/**
+ * The source of a token-mode token (spec §7): a retrieved neighbour whose value is `token`. The
+ * neighbour continuing `previous` (the source of the token committed just before: same passage,
+ * next position) is preferred, so that a copy made one token per step forms one run; otherwise the
+ * nearest neighbour carrying the token (the reference implementation's rule).
+ * @returns undefined when no neighbour carries `token`.
+ */
+export function tokenModeSource(store: TokenStore, neighbours: Neighbours, token: number, previous?: TokenSource): TokenSource | undefined {
+  if (previous) {
+    const key = keyOfToken(store, previous.passage, previous.pos + 1);
+    if (key >= 0 && store.values[key] === token && neighbours.keys.includes(key)) return { passage: previous.passage, pos: previous.pos + 1 };
+  }
+  const i = bestNeighbourFor(store, neighbours, token);
+  if (i < 0) return undefined;
+  const key = neighbours.keys[i]!;
+  return { passage: store.keyPassage[key]!, pos: store.keyValuePos[key]! };
+}
+
+/** The attribution part of `usage` (see `UsageSchema` for each field's meaning). */
+export type AttributionUsage = Pick<
+  Usage,
+  | "attributed_tokens"
+  | "attribution_ratio"
+  | "cited_tokens"
+  | "cited_ratio"
+  | "copied_tokens"
+  | "copied_ratio"
+  | "citations"
+  | "single_token_citations"
+>;
+
+/**
+ * Turns committed tokens into `delta` events (see the module comment for what is cited). A run of
+ * copied tokens is held back until the next token shows whether it goes on (or the generation
+ * ends), so each maximal run becomes one delta; uncopied tokens stream at once, except bytes of an
+ * unfinished multi-byte character, which wait for the token completing it.
  */
 export class DeltaBuilder {
-  private readonly ids: number[] = [];
+  private readonly decoder = new TextDecoder();
   private emittedText = "";
-  private pending: CommittedToken[] = [];
-  private attributed = 0;
-  private completion = 0;
+  /** The open run: copied tokens from consecutive positions of one passage, not yet emitted. */
+  private run: CommittedToken[] = [];
+  /** Tokens whose bytes are all inside an unfinished character; they go with the next delta. */
+  private carriedTokens = 0;
+  private numCompletion = 0;
+  private numAttributed = 0;
+  private numCopied = 0;
+  private numCited = 0;
+  private numCitations = 0;
+  private numSingleTokenCitations = 0;
+  /** Lower-cased words of each stored passage (built on first need). */
+  private passageWords: ReadonlySet<string>[] | undefined;
 
+  /** @param tokenBytes the UTF-8 bytes of a token's text (`ModelTokenizer.tokenBytes`). */
   constructor(
     private readonly store: TokenStore,
-    private readonly decode: (ids: readonly number[]) => string,
+    private readonly tokenBytes: (id: number) => Uint8Array,
   ) {}
 
   /** Completion tokens pushed so far. */
   get completionTokens(): number {
-    return this.completion;
+    return this.numCompletion;
   }
 
-  /** Completion tokens emitted inside cited deltas. */
+  /** Completion tokens with provenance (a source), cited or not: the paper's attributed tokens. */
   get attributedTokens(): number {
-    return this.attributed;
+    return this.numAttributed;
+  }
+
+  /** Completion tokens inside cited deltas. */
+  get citedTokens(): number {
+    return this.numCited;
   }
 
   /** The generated text emitted so far. */
@@ -54,89 +143,163 @@ export class DeltaBuilder {
     return this.emittedText;
   }
 
+  /** The attribution fields of `usage`; ratios are null when nothing was generated. */
+  usage(): AttributionUsage {
+    const n = this.numCompletion;
+    const ratio = (x: number) => (n === 0 ? null : x / n);
+    return {
+      attributed_tokens: this.numAttributed,
+      attribution_ratio: ratio(this.numAttributed),
+      cited_tokens: this.numCited,
+      cited_ratio: ratio(this.numCited),
+      copied_tokens: this.numCopied,
+      copied_ratio: ratio(this.numCopied),
+      citations: this.numCitations,
+      single_token_citations: this.numSingleTokenCitations,
+    };
+  }
+
   /** Adds the tokens of one decoding step and returns the deltas ready to stream. */
   push(tokens: readonly CommittedToken[]): DeltaEvent[] {
     const out: DeltaEvent[] = [];
-    for (const group of groupBySpan(tokens)) {
-      const all = this.pending.length > 0 ? [...this.pending, ...group] : group;
-      for (const t of group) this.ids.push(t.id);
-      this.completion += group.length;
-      const decoded = this.decode(this.ids);
-      if (decoded.endsWith(REPLACEMENT_CHAR)) {
-        // An incomplete multi-byte character: wait for the next tokens.
-        this.pending = [...all];
+    let plain: CommittedToken[] = [];
+    for (const t of tokens) {
+      this.numCompletion++;
+      if (t.source) this.numAttributed++;
+      if (t.source?.verified) this.numCopied++;
+      const prev = this.run.at(-1)?.source;
+      if (prev && t.source && t.source.passage === prev.passage && t.source.pos === prev.pos + 1) {
+        this.run.push(t);
         continue;
       }
-      this.pending = [];
-      out.push(this.makeDelta(all, decoded));
+      if (this.run.length > 0) this.closeRun(out, t);
+      if (t.source && this.store.passages[t.source.passage]?.citable) {
+        this.emitPlain(out, plain);
+        plain = [];
+        this.run = [t];
+      } else plain.push(t);
     }
+    this.emitPlain(out, plain);
     return out;
   }
 
   /** Emits whatever is held back (at the end of generation). */
   flush(): DeltaEvent[] {
-    if (this.pending.length === 0) return [];
-    const decoded = this.decode(this.ids);
-    const delta = this.makeDelta(this.pending, decoded);
-    this.pending = [];
-    return [delta];
+    const out: DeltaEvent[] = [];
+    if (this.run.length > 0) this.closeRun(out, undefined);
+    const rest = this.decoder.decode();
+    if (rest.length > 0 || this.carriedTokens > 0) this.append(out, { text: rest, tokens: this.takeCarried(0) });
+    return out;
   }
 
-  private makeDelta(tokens: readonly CommittedToken[], decoded: string): DeltaEvent {
-    const text = decoded.startsWith(this.emittedText)
-      ? decoded.slice(this.emittedText.length)
-      : decoded.slice(Math.min(this.emittedText.length, decoded.length));
-    const textStart = this.emittedText.length;
-    this.emittedText += text;
-    const citation = this.citationFor(tokens, text, textStart);
-    if (citation) this.attributed += tokens.length;
-    return citation ? { text, tokens: tokens.length, citation } : { text, tokens: tokens.length };
+  private takeCarried(tokens: number): number {
+    const all = tokens + this.carriedTokens;
+    this.carriedTokens = 0;
+    return all;
   }
 
-  private citationFor(tokens: readonly CommittedToken[], text: string, textStart: number): Citation | undefined {
-    const first = tokens[0]?.source;
-    const last = tokens.at(-1)?.source;
-    if (!first || !last || text.length === 0) return undefined;
-    for (let i = 0; i < tokens.length; i++) {
-      const s = tokens[i]!.source;
-      if (!s || s.passage !== first.passage || s.pos !== first.pos + i) return undefined;
+  private decodeTokens(tokens: readonly CommittedToken[]): string {
+    let text = "";
+    for (const t of tokens) text += this.decoder.decode(this.tokenBytes(t.id), { stream: true });
+    return text;
+  }
+
+  /** Uncited tokens: their complete characters now, an unfinished character's tokens carried on. */
+  private emitPlain(out: DeltaEvent[], tokens: readonly CommittedToken[]): void {
+    if (tokens.length === 0) return;
+    const text = this.decodeTokens(tokens);
+    if (text.length === 0) {
+      this.carriedTokens += tokens.length;
+      return;
     }
-    const sp = this.store.passages[first.passage];
-    if (!sp || !sp.citable) return undefined;
-    const start = sp.charStart[first.pos]!;
-    const end = sp.charEnd[last.pos]!;
-    if (sp.passage.text.slice(start, end) !== text) return undefined;
-    return {
+    this.append(out, { text, tokens: this.takeCarried(tokens.length) });
+  }
+
+  /** Adds a delta, merging uncited text into an uncited delta just before it. */
+  private append(out: DeltaEvent[], delta: DeltaEvent): void {
+    const last = out.at(-1);
+    if (!delta.citation && last && !last.citation) {
+      out[out.length - 1] = { text: last.text + delta.text, tokens: last.tokens + delta.tokens };
+    } else out.push(delta);
+    this.emittedText += delta.text;
+  }
+
+  /**
+   * Decides the open run (module comment) and emits it. `next` is the token after it (undefined at
+   * the end), which tells whether a lone token's word goes on in the generated text.
+   */
+  private closeRun(out: DeltaEvent[], next: CommittedToken | undefined): void {
+    const run = this.run;
+    this.run = [];
+    const text = this.decodeTokens(run);
+    const first = run[0]!.source!;
+    const sp = this.store.passages[first.passage]!;
+    // Smallest k such that the characters completed by run[k..] are exactly the passage's: k > 0
+    // only when the run starts inside a multi-byte character begun by an earlier token.
+    const endChar = sp.charEnd[run.at(-1)!.source!.pos]!;
+    let k = 0;
+    let cited = "";
+    for (; k < run.length; k++) {
+      cited = sp.passage.text.slice(sp.charStart[first.pos + k]!, endChar);
+      if (cited.length > 0 && text.endsWith(cited)) break;
+    }
+    const startChar = sp.charStart[first.pos + k] ?? endChar;
+    const prefix = text.slice(0, text.length - cited.length);
+    const before = (this.emittedText + prefix).at(-1) ?? "";
+    if (k === run.length || !this.earnsCitation(run, cited, startChar, endChar, sp.passage.text, before, next)) {
+      if (text.length === 0) this.carriedTokens += run.length;
+      else this.append(out, { text, tokens: this.takeCarried(run.length) });
+      return;
+    }
+    if (prefix.length > 0 || k > 0 || this.carriedTokens > 0) this.append(out, { text: prefix, tokens: this.takeCarried(k) });
+    const citedTokens = run.length - k;
+    const at = this.emittedText.length;
+    const citation: Citation = {
       passage_id: sp.passage.id,
       title: sp.passage.title,
       source: sp.passage.source,
-      passage_start: start,
-      passage_end: end,
-      text_start: textStart,
-      text_end: textStart + text.length,
+      passage_start: startChar,
+      passage_end: endChar,
+      text_start: at,
+      text_end: at + cited.length,
+      cited_text: cited,
     };
+    this.append(out, { text: cited, tokens: citedTokens, citation });
+    this.numCited += citedTokens;
+    this.numCitations++;
+    if (citedTokens === 1) this.numSingleTokenCitations++;
   }
-}
 
-/** Splits tokens into maximal runs that are either copied from consecutive positions of one passage, or LM-generated. */
-export function groupBySpan(tokens: readonly CommittedToken[]): CommittedToken[][] {
-  const groups: CommittedToken[][] = [];
-  let cur: CommittedToken[] = [];
-  for (const t of tokens) {
-    const prev = cur.at(-1);
-    const continues =
-      prev !== undefined &&
-      (prev.source && t.source
-        ? prev.source.passage === t.source.passage && t.source.pos === prev.source.pos + 1
-        : !prev.source && !t.source);
-    if (!continues && cur.length > 0) {
-      groups.push(cur);
-      cur = [];
+  private earnsCitation(
+    run: readonly CommittedToken[],
+    cited: string,
+    start: number,
+    end: number,
+    passageText: string,
+    before: string,
+    next: CommittedToken | undefined,
+  ): boolean {
+    const words = contentWords(cited);
+    if (words.length === 0) return false;
+    if (run.length >= 2 || run.some((t) => t.source?.verified)) return true;
+    // A lone token-mode match: a whole word on both sides, and rare in the store.
+    const startsWord = WORD_CHAR.test(cited[0]!);
+    const endsWord = WORD_CHAR.test(cited.at(-1)!);
+    if (startsWord && (WORD_CHAR.test(passageText[start - 1] ?? "") || WORD_CHAR.test(before))) return false;
+    if (endsWord && WORD_CHAR.test(passageText[end] ?? "")) return false;
+    if (endsWord && next) {
+      const nextText = new TextDecoder().decode(this.tokenBytes(next.id));
+      if (WORD_CHAR.test(nextText[0] ?? "")) return false;
     }
-    cur.push(t);
+    const words0 = this.wordsOfPassages();
+    const maxPassages = Math.max(1, Math.floor(words0.length * RARE_PASSAGE_SHARE));
+    return words.some((w) => words0.filter((s) => s.has(w)).length <= maxPassages);
   }
-  if (cur.length > 0) groups.push(cur);
-  return groups;
+
+  private wordsOfPassages(): ReadonlySet<string>[] {
+    this.passageWords ??= this.store.passages.map((sp) => new Set(sp.passage.text.toLowerCase().match(WORD) ?? []));
+    return this.passageWords;
+  }
 }
 
 /** The passage a generated token was copied from (its id), or null for an LM-generated token. */

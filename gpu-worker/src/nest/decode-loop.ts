@@ -15,7 +15,7 @@ import { acceptsGreedy, acceptsToken, verifyDraft, type AcceptanceTest } from ".
 import { bestNeighbourFor, proposeSpan, spanFrom, type Draft } from "./draft.ts";
 import { mixtureAt, type MixtureOptions, type PositionState, type StoreUse } from "./mixture.ts";
 import { keyOfToken, type TokenStore } from "./token-store.ts";
-import type { CommittedToken, TokenSource } from "./attribution.ts";
+import { tokenModeSource, type CommittedToken, type TokenSource } from "./attribution.ts";
 import { DecodeStats } from "./stats.ts";
 
 export type { PositionState, StoreUse };
@@ -80,13 +80,10 @@ export async function decodeNest(
     return state;
   };
 
-  const sourceOf = (state: PositionState, token: number): TokenSource | undefined => {
-    if (opts.storeUse === "none") return undefined;
-    const i = bestNeighbourFor(store, state.neighbours, token);
-    if (i < 0) return undefined;
-    const key = state.neighbours.keys[i]!;
-    return { passage: store.keyPassage[key]!, pos: store.keyValuePos[key]! };
-  };
+  /** Source of the last committed token: a token-mode match continuing it is preferred (attribution.ts). */
+  let lastSource: TokenSource | undefined;
+  const sourceOf = (state: PositionState, token: number): TokenSource | undefined =>
+    opts.storeUse === "none" ? undefined : tokenModeSource(store, state.neighbours, token, lastSource);
 
   let cur = stateAt(await forward(promptIds, true), promptIds.length - 1);
   let generated = 0;
@@ -103,6 +100,7 @@ export async function decodeNest(
     const stop = tokens.findIndex((t) => eos.has(t.id));
     const kept = stop >= 0 ? tokens.slice(0, stop) : tokens;
     generated += kept.length;
+    lastSource = kept.at(-1)?.source;
     stats.completionTokens = generated;
     if (kept.length > 0) onTokens(kept);
     if (stop >= 0) return "stop";
@@ -137,7 +135,7 @@ export async function decodeNest(
       stats.observeDraft(m, a);
       const copied: CommittedToken[] = Array.from(tokens.subarray(0, a), (id, i) => ({
         id,
-        source: { passage: draft.passage, pos: draft.startPos + i },
+        source: { passage: draft.passage, pos: draft.startPos + i, verified: true },
       }));
       maskAccepted(store, masked, draft.passage, draft.startPos, a);
       if (a === m) {

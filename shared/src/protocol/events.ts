@@ -18,6 +18,11 @@ export const CitationSchema = z.object({
   /** Range in the generated text (the concatenation of all `delta.text` so far). */
   text_start: z.number().int().nonnegative(),
   text_end: z.number().int().nonnegative(),
+  /**
+   * The cited characters: exactly `passage.text.slice(passage_start, passage_end)`, and equal to the
+   * delta's text (optional for producers older than it).
+   */
+  cited_text: z.string().optional(),
 });
 export type Citation = z.infer<typeof CitationSchema>;
 
@@ -65,10 +70,25 @@ export const UsageSchema = z.object({
   accepted_tokens: z.number().int().nonnegative(),
   /** Drafts verified; accepted_tokens / num_drafts is the mean accepted span length. */
   num_drafts: z.number().int().nonnegative().default(0),
-  /** Completion tokens carrying a citation. */
+  /**
+   * Completion tokens with provenance (spec §7, the paper's): accepted draft tokens, and token-mode
+   * tokens that a retrieved neighbour carries, cited or not.
+   */
   attributed_tokens: z.number().int().nonnegative(),
-  /** attributed_tokens / completion_tokens; null when no token was generated. */
+  /** The paper's attribution ratio: attributed_tokens / completion_tokens; null when no token was generated. */
   attribution_ratio: z.number().min(0).max(1).nullable(),
+  /** Completion tokens inside cited deltas (README "Attribution": what earns a citation). */
+  cited_tokens: z.number().int().nonnegative().default(0),
+  /** cited_tokens / completion_tokens; null when no token was generated. */
+  cited_ratio: z.number().min(0).max(1).nullable().default(null),
+  /** Completion tokens copied through verified spans (accepted draft tokens that were committed). */
+  copied_tokens: z.number().int().nonnegative().default(0),
+  /** copied_tokens / completion_tokens; null when no token was generated. */
+  copied_ratio: z.number().min(0).max(1).nullable().default(null),
+  /** Cited deltas (one per citation). */
+  citations: z.number().int().nonnegative().default(0),
+  /** Citations that cover a single token. */
+  single_token_citations: z.number().int().nonnegative().default(0),
   /** Passages encoded into the token store and the number of keys in it. */
   store_passages: z.number().int().nonnegative(),
   store_keys: z.number().int().nonnegative(),

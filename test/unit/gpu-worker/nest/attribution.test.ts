@@ -1,88 +1,348 @@
+/**
+ * What earns a citation (README "Attribution"), with hand-made token sequences: a tiny vocabulary
+ * whose tokens are byte strings, passages given as token lists, and the expected deltas written out.
+ */
 import { describe, expect, it } from "vitest";
-import { attributionStats, DeltaBuilder, groupBySpan } from "../../../../gpu-worker/src/nest/attribution.ts";
-import { charDecode, charPassage, store2d } from "./fixtures.ts";
+import {
+  attributionStats,
+  contentWords,
+  DeltaBuilder,
+  tokenModeSource,
+  type CommittedToken,
+} from "../../../../gpu-worker/src/nest/attribution.ts";
+import { buildTokenStore, type EncodedPassage, type TokenStore } from "../../../../gpu-worker/src/nest/token-store.ts";
 
-const store = store2d(charPassage("p0", "Canberra is", [[0, 0], [0, 0], [0, 0], [0, 0], [0, 0], [0, 0], [0, 0], [0, 0], [0, 0], [0, 0]]));
-const ch = (c: string) => c.charCodeAt(0);
+/** Vocabulary: token id → bytes (strings are UTF-8 encoded). */
+const VOCAB: Uint8Array[] = [];
+const ids = new Map<string, number>();
+function tok(piece: string | number[]): number {
+  const key = typeof piece === "string" ? piece : `bytes:${piece.join(",")}`;
+  let id = ids.get(key);
+  if (id === undefined) {
+    id = VOCAB.length;
+    VOCAB.push(typeof piece === "string" ? new TextEncoder().encode(piece) : Uint8Array.from(piece));
+    ids.set(key, id);
+  }
+  return id;
+}
+const bytesOf = (id: number) => VOCAB[id]!;
+
+/**
+ * A passage from its token pieces, with the offsets written by hand (`ranges`) or, by default,
+ * the pieces' cumulative string lengths.
+ */
+function passage(id: string, pieces: (string | number[])[], text?: string, ranges?: [number, number][]): EncodedPassage {
+  const strs = pieces.map((p) => (typeof p === "string" ? p : ""));
+  let at = 0;
+  const r = ranges ?? strs.map((s) => [at, (at += s.length)] as [number, number]);
+  return {
+    passage: { id, title: `Title ${id}`, text: text ?? strs.join(""), source: `test/${id}` },
+    tokens: Int32Array.from(pieces, tok),
+    charStart: Int32Array.from(r, (x) => x[0]),
+    charEnd: Int32Array.from(r, (x) => x[1]),
+    citable: true,
+    keys: new Float32Array(Math.max(0, pieces.length - 1) * 2),
+  };
+}
+const storeOf = (...ps: EncodedPassage[]): TokenStore => buildTokenStore(ps, 2);
+
+/** Committed tokens: LM-generated (a string), token-mode match `m(p, pos)`, verified copy `v(p, pos)`. */
+const lm = (piece: string | number[]): CommittedToken => ({ id: tok(piece) });
+function m(store: TokenStore, p: number, pos: number): CommittedToken {
+  return { id: store.passages[p]!.tokens[pos]!, source: { passage: p, pos } };
+}
+function v(store: TokenStore, p: number, pos: number): CommittedToken {
+  return { id: store.passages[p]!.tokens[pos]!, source: { passage: p, pos, verified: true } };
+}
+
+const CAPITAL = passage("as-capital", ["name", ":", " Canberra", ";", " time", " difference", ":", " UTC", "+", "1", "0"]);
+// Fillers: the store holds 10 passages, so "rare" means in at most max(1, ⌊10/10⌋) = 1 of them.
+const FILLERS = Array.from({ length: 8 }, (_, i) => passage(`f${i}`, [" the", " capital", " of", " Australia", ",", " of", " the"]));
+const KIRIBATI = passage("kr-location", [" the", " capital", " of", " Kiribati", " is", " Tarawa", ","]);
+
+describe("DeltaBuilder: what is cited", () => {
+  const store = storeOf(CAPITAL, KIRIBATI, ...FILLERS);
+
+  it("a verified span copy is cited with exact offsets and cited_text", () => {
+    const b = new DeltaBuilder(store, bytesOf);
+    const out = [...b.push([lm(" It"), lm(" is"), v(store, 0, 2), v(store, 0, 3), lm(" a")]), ...b.flush()];
+    expect(out).toEqual([
+      { text: " It is", tokens: 2 },
+      {
+        text: " Canberra;",
+        tokens: 2,
+        citation: {
+          passage_id: "as-capital",
+          title: "Title as-capital",
+          source: "test/as-capital",
+          passage_start: 5,
+          passage_end: 15,
+          text_start: 6,
+          text_end: 16,
+          cited_text: " Canberra;",
+        },
+      },
+      { text: " a", tokens: 1 },
+    ]);
+    expect(b.usage()).toEqual({
+      attributed_tokens: 2,
+      attribution_ratio: 0.4,
+      cited_tokens: 2,
+      cited_ratio: 0.4,
+      copied_tokens: 2,
+      copied_ratio: 0.4,
+      citations: 1,
+      single_token_citations: 0,
+    });
+  });
+
+  it("lone stop words and punctuation keep their provenance but get no citation", () => {
+    const b = new DeltaBuilder(store, bytesOf);
+    // " of" from a filler, "," from Kiribati, " the" from Kiribati: three unrelated single matches.
+    const out = [...b.push([lm("The"), lm(" city")]), ...b.push([m(store, 2, 2)]), ...b.push([lm(" Aus")]), ...b.push([m(store, 1, 6)]), ...b.push([m(store, 1, 0)]), ...b.flush()];
+    expect(out.every((d) => !d.citation)).toBe(true);
+    expect(out.map((d) => d.text).join("")).toBe("The city of Aus, the");
+    expect(b.usage()).toMatchObject({ attributed_tokens: 3, attribution_ratio: 0.5, cited_tokens: 0, cited_ratio: 0, citations: 0 });
+  });
+
+  it("a lone common word (in most stored passages) is not cited; the question's words are not evidence", () => {
+    const b = new DeltaBuilder(store, bytesOf);
+    // " capital" occurs in 9 of the 10 passages; " Australia" in the 8 fillers.
+    const out = [...b.push([lm("The")]), ...b.push([m(store, 1, 1)]), ...b.push([lm(" in")]), ...b.push([m(store, 2, 3)]), ...b.flush()];
+    expect(out.filter((d) => d.citation)).toEqual([]);
+    expect(b.attributedTokens).toBe(2);
+  });
+
+  it("a lone rare whole word is cited; followed by more letters (a word piece) it is not", () => {
+    const b = new DeltaBuilder(store, bytesOf);
+    const out = [...b.push([lm(" It"), lm(" is")]), ...b.push([m(store, 1, 5)]), ...b.push([lm(".")]), ...b.flush()];
+    expect(out).toEqual([
+      { text: " It is", tokens: 2 },
+      {
+        text: " Tarawa",
+        tokens: 1,
+        citation: {
+          passage_id: "kr-location",
+          title: "Title kr-location",
+          source: "test/kr-location",
+          passage_start: 27,
+          passage_end: 34,
+          text_start: 6,
+          text_end: 13,
+          cited_text: " Tarawa",
+        },
+      },
+      { text: ".", tokens: 1 },
+    ]);
+    expect(b.usage()).toMatchObject({ citations: 1, single_token_citations: 1, cited_tokens: 1 });
+
+    const c = new DeltaBuilder(store, bytesOf);
+    const pieces = [...c.push([m(store, 1, 5)]), ...c.push([lm("n")]), ...c.flush()];
+    expect(pieces).toEqual([{ text: " Tarawan", tokens: 2 }]);
+  });
+
+  it("single-token steps from consecutive positions merge into one cited run", () => {
+    const b = new DeltaBuilder(store, bytesOf);
+    expect(b.push([lm("It"), lm("'s")])).toEqual([{ text: "It's", tokens: 2 }]);
+    expect(b.push([m(store, 0, 2)])).toEqual([]); // " Canberra": held, the run may go on
+    expect(b.push([m(store, 0, 3)])).toEqual([]); // ";" continues it
+    expect(b.push([m(store, 0, 4)])).toEqual([]); // " time" too
+    const out = [...b.push([lm(" and")]), ...b.flush()];
+    expect(out).toEqual([
+      {
+        text: " Canberra; time",
+        tokens: 3,
+        citation: {
+          passage_id: "as-capital",
+          title: "Title as-capital",
+          source: "test/as-capital",
+          passage_start: 5,
+          passage_end: 20,
+          text_start: 4,
+          text_end: 19,
+          cited_text: " Canberra; time",
+        },
+      },
+      { text: " and", tokens: 1 },
+    ]);
+    expect(b.text).toBe("It's Canberra; time and");
+  });
+
+  it("a run of two stop-word/punctuation tokens is not cited, even when consecutive", () => {
+    const b = new DeltaBuilder(store, bytesOf);
+    // " of" " the"? Filler positions 5, 6 are " of", " the".
+    const out = [...b.push([m(store, 2, 5)]), ...b.push([m(store, 2, 6)]), ...b.flush()];
+    expect(out).toEqual([{ text: " of the", tokens: 2 }]);
+  });
+
+  it("a jump in positions or a passage change splits runs", () => {
+    const b = new DeltaBuilder(store, bytesOf);
+    const out = [...b.push([v(store, 0, 7), v(store, 0, 8), m(store, 1, 3), m(store, 1, 4), v(store, 0, 9)]), ...b.flush()];
+    expect(out.map((d) => [d.text, d.tokens, d.citation?.passage_id ?? null])).toEqual([
+      [" UTC+", 2, "as-capital"],
+      [" Kiribati is", 2, "kr-location"],
+      ["1", 1, "as-capital"], // a verified copy of a digit: content
+    ]);
+  });
+
+  it("a verified copy of a single comma is not cited (nothing to say), but counts as copied", () => {
+    const b = new DeltaBuilder(store, bytesOf);
+    const out = [...b.push([lm(" x"), v(store, 1, 6)]), ...b.push([lm(" y")]), ...b.flush()];
+    expect(out).toEqual([
+      { text: " x", tokens: 1 },
+      { text: ", y", tokens: 2 },
+    ]);
+    expect(b.usage()).toMatchObject({ copied_tokens: 1, cited_tokens: 0, attributed_tokens: 1 });
+  });
+});
+
+describe("DeltaBuilder: offsets stay exact", () => {
+  it("spacing the tokenizer would 'clean up' (film , television) is cited as stored", () => {
+    const store = storeOf(passage("w", ["The", " film", " ,", " television", " and", " radio"]));
+    const b = new DeltaBuilder(store, bytesOf);
+    const out = [...b.push([lm("In")]), ...b.push([v(store, 0, 1), v(store, 0, 2), v(store, 0, 3)]), ...b.flush()];
+    expect(out[1]).toEqual({
+      text: " film , television",
+      tokens: 3,
+      citation: {
+        passage_id: "w",
+        title: "Title w",
+        source: "test/w",
+        passage_start: 3,
+        passage_end: 21,
+        text_start: 2,
+        text_end: 20,
+        cited_text: " film , television",
+      },
+    });
+  });
+
+  it("CRLF and a leading space are part of the cited characters", () => {
+    const store = storeOf(passage("crlf", ["Line", "\r\n", "Mount", " Everest"]));
+    const b = new DeltaBuilder(store, bytesOf);
+    const out = [...b.push([v(store, 0, 1), v(store, 0, 2), v(store, 0, 3)]), ...b.flush()];
+    expect(out).toEqual([
+      {
+        text: "\r\nMount Everest",
+        tokens: 3,
+        citation: {
+          passage_id: "crlf",
+          title: "Title crlf",
+          source: "test/crlf",
+          passage_start: 4,
+          passage_end: 19,
+          text_start: 0,
+          text_end: 15,
+          cited_text: "\r\nMount Everest",
+        },
+      },
+    ]);
+  });
+
+  // "Go 👍 Canberra": 👍 is F0 9F 91 8D, split over two tokens; UTF-16 ranges written by hand:
+  // "Go" [0,2), " \xF0\x9F" completes only " " → [2,3), "\x91\x8D" completes 👍 (2 units) → [3,5).
+  const EMOJI = passage("emoji", ["Go", [0x20, 0xf0, 0x9f], [0x91, 0x8d], " Canberra"], "Go 👍 Canberra", [[0, 2], [2, 3], [3, 5], [5, 14]]);
+
+  it("a run ending inside a multi-byte character cites the characters it completes", () => {
+    const store = storeOf(EMOJI);
+    const b = new DeltaBuilder(store, bytesOf);
+    const out = [...b.push([v(store, 0, 0), v(store, 0, 1)]), ...b.push([lm([0x91, 0x8d]), lm("!")]), ...b.flush()];
+    expect(out).toEqual([
+      {
+        text: "Go ",
+        tokens: 2,
+        citation: { passage_id: "emoji", title: "Title emoji", source: "test/emoji", passage_start: 0, passage_end: 3, text_start: 0, text_end: 3, cited_text: "Go " },
+      },
+      { text: "👍!", tokens: 2 },
+    ]);
+  });
+
+  it("a run starting inside a multi-byte character is cited from the first token that starts a character", () => {
+    const store = storeOf(EMOJI);
+    const b = new DeltaBuilder(store, bytesOf);
+    // "x" then the emoji's second half (stray continuation bytes → two U+FFFD) and " Canberra".
+    const out = [...b.push([lm("x")]), ...b.push([v(store, 0, 2), v(store, 0, 3)]), ...b.flush()];
+    expect(out).toEqual([
+      { text: "x", tokens: 1 },
+      { text: "\uFFFD\uFFFD", tokens: 1 },
+      {
+        text: " Canberra",
+        tokens: 1,
+        citation: { passage_id: "emoji", title: "Title emoji", source: "test/emoji", passage_start: 5, passage_end: 14, text_start: 3, text_end: 12, cited_text: " Canberra" },
+      },
+    ]);
+  });
+
+  it("an LM token inside a character waits for the token completing it", () => {
+    const store = storeOf(EMOJI);
+    const b = new DeltaBuilder(store, bytesOf);
+    expect(b.push([lm([0xf0, 0x9f])])).toEqual([]);
+    expect(b.push([lm([0x91, 0x8d]), lm(" ok")])).toEqual([{ text: "👍 ok", tokens: 3 }]);
+    expect(b.flush()).toEqual([]);
+  });
+
+  it("a cut-off character at the end is flushed as U+FFFD", () => {
+    const b = new DeltaBuilder(storeOf(EMOJI), bytesOf);
+    // Tokens are counted in the delta that emits them: both are in "a" (the second only began a character).
+    expect(b.push([lm("a"), lm([0xf0, 0x9f])])).toEqual([{ text: "a", tokens: 2 }]);
+    expect(b.flush()).toEqual([{ text: "\uFFFD", tokens: 0 }]);
+  });
+
+  it("the generated text is always the concatenation of the deltas, and each citation indexes it", () => {
+    const store = storeOf(CAPITAL, KIRIBATI, ...FILLERS);
+    const b = new DeltaBuilder(store, bytesOf);
+    const steps: CommittedToken[][] = [[lm("The")], [m(store, 1, 1)], [m(store, 1, 2)], [lm(" Australia")], [v(store, 0, 2), v(store, 0, 3)], [m(store, 2, 4)], [lm(" ok")]];
+    const deltas = [...steps.flatMap((s) => b.push(s)), ...b.flush()];
+    const text = deltas.map((d) => d.text).join("");
+    expect(text).toBe(b.text);
+    expect(text).toBe("The capital of Australia Canberra;, ok");
+    for (const d of deltas.filter((x) => x.citation)) {
+      expect(text.slice(d.citation!.text_start, d.citation!.text_end)).toBe(d.text);
+      expect(d.citation!.cited_text).toBe(d.text);
+    }
+    expect(deltas.filter((d) => d.citation).map((d) => d.text)).toEqual([" capital of", " Canberra;"]);
+    expect(deltas.reduce((s, d) => s + d.tokens, 0)).toBe(8);
+  });
+});
+
+describe("tokenModeSource", () => {
+  const a = passage("a", [" x", " y", " z"]);
+  const b2 = passage("b", [" w", " y"]);
+  const store = storeOf(a, b2);
+  // Keys: a → values pos 1, 2 (keys 0, 1); b → value pos 1 (key 2). Nearest first: b's " y", then a's.
+  const neighbours = { keys: Int32Array.from([2, 0, 1]), distances: Float64Array.from([0.1, 0.2, 0.3]) };
+
+  it("takes the nearest neighbour carrying the token", () => {
+    expect(tokenModeSource(store, neighbours, tok(" y"))).toEqual({ passage: 1, pos: 1 });
+    expect(tokenModeSource(store, neighbours, tok(" nowhere"))).toBeUndefined();
+  });
+
+  it("prefers the neighbour that continues the previous token's passage position", () => {
+    expect(tokenModeSource(store, neighbours, tok(" y"), { passage: 0, pos: 0 })).toEqual({ passage: 0, pos: 1 });
+    // The continuation must be among the neighbours and carry the token.
+    expect(tokenModeSource(store, { keys: Int32Array.from([2]), distances: Float64Array.from([0.1]) }, tok(" y"), { passage: 0, pos: 0 })).toEqual({ passage: 1, pos: 1 });
+  });
+});
+
+describe("contentWords", () => {
+  it("drops stop words, contraction pieces and single letters, keeps names and digits", () => {
+    expect(contentWords(" The capital of Australia's")).toEqual(["capital", "australia"]);
+    expect(contentWords(" it's a")).toEqual([]);
+    expect(contentWords(",")).toEqual([]);
+    expect(contentWords(" 7")).toEqual(["7"]);
+  });
+});
 
 describe("attribution metrics (spec §7)", () => {
   // Per-token sources as passage ids (null = LM-generated).
-  const s = (passage: number, _pos: number) => `p${passage}`;
+  const s = (p: number) => `p${p}`;
   it("ratio = sourced tokens / generated tokens", () => {
-    expect(attributionStats([s(0, 1), null, s(0, 2), s(1, 0)]).ratio).toBe(0.75);
+    expect(attributionStats([s(0), null, s(0), s(1)]).ratio).toBe(0.75);
     expect(attributionStats([]).ratio).toBeNull();
   });
   it("length = mean run length, runs break on a missing source or a passage change", () => {
     // runs: [0,0,0] (3), [1] (1), [0,0] (2) → 2
-    expect(attributionStats([s(0, 1), s(0, 2), s(0, 9), s(1, 0), null, s(0, 3), s(0, 4)]).runLength).toBe(2);
+    expect(attributionStats([s(0), s(0), s(0), s(1), null, s(0), s(0)]).runLength).toBe(2);
     expect(attributionStats([null]).runLength).toBeNull();
-  });
-});
-
-describe("DeltaBuilder", () => {
-  it("groups consecutive copied tokens into one cited delta whose text equals the passage range", () => {
-    const b = new DeltaBuilder(store, charDecode);
-    const out = b.push([
-      { id: ch("I") },
-      { id: ch("t") },
-      { id: ch("e"), source: { passage: 0, pos: 4 } },
-      { id: ch("r"), source: { passage: 0, pos: 5 } },
-      { id: ch("r"), source: { passage: 0, pos: 6 } },
-    ]);
-    expect(out).toEqual([
-      { text: "It", tokens: 2 },
-      {
-        text: "err",
-        tokens: 3,
-        citation: {
-          passage_id: "p0",
-          title: "Title p0",
-          source: "test/p0",
-          passage_start: 4,
-          passage_end: 7,
-          text_start: 2,
-          text_end: 5,
-        },
-      },
-    ]);
-    expect(b.attributedTokens).toBe(3);
-    expect(b.completionTokens).toBe(5);
-  });
-
-  it("never cites a range whose text differs from the generated text", () => {
-    const b = new DeltaBuilder(store, charDecode);
-    // "a" claimed at position 4, where the passage has "e".
-    expect(b.push([{ id: ch("a"), source: { passage: 0, pos: 4 } }])).toEqual([{ text: "a", tokens: 1 }]);
-    expect(b.attributedTokens).toBe(0);
-  });
-
-  it("splits a run whose positions jump", () => {
-    const b = new DeltaBuilder(store, charDecode);
-    const out = b.push([
-      { id: ch("C"), source: { passage: 0, pos: 0 } },
-      { id: ch("r"), source: { passage: 0, pos: 6 } },
-    ]);
-    expect(out.map((d) => d.citation?.passage_start)).toEqual([0, 6]);
-    expect(out.map((d) => d.text)).toEqual(["C", "r"]);
-  });
-
-  it("holds back an incomplete character and then emits it uncited", () => {
-    // A decode that yields U+FFFD for a lone first half.
-    const decode = (ids: readonly number[]) => ids.map((i) => (i === 1 ? "\uFFFD" : i === 2 ? "" : String.fromCharCode(i))).join("").replace("\uFFFD", ids.includes(2) ? "é" : "\uFFFD");
-    const b = new DeltaBuilder(store, decode);
-    expect(b.push([{ id: 1 }])).toEqual([]);
-    expect(b.push([{ id: 2 }, { id: ch("x") }])).toEqual([{ text: "éx", tokens: 3 }]);
-  });
-
-  it("groupBySpan splits copied and generated runs", () => {
-    const g = groupBySpan([
-      { id: 1 },
-      { id: 2, source: { passage: 0, pos: 3 } },
-      { id: 3, source: { passage: 0, pos: 4 } },
-      { id: 4, source: { passage: 1, pos: 5 } },
-      { id: 5 },
-      { id: 6 },
-    ]);
-    expect(g.map((x) => x.length)).toEqual([1, 2, 1, 2]);
   });
 });

@@ -59,7 +59,7 @@ const options = (o: Partial<DecodeOptions>): DecodeOptions => ({
 async function run(question: string, o: Partial<DecodeOptions>) {
   const lm = new TracedLM(session);
   lm.reset();
-  const prompt = tok.encode(tok.applyChatTemplate([{ role: "user", content: question }]));
+  const prompt = tok.encodeChat([{ role: "user", content: question }]);
   const committed: number[] = [];
   const sources: (CommittedToken["source"])[] = [];
   const violations: string[] = [];

@@ -34,7 +34,7 @@ beforeAll(async () => {
   lm = await DecoderSession.load(dir, manifest, { precision: "fp32" });
   tok = await ModelTokenizer.load(dir, manifest);
   store = (await new PassageEncoder(lm, tok, manifest.bos_token_id, "score-test").buildStore([PASSAGE])).store;
-  prompt = tok.encode(tok.applyChatTemplate([{ role: "user", content: "Tell me about the capital of Australia." }]));
+  prompt = tok.encodeChat([{ role: "user", content: "Tell me about the capital of Australia." }]);
   target = tok.encode("Australia, capital: name: Canberra; geographic coordinates: 35 17 S, 149 08 E");
 });
 

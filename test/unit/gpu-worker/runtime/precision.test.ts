@@ -28,7 +28,7 @@ beforeAll(async () => {
   dir = await prepareModel({ precisions: ["int8", "int4"], log: () => {} });
   manifest = await readManifest(dir);
   const tok = await ModelTokenizer.load(dir, manifest);
-  prompt = tok.encode(tok.applyChatTemplate([{ role: "user", content: "What is the capital of Australia?" }]));
+  prompt = tok.encodeChat([{ role: "user", content: "What is the capital of Australia?" }]);
   const fp32 = await DecoderSession.load(dir, manifest, { precision: "fp32" });
   fp32Logits = Float32Array.from((await fp32.forward(prompt, 1)).logitsRow(prompt.length - 1));
 });
