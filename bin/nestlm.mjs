@@ -1,8 +1,8 @@
 #!/usr/bin/env node
 // nestlm: the nest command line. Registers tsx (TypeScript at run time, no build step), then runs
-// gpu-worker/src/cli/main.ts.
+// cli/src/main.ts.
 import { register } from "tsx/esm/api";
 
 register();
-const { main } = await import(new URL("../gpu-worker/src/cli/main.ts", import.meta.url).href);
+const { main } = await import(new URL("../cli/src/main.ts", import.meta.url).href);
 await main(process.argv);

@@ -1,5 +1,5 @@
 /**
- * @module cli/api-key
+ * @module api-key
  * The local API key of `nestlm serve` / `nestlm ask`: `NEST_API_KEY` from the environment, else a
  * random key generated once and kept in `$NEST_HOME/api-key` (mode 0600). The edge only ever sees
  * its SHA-256 hash.
@@ -7,7 +7,7 @@
 import { randomBytes, createHash } from "node:crypto";
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { dirname } from "node:path";
-import { cachePaths } from "../config.ts";
+import { cachePaths } from "@nest/corpus/home";
 
 export interface ApiKey {
   key: string;

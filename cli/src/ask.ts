@@ -1,5 +1,5 @@
 /**
- * @module cli/ask
+ * @module ask
  * `nestlm ask`: POST a question to the edge's `/v1/generate`, stream the answer as it arrives with
  * copied spans marked inline (`[n]`, underlined on a TTY), then list the sources and the usage and
  * timing summary. `--json` prints the raw events as JSON lines instead.
@@ -56,10 +56,12 @@ export function formatSource(n: number, c: Citation, text: string): string {
 export function formatSummary(done: DoneEvent): string[] {
   const u = done.usage;
   const t = done.timings_ms;
-  const ratio = u.attribution_ratio === null ? "n/a" : `${(u.attribution_ratio * 100).toFixed(1)}%`;
+  const pct = (x: number | null) => (x === null ? "n/a" : `${(x * 100).toFixed(1)}%`);
   return [
-    `${u.completion_tokens} tokens (prompt ${u.prompt_tokens}) · ${u.attributed_tokens} cited (attribution ${ratio}; ` +
-      `${u.accepted_tokens} copied through verified spans, ${Math.max(0, u.attributed_tokens - u.accepted_tokens)} single-token matches) · ` +
+    `${u.completion_tokens} tokens (prompt ${u.prompt_tokens}) · ` +
+      `${u.cited_tokens} cited in ${u.citations} citations (${pct(u.cited_ratio)}; ${u.single_token_citations} of one token) · ` +
+      `${u.copied_tokens} copied through verified spans (${pct(u.copied_ratio)}) · ` +
+      `attribution ${pct(u.attribution_ratio)} (${u.attributed_tokens} with provenance) · ` +
       `${u.lm_forward_passes} LM passes · drafted ${u.drafted_tokens}, accepted ${u.accepted_tokens} · ${done.mode} · ${done.model} · finish ${done.finish_reason}`,
     `timings ms: retrieval ${t.retrieval} · encoding ${t.encoding} · knn ${t.knn} · lm ${t.lm} · total ${t.total}`,
   ];

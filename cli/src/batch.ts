@@ -1,5 +1,5 @@
 /**
- * @module cli/batch
+ * @module batch
  * `nestlm batch submit <file.jsonl> | status <id> | results <id>` against the edge's `/v1/batches`
  * routes. `submit --wait` and `status --watch` show a progress bar (cli-progress on a TTY, else a
  * line each time the count of finished items changes) until the batch is `completed` or `canceled`.
@@ -7,8 +7,8 @@
 import { readFile, writeFile } from "node:fs/promises";
 import cliProgress from "cli-progress";
 import type { Command } from "commander";
-import type { BatchStatus, SubmitResponse } from "../batch/protocol.ts";
-import { nestHome } from "../config.ts";
+import type { BatchStatus, SubmitResponse } from "@nest/gpu-worker/batch/protocol";
+import { nestHome } from "@nest/corpus/home";
 import { findApiKey } from "./api-key.ts";
 import { AskHttpError } from "./ask.ts";
 

@@ -1,5 +1,5 @@
 /**
- * @module cli/encode
+ * @module encode
  * `nestlm encode [--corpus factbook] [--limit N]`: runs a corpus's passages through the LM once and
  * stores their token keys in the disk tier of the passage-key cache (`$NEST_HOME/keys/`), so later
  * requests over those passages need no LM encoding (design: "pre-encode a whole corpus at ingest
@@ -7,26 +7,16 @@
  */
 import type { Command } from "commander";
 import { InvalidArgumentError } from "commander";
-import * as lancedb from "@lancedb/lancedb";
-import { PASSAGE_TABLE } from "@nest/edge/adapters/node/lancedb-index";
+import { readIndexPassages } from "@nest/corpus/lancedb-index";
 import type { Passage } from "@nest/shared/protocol/passage";
-import { Engine } from "../engine/engine.ts";
-import { findModelDir } from "./prepare-model.ts";
-import { findCorpusDir } from "../corpus/prepare-corpus.ts";
-import { progressReporter } from "../corpus/progress.ts";
+import { Engine } from "@nest/gpu-worker/engine/engine";
+import { findModelDir } from "@nest/gpu-worker/runtime/prepare-model";
+import { findCorpusDir } from "@nest/corpus/layout";
+import { progressReporter } from "@nest/corpus/progress";
 
 /** Every passage of a prepared corpus, in table order (`limit` first ones when given). */
 export async function corpusPassages(corpus: string, limit?: number): Promise<Passage[]> {
-  const db = await lancedb.connect(await findCorpusDir(corpus));
-  try {
-    const table = await db.openTable(PASSAGE_TABLE);
-    let q = table.query().select(["id", "title", "text", "source"]);
-    if (limit !== undefined) q = q.limit(limit);
-    const rows = (await q.toArray()) as Passage[];
-    return rows.map(({ id, title, text, source }) => ({ id, title, text, source }));
-  } finally {
-    db.close();
-  }
+  return readIndexPassages(await findCorpusDir(corpus), limit);
 }
 
 /**

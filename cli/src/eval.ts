@@ -1,5 +1,5 @@
 /**
- * @module cli/eval
+ * @module eval
  * `nestlm eval --task <squad|jsonl|wikitext> --data <path> --modes base,rag,... [--limit N]
  * [--param k=v]... [--gamma-sweep g1,g2,...] [--ablation] --out <dir>`: runs the evaluation harness
  * (gpu-worker/src/eval) in this process, through the server's decoding code, and prints the main
@@ -8,9 +8,9 @@
 import { join } from "node:path";
 import { Command, InvalidArgumentError, Option } from "commander";
 import { ModeSchema, type Mode } from "@nest/shared/protocol/request";
-import { nestHome } from "../config.ts";
-import { evaluate } from "../eval/evaluate.ts";
-import { TASK_NAMES, type TaskName } from "../eval/tasks.ts";
+import { nestHome } from "@nest/corpus/home";
+import { evaluate } from "@nest/gpu-worker/eval/evaluate";
+import { TASK_NAMES, type TaskName } from "@nest/gpu-worker/eval/tasks";
 
 function parseModes(v: string): Mode[] {
   const modes = v.split(",").map((s) => s.trim()).filter(Boolean);

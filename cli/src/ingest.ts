@@ -1,5 +1,5 @@
 /**
- * @module cli/ingest
+ * @module ingest
  * `nestlm ingest <source> [--target local|upstash] [--namespace NAME] [--dry-run] [--max-words N]`:
  * reads a folder of `.md`/`.txt`/`.html`, a JSONL file or `factbook` into passages
  * (`corpus/sources`), then either builds a local hybrid corpus index at
@@ -19,11 +19,12 @@ import { NestError } from "@nest/shared/protocol/errors";
 import type { Passage } from "@nest/shared/protocol/passage";
 import { DEFAULT_CHUNK_WORDS } from "@nest/shared/corpus/chunk";
 import { upsertPassages, upstashClient, type UpstashConfig } from "@nest/edge/retrieve/upstash-index";
-import { nestHome } from "../config.ts";
-import { readSource } from "../corpus/sources.ts";
-import { buildCorpusIndex, contentVersion, type BuildProgress } from "../corpus/corpus-index.ts";
-import { progressReporter } from "../corpus/progress.ts";
-import { prepareEmbedder } from "./prepare-embedder.ts";
+import { nestHome } from "@nest/corpus/home";
+import { readSource } from "@nest/corpus/sources";
+import { buildCorpusIndex, type BuildProgress } from "@nest/corpus/corpus-index";
+import { contentVersion } from "@nest/corpus/layout";
+import { progressReporter } from "@nest/corpus/progress";
+import { prepareEmbedder } from "@nest/corpus/prepare-embedder";
 
 /** Options of {@link ingest}. */
 export interface IngestOptions {

@@ -1,5 +1,5 @@
 /**
- * @module cli/keys
+ * @module keys
  * `nestlm keys create|list|revoke`: API key records in `$NEST_HOME/keys.json` (the embedded
  * edge's key store; `nestlm serve` reads it live). The key itself is printed once by `create` and
  * stored only as its SHA-256 hash.
@@ -9,7 +9,7 @@ import { join } from "node:path";
 import { Command, InvalidArgumentError } from "commander";
 import { jsonFileKv } from "@nest/edge/adapters/node/json-file-kv";
 import { ALL_SCOPES, DEFAULT_LIMITS, ScopeSchema, listKeyRecords, putKeyRecord, recordKey, type KeyRecord, type Scope } from "@nest/edge/keys/keys";
-import { nestHome } from "../config.ts";
+import { nestHome } from "@nest/corpus/home";
 import { hashApiKey } from "./api-key.ts";
 
 /** The key file of `home`. */

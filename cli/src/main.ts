@@ -1,5 +1,5 @@
 /**
- * @module cli/main
+ * @module main
  * The `nestlm` command line (commander): `setup`, `serve`, `ask`, `demo`. Run through
  * `bin/nestlm.mjs`. Failures print `nestlm: <message>` and set exit code 1; nothing calls `exit()`
  * except the signal handlers of `serve` and a closed stdout pipe.
@@ -7,10 +7,10 @@
 import { randomBytes } from "node:crypto";
 import { Command, InvalidArgumentError, Option } from "commander";
 import { ModeSchema, type Mode } from "@nest/shared/protocol/request";
-import { nestHome } from "../config.ts";
-import { PRECISIONS, type Precision } from "../runtime/session-options.ts";
-import { prepareModel } from "./prepare-model.ts";
-import { prepareCorpus } from "../corpus/prepare-corpus.ts";
+import { nestHome } from "@nest/corpus/home";
+import { PRECISIONS, type Precision } from "@nest/gpu-worker/runtime/session-options";
+import { prepareModel } from "@nest/gpu-worker/runtime/prepare-model";
+import { prepareCorpus } from "@nest/corpus/prepare-corpus";
 import { findApiKey, hashApiKey, loadOrCreateApiKey } from "./api-key.ts";
 import { startStack, DEFAULT_CORPUS } from "./stack.ts";
 import { ask, AskHttpError } from "./ask.ts";

@@ -1,15 +1,15 @@
 /**
- * @module cli/stack
+ * @module stack
  * The embedded default stack in one process: the gpu-worker HTTP server and the edge on Node, with
  * the model and corpus prepared by `nestlm setup` (design README §2).
  */
 import { startEdge } from "@nest/edge/adapters/node/server";
-import { startWorker } from "../server.ts";
-import { findModelDir } from "./prepare-model.ts";
-import { DEFAULT_CORPUS, findCorpusDir, listCorpora } from "../corpus/prepare-corpus.ts";
+import { startWorker } from "@nest/gpu-worker/server";
+import { findModelDir } from "@nest/gpu-worker/runtime/prepare-model";
+import { DEFAULT_CORPUS, findCorpusDir, listCorpora } from "@nest/corpus/layout";
 import { randomBytes } from "node:crypto";
 import { join } from "node:path";
-import { batchConfigFromEnv } from "../batch/config.ts";
+import { batchConfigFromEnv } from "@nest/gpu-worker/batch/config";
 
 export { DEFAULT_CORPUS };
 

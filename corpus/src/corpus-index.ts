@@ -1,18 +1,19 @@
 /**
- * @module corpus/corpus-index
- * Builds a local corpus index (LanceDB: BM25 + dense vectors, see `adapters/node/lancedb-index`) at
+ * @module corpus-index
+ * Builds a local corpus index (LanceDB: BM25 + dense vectors, see `lancedb-index`) at
  * `$NEST_HOME/corpora/<name>/<version12>/`, resumably. Used by `nestlm setup` (factbook) and
  * `nestlm ingest --target local`. Node-only.
  *
  * Index version = sha256 of `INDEX_FORMAT`, the embedder cache key and the content version (sha256
- * over every passage's id and text, see `corpusVersion`), so a new embedder or index format rebuilds
+ * over every passage's id and text, see `layout.contentVersion`), so a new embedder or index format rebuilds
  * old caches by itself, and unchanged content is a no-op.
  *
  * Resume: passage vectors are appended, a whole batch at a time, to
  * `<name>/<version12>.embed/vectors.f32` (float32, `[passages, dim]`, passage order). A restarted
  * build keeps the whole rows already there and embeds the rest. The folder is removed once the
  * index is complete. The index itself is built in a temporary sibling and renamed into place;
- * `READY.json` is written last and `current.json` (`{ version, dir }`) points at the newest.
+ * `READY.json` is written last and `current.json` (`{ version, dir }`) points at the newest (both
+ * through `layout`).
  */
 import { createHash } from "node:crypto";
 import { existsSync } from "node:fs";
@@ -20,34 +21,15 @@ import { appendFile, mkdir, open, readFile, rename, rm, stat, truncate, writeFil
 import { join } from "node:path";
 import type { Passage } from "@nest/shared/protocol/passage";
 import { NestError } from "@nest/shared/protocol/errors";
-import { buildLanceIndex, embedAll, embeddingText } from "@nest/edge/adapters/node/lancedb-index";
-import { SentenceEmbedder } from "@nest/edge/adapters/node/embedder";
-import { cachePaths } from "../config.ts";
+import { buildLanceIndex, embedAll, embeddingText } from "./lancedb-index.ts";
+import { SentenceEmbedder } from "./embedder.ts";
+import { type CorpusReady, contentVersion, corpusRoot, readReady, writeCurrent, writeReady } from "./layout.ts";
 
 /** Bump when the on-disk index layout changes (2 = dense vectors added). */
 export const INDEX_FORMAT = 2;
 
 /** Embedder key recorded for an index built without dense vectors. */
 export const BM25_ONLY = "bm25-only";
-
-/** Marker file written last into a complete index folder. */
-export const READY_FILE = "READY.json";
-
-/** Contents of {@link READY_FILE}. */
-export interface CorpusReady {
-  corpus: string;
-  /** Index version (sha256 hex): format + embedder key + content version. */
-  version: string;
-  /** sha256 (hex) over every passage's id and text. */
-  contentVersion: string;
-  embedderKey: string;
-  indexFormat: number;
-  passages: number;
-  createdAt: string;
-  /** Build seconds (embedding included). */
-  buildSeconds: number;
-  [extra: string]: unknown;
-}
 
 /** Progress callbacks of a build. */
 export interface BuildProgress {
@@ -73,25 +55,9 @@ export interface BuildCorpusOptions {
   threads?: number;
 }
 
-/** sha256 (hex) over every passage's `id`, a newline, its `text`, a newline, in order. */
-export function contentVersion(passages: Iterable<Passage>): string {
-  const h = createHash("sha256");
-  for (const p of passages) h.update(`${p.id}\n${p.text}\n`);
-  return h.digest("hex");
-}
-
 /** Index version for a content version and embedder key (see module doc). */
 export function indexVersion(content: string, embedderKey: string): string {
   return createHash("sha256").update(`nest-index-${INDEX_FORMAT}\n${embedderKey}\n${content}`).digest("hex");
-}
-
-/** READY.json of `dir`, or null when absent/unreadable. */
-export async function readReady(dir: string): Promise<CorpusReady | null> {
-  try {
-    return JSON.parse(await readFile(join(dir, READY_FILE), "utf8")) as CorpusReady;
-  } catch {
-    return null;
-  }
 }
 
 /**
@@ -115,9 +81,9 @@ export async function buildCorpusIndex(
   const content = contentVersion(passages);
   const embedderKey = opts.embedder?.key ?? BM25_ONLY;
   const version = indexVersion(content, embedderKey);
-  const root = join(cachePaths(opts.home).corpora, name);
+  const root = corpusRoot(name, opts.home);
   const dir = join(root, version.slice(0, 12));
-  const pointer = () => writeFile(join(root, "current.json"), `${JSON.stringify({ version, dir }, null, 2)}\n`);
+  const pointer = () => writeCurrent(name, { version, dir }, opts.home);
   const ready = await readReady(dir);
   if (ready?.version === version) {
     await pointer();
@@ -159,7 +125,7 @@ export async function buildCorpusIndex(
         buildSeconds: Math.round((performance.now() - t0) / 100) / 10,
         ...opts.meta,
       };
-      await writeFile(join(tmp, READY_FILE), `${JSON.stringify(info, null, 2)}\n`);
+      await writeReady(tmp, info);
       await rm(dir, { recursive: true, force: true });
       await rename(tmp, dir);
     } finally {

@@ -1,5 +1,5 @@
 /**
- * @module adapters/node/embedder
+ * @module embedder
  * Dense sentence embedder for first-stage retrieval (nest-algorithm.md §1, dense side; docs/retrieval.md):
  * all-MiniLM-L6-v2 exported to ONNX by `infra/export-embedder/export.py`, run with onnxruntime-node,
  * tokenised with `@huggingface/tokenizers` (WordPiece, `[CLS] … [SEP]`, cut at `max_tokens`), then

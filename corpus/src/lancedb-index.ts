@@ -1,8 +1,8 @@
 /**
- * @module adapters/node/lancedb-index
+ * @module lancedb-index
  * Local passage index on LanceDB (embedded, on disk): hybrid first-stage retrieval
  * (nest-algorithm.md §1): BM25 full-text search plus, when built with an embedder, dense vectors
- * (cosine, exact flat search), fused by `retrieve/fusion` (`rrf` by default, `adaptive` = the
+ * (cosine, exact flat search), fused by `@nest/shared/retrieve/fusion` (`rrf` by default, `adaptive` = the
  * paper's weighting). Node-only.
  *
  * Layout: one table `passages` with string columns `id`, `title`, `text`, `source` and `fts`
@@ -21,8 +21,8 @@ import { join } from "node:path";
 import { Field, FixedSizeList, Float32, Schema, Utf8 } from "apache-arrow";
 import type { Passage, ScoredPassage } from "@nest/shared/protocol/passage";
 import { NestError } from "@nest/shared/protocol/errors";
-import { type PassageIndex, checkK, sanitizeQuery, withRanks } from "../../retrieve/passage-index.ts";
-import { DEFAULT_FUSION_DEPTH, type FusionMethod, type Hit, fuse, parseFusion } from "../../retrieve/fusion.ts";
+import { type PassageIndex, checkPassages, sanitizeQuery, withRanks } from "@nest/shared/retrieve/passage-index";
+import { DEFAULT_FUSION_DEPTH, type FusionMethod, type Hit, fuse, parseFusion } from "@nest/shared/retrieve/fusion";
 import { sharedEmbedder } from "./embedder.ts";
 
 /** Name of the passages table inside the index folder. */
@@ -148,6 +148,26 @@ export async function buildLanceIndex(
   }
 }
 
+/**
+ * Every passage of the index in `dir`, in table order (the first `limit` when given).
+ * @throws LanceDB errors as is (e.g. no passage table in `dir`)
+ */
+export async function readIndexPassages(dir: string, limit?: number): Promise<Passage[]> {
+  const db = await lancedb.connect(dir);
+  try {
+    const table = await db.openTable(PASSAGE_TABLE);
+    try {
+      let q = table.query().select(["id", "title", "text", "source"]);
+      if (limit !== undefined) q = q.limit(limit);
+      return (await q.toArray()).map(toPassage);
+    } finally {
+      table.close();
+    }
+  } finally {
+    db.close();
+  }
+}
+
 /** A LanceDB-backed {@link PassageIndex}; call `close()` when done. */
 export interface LancePassageIndex extends PassageIndex {
   /** Number of passages in the index. */
@@ -156,10 +176,10 @@ export interface LancePassageIndex extends PassageIndex {
   readonly hybrid: boolean;
   /** Fusion used when `search` gets none. */
   readonly defaultFusion: FusionMethod;
-  /** BM25 hits (raw `_score`), best first, at most `k`. */
-  searchSparse(query: string, k: number): Promise<Array<Hit & { row: Passage }>>;
-  /** Dense hits (cosine similarity), best first, at most `k`. @throws NestError `invalid_request` without vectors */
-  searchDense(query: string, k: number): Promise<Array<Hit & { row: Passage }>>;
+  /** BM25 hits (raw `_score`), best first, at most `passages`. */
+  searchSparse(query: string, passages: number): Promise<Array<Hit & { row: Passage }>>;
+  /** Dense hits (cosine similarity), best first, at most `passages`. @throws NestError `invalid_request` without vectors */
+  searchDense(query: string, passages: number): Promise<Array<Hit & { row: Passage }>>;
   close(): void;
 }
 
@@ -224,20 +244,20 @@ export async function openLanceIndex(dir: string, corpus: string, opts: OpenLanc
   const depth = opts.depth ?? DEFAULT_FUSION_DEPTH;
   const cols = ["id", "title", "text", "source"];
 
-  const searchSparse = async (query: string, k: number) => {
+  const searchSparse = async (query: string, passages: number) => {
     const q = sanitizeQuery(query);
     if (!q) return [];
-    const rows = await table.query().fullTextSearch(new lancedb.MatchQuery(q, FTS_COLUMN)).select(cols).limit(k).toArray();
+    const rows = await table.query().fullTextSearch(new lancedb.MatchQuery(q, FTS_COLUMN)).select(cols).limit(passages).toArray();
     return rows
       .map((r) => ({ id: String(r.id), score: Number(r._score), row: toPassage(r) }))
       .sort((a, b) => b.score - a.score);
   };
-  const searchDense = async (query: string, k: number) => {
+  const searchDense = async (query: string, passages: number) => {
     if (!embedder) throw new NestError("invalid_request", `corpus "${corpus}" has no dense vectors`);
     const text = query.normalize("NFKC").trim();
     if (!text) return [];
     const [vec] = await embedder.embed([text]);
-    const rows = await table.vectorSearch(Array.from(vec!)).distanceType("cosine").select(cols).limit(k).toArray();
+    const rows = await table.vectorSearch(Array.from(vec!)).distanceType("cosine").select(cols).limit(passages).toArray();
     return rows
       .map((r) => ({ id: String(r.id), score: 1 - Number(r._distance), row: toPassage(r) }))
       .sort((a, b) => b.score - a.score);
@@ -249,17 +269,17 @@ export async function openLanceIndex(dir: string, corpus: string, opts: OpenLanc
     defaultFusion,
     searchSparse,
     searchDense,
-    async search(query: string, k: number, searchOpts?: { fusion?: FusionMethod }): Promise<ScoredPassage[]> {
-      checkK(k);
+    async search(query: string, passages: number, searchOpts?: { fusion?: FusionMethod }): Promise<ScoredPassage[]> {
+      checkPassages(passages);
       const method = hasVectors ? (searchOpts?.fusion ?? defaultFusion) : "bm25";
-      const n = method === "bm25" || method === "dense" ? k : Math.max(depth, k);
+      const n = method === "bm25" || method === "dense" ? passages : Math.max(depth, passages);
       const [dense, sparse] = await Promise.all([
         method === "bm25" ? [] : searchDense(query, n),
         method === "dense" ? [] : searchSparse(query, n),
       ]);
       const rows = new Map<string, Passage>();
       for (const h of [...dense, ...sparse]) rows.set(h.id, h.row);
-      const fused = fuse(method, dense, sparse, k);
+      const fused = fuse(method, dense, sparse, passages);
       return withRanks(fused.map((h) => ({ ...rows.get(h.id)!, score: h.score })));
     },
     count: () => table.countRows(),

@@ -1,5 +1,5 @@
 /**
- * @module adapters/node/lancedb-log
+ * @module lancedb-log
  * Side effects only, before `@lancedb/lancedb` loads (import this first):
  * - quiets LanceDB's native logger to errors (it warns on every new dataset) unless `LANCEDB_LOG`
  *   is already set;

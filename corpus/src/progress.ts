@@ -1,5 +1,5 @@
 /**
- * @module corpus/progress
+ * @module progress
  * Progress reporting for long corpus jobs (embedding, upserts): a cli-progress bar with rate and ETA
  * on a TTY, else a log line every 10% (also with rate and ETA).
  */

@@ -1,5 +1,5 @@
 /**
- * @module corpus/sources
+ * @module sources
  * Reads an ingestion source into passages (`nestlm ingest <source>`): a folder of `.md` / `.txt` /
  * `.html` files (recursive, sorted by path), a JSONL file (`{id?, title, text, source?}` per line),
  * or the built-in `factbook`. Text is chunked sentence-aware (`shared/corpus/chunk`, ~100 words).

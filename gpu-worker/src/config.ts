@@ -1,31 +1,10 @@
 /**
  * @module config
- * Node-side configuration: the cache folder (`NEST_HOME`, default `~/.cache/nest`) and where
- * prepared artefacts live in it. Parsed once at boot.
+ * Node-side configuration of the gpu-worker: the pinned model exporter and the default model. The
+ * cache folder (`NEST_HOME`) and its layout belong to `@nest/corpus/home`.
  */
-import { homedir } from "node:os";
-import { join, resolve } from "node:path";
-import { fileURLToPath } from "node:url";
-
-/** Repository root (two levels above `gpu-worker/src`). */
-export const REPO_ROOT = resolve(fileURLToPath(new URL("../..", import.meta.url)));
-
-/** The cache folder for models, corpora indexes, the Python virtualenv and local secrets. */
-export function nestHome(env: NodeJS.ProcessEnv = process.env): string {
-  return resolve(env.NEST_HOME ?? join(homedir(), ".cache", "nest"));
-}
-
-/** Paths inside the cache folder. */
-export function cachePaths(home = nestHome()) {
-  return {
-    home,
-    venv: join(home, "venv"),
-    downloads: join(home, "downloads"),
-    models: join(home, "models"),
-    corpora: join(home, "corpora"),
-    apiKeyFile: join(home, "api-key"),
-  };
-}
+import { join } from "node:path";
+import { REPO_ROOT } from "@nest/corpus/home";
 
 /** The pinned Python exporter (GGUF -> ONNX decoder): `requirements.txt`, `export.py`. */
 export const EXPORTER_DIR = join(REPO_ROOT, "infra", "export-onnx");

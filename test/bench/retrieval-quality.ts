@@ -10,11 +10,11 @@ import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Passage } from "@nest/shared/protocol/passage";
-import { buildLanceIndex, openLanceIndex } from "@nest/edge/adapters/node/lancedb-index";
-import { SentenceEmbedder } from "@nest/edge/adapters/node/embedder";
-import { FUSION_METHODS, DEFAULT_FUSION_DEPTH, fuse } from "@nest/edge/retrieve/fusion";
-import { REPO_ROOT } from "@nest/gpu-worker/config";
-import { findEmbedderDir } from "@nest/gpu-worker/cli/prepare-embedder";
+import { buildLanceIndex, openLanceIndex } from "@nest/corpus/lancedb-index";
+import { SentenceEmbedder } from "@nest/corpus/embedder";
+import { FUSION_METHODS, DEFAULT_FUSION_DEPTH, fuse } from "@nest/shared/retrieve/fusion";
+import { REPO_ROOT } from "@nest/corpus/home";
+import { findEmbedderDir } from "@nest/corpus/prepare-embedder";
 
 const file = join(REPO_ROOT, "..", "shared", "eval", "squad-dev", "dev-v1.1.json");
 const limitArg = process.argv.indexOf("--limit");

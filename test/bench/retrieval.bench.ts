@@ -21,12 +21,12 @@ import { mkdir, readFile, readdir, rm, stat, writeFile } from "node:fs/promises"
 import { cpus, loadavg } from "node:os";
 import { join } from "node:path";
 import type { Passage } from "@nest/shared/protocol/passage";
-import { buildLanceIndex, openLanceIndex, type LancePassageIndex } from "@nest/edge/adapters/node/lancedb-index";
-import type { FusionMethod } from "@nest/edge/retrieve/fusion";
-import { cachePaths, nestHome } from "@nest/gpu-worker/config";
-import { findCorpusDir } from "@nest/gpu-worker/corpus/prepare-corpus";
-import { readFactbook } from "@nest/gpu-worker/corpus/factbook";
-import { readReady } from "@nest/gpu-worker/corpus/corpus-index";
+import { buildLanceIndex, openLanceIndex, type LancePassageIndex } from "@nest/corpus/lancedb-index";
+import type { FusionMethod } from "@nest/shared/retrieve/fusion";
+import { cachePaths, nestHome } from "@nest/corpus/home";
+import { findCorpusDir } from "@nest/corpus/layout";
+import { readFactbook } from "@nest/corpus/factbook";
+import { readReady } from "@nest/corpus/layout";
 
 const { values } = parseArgs({ options: {
   queries: { type: "string", default: "200" }, synthetic: { type: "string", default: "1000000" },

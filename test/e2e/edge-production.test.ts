@@ -10,10 +10,10 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startEdge, type RunningEdge } from "@nest/edge/adapters/node/server";
 import { readGenerateEvents } from "@nest/edge/route/read-sse";
 import { startWorker } from "@nest/gpu-worker/server";
-import { createKey } from "@nest/gpu-worker/cli/keys";
-import { hashApiKey } from "@nest/gpu-worker/cli/api-key";
-import { prepareModel } from "@nest/gpu-worker/cli/prepare-model";
-import { prepareCorpus } from "@nest/gpu-worker/corpus/prepare-corpus";
+import { createKey } from "@nest/cli/keys";
+import { hashApiKey } from "@nest/cli/api-key";
+import { prepareModel } from "@nest/gpu-worker/runtime/prepare-model";
+import { prepareCorpus } from "@nest/corpus/prepare-corpus";
 import type { GenerateEvent } from "@nest/shared/protocol/events";
 
 const ADMIN = "e2e-admin-key";

@@ -7,7 +7,7 @@ import { existsSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { beforeAll, describe, expect, it } from "vitest";
-import { prepareModel } from "@nest/gpu-worker/cli/prepare-model";
+import { prepareModel } from "@nest/gpu-worker/runtime/prepare-model";
 import { evaluate, type EvaluateResult } from "@nest/gpu-worker/eval/evaluate";
 import { answerRecall, exactMatch, maxF1 } from "@nest/gpu-worker/eval/metrics";
 

@@ -10,9 +10,9 @@ import { Redis } from "ioredis";
 import { startEdge, type RunningEdge } from "@nest/edge/adapters/node/server";
 import { readGenerateEvents } from "@nest/edge/route/read-sse";
 import { startWorker } from "@nest/gpu-worker/server";
-import { hashApiKey } from "@nest/gpu-worker/cli/api-key";
-import { findModelDir } from "@nest/gpu-worker/cli/prepare-model";
-import { DEFAULT_CORPUS, findCorpusDir } from "@nest/gpu-worker/corpus/prepare-corpus";
+import { hashApiKey } from "@nest/cli/api-key";
+import { findModelDir } from "@nest/gpu-worker/runtime/prepare-model";
+import { DEFAULT_CORPUS, findCorpusDir } from "@nest/corpus/layout";
 import type { GenerateEvent } from "@nest/shared/protocol/events";
 
 const REDIS_URL = process.env.NEST_REDIS_URL || "redis://127.0.0.1:6379";

@@ -4,15 +4,16 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startEdge, type RunningEdge } from "@nest/edge/adapters/node/server";
-import { openLanceIndex } from "@nest/edge/adapters/node/lancedb-index";
+import { openLanceIndex } from "@nest/corpus/lancedb-index";
 import { sha256Hex } from "@nest/edge/middleware/auth";
 import { readGenerateEvents } from "@nest/edge/route/read-sse";
 import { Writable } from "node:stream";
 import { startWorker } from "@nest/gpu-worker/server";
-import { ask } from "@nest/gpu-worker/cli/ask";
-import { prepareModel } from "@nest/gpu-worker/cli/prepare-model";
-import { prepareCorpus } from "@nest/gpu-worker/corpus/prepare-corpus";
+import { ask } from "@nest/cli/ask";
+import { prepareModel } from "@nest/gpu-worker/runtime/prepare-model";
+import { prepareCorpus } from "@nest/corpus/prepare-corpus";
 import type { DeltaEvent, DoneEvent, GenerateEvent, RetrievalEvent } from "@nest/shared/protocol/events";
+import { contentWords } from "@nest/gpu-worker/nest/attribution";
 
 const QUESTION = "What is the capital of Australia?";
 const KEY = "e2e-key";
@@ -82,6 +83,7 @@ describe("POST /v1/generate over the real stack (nest mode)", () => {
         const passage = texts.get(c.passage_id);
         expect(passage).toBeDefined();
         expect(passage!.slice(c.passage_start, c.passage_end)).toBe(d.text);
+        expect(c.cited_text).toBe(d.text);
         expect(c.text_start).toBe(text.length);
         expect(c.text_end).toBe(text.length + d.text.length);
       }
@@ -91,15 +93,31 @@ describe("POST /v1/generate over the real stack (nest mode)", () => {
     expect(cited).toBeGreaterThan(0);
   });
 
+  it('cites "Canberra" to Australia › Government › Capital, and no citation is only a stop word or punctuation', () => {
+    const cited = events.flatMap((e) => (e.event === "delta" && e.data.citation ? [e.data] : []));
+    const canberra = cited.filter((d) => d.text.includes("Canberra"));
+    expect(canberra.length).toBeGreaterThan(0);
+    for (const d of canberra) expect(d.citation!.title).toBe("Australia › Government › Capital");
+    for (const d of cited) expect(contentWords(d.text), JSON.stringify(d.text)).not.toEqual([]);
+    for (const d of cited) expect(d.text.trim()).not.toMatch(/^(\p{P}|the|of|a|an|and|is|it|in|to)?$/iu);
+  });
+
   it("reports usage that adds up, and the edge's timings", () => {
     const deltas = events.filter((e) => e.event === "delta").map((e) => e.data as DeltaEvent);
     const done = events.at(-1)!.data as DoneEvent;
     const completion = deltas.reduce((s, d) => s + d.tokens, 0);
-    const attributed = deltas.filter((d) => d.citation).reduce((s, d) => s + d.tokens, 0);
+    const cited = deltas.filter((d) => d.citation);
+    const citedTokens = cited.reduce((s, d) => s + d.tokens, 0);
+    const u = done.usage;
     expect(done.mode).toBe("nest");
-    expect(done.usage.completion_tokens).toBe(completion);
-    expect(done.usage.attributed_tokens).toBe(attributed);
-    expect(done.usage.attribution_ratio).toBeCloseTo(attributed / completion, 10);
+    expect(u.completion_tokens).toBe(completion);
+    expect([u.cited_tokens, u.citations, u.single_token_citations]).toEqual([citedTokens, cited.length, cited.filter((d) => d.tokens === 1).length]);
+    expect(u.cited_ratio).toBeCloseTo(citedTokens / completion, 10);
+    // Provenance (the paper's ratio) covers at least the cited tokens; copies are accepted draft tokens.
+    expect(u.attributed_tokens).toBeGreaterThanOrEqual(u.cited_tokens);
+    expect(u.attribution_ratio).toBeCloseTo(u.attributed_tokens / completion, 10);
+    expect(u.copied_tokens).toBeLessThanOrEqual(u.accepted_tokens);
+    expect(u.copied_ratio).toBeCloseTo(u.copied_tokens / completion, 10);
     expect(done.timings_ms.retrieval).toBe((events[0]!.data as RetrievalEvent).retrieval_ms);
     expect(done.timings_ms.total).toBeGreaterThanOrEqual(done.timings_ms.retrieval);
   });
@@ -126,7 +144,7 @@ describe("bad input on the real stack", () => {
       const res = await fetch(`${worker.url}/v1/retrieve`, {
         method: "POST",
         headers: { "content-type": "application/json" },
-        body: JSON.stringify({ query: "x", corpus, k: 1 }),
+        body: JSON.stringify({ query: "x", corpus, passages: 1 }),
       });
       expect(res.status).toBe(404);
       expect(((await res.json()) as { error: { code: string } }).error.code).toBe("not_found");
@@ -157,7 +175,9 @@ describe("nestlm ask against the same stack", () => {
     const answer = lines.slice(2).join("\n").split("\n\n")[0]!; // the streamed text, markers inline
     expect(answer.replace(/\[\d+\]/g, "")).toBe(result.text);
     expect(answer.match(/\[\d+\]/g) ?? []).toEqual(result.citations.map((_, i) => `[${i + 1}]`));
-    expect(printed).toMatch(/\n\d+ tokens \(prompt \d+\) · \d+ cited \(attribution [\d.]+%; \d+ copied through verified spans, \d+ single-token matches\) · /);
+    expect(printed).toMatch(
+      /\n\d+ tokens \(prompt \d+\) · \d+ cited in \d+ citations \([\d.]+%; \d+ of one token\) · \d+ copied through verified spans \([\d.]+%\) · attribution [\d.]+% \(\d+ with provenance\) · /,
+    );
     expect(printed).toMatch(/\ntimings ms: retrieval [\d.]+ · encoding [\d.]+ · knn [\d.]+ · lm [\d.]+ · total [\d.]+\n$/);
   });
 });

@@ -18,12 +18,12 @@ import { serve } from "@hono/node-server";
 import { createApp } from "@nest/edge/app";
 import { registerPlayground } from "@nest/edge/routes/playground";
 import { createPoolClient } from "@nest/edge/route/pool-client";
-import { openLanceIndex, type LancePassageIndex } from "@nest/edge/adapters/node/lancedb-index";
+import { openLanceIndex, type LancePassageIndex } from "@nest/corpus/lancedb-index";
 import { sha256Hex } from "@nest/edge/middleware/auth";
 import { readGenerateEvents } from "@nest/edge/route/read-sse";
 import { startWorker } from "@nest/gpu-worker/server";
-import { prepareModel } from "@nest/gpu-worker/cli/prepare-model";
-import { prepareCorpus } from "@nest/gpu-worker/corpus/prepare-corpus";
+import { prepareModel } from "@nest/gpu-worker/runtime/prepare-model";
+import { prepareCorpus } from "@nest/corpus/prepare-corpus";
 import type { DoneEvent, GenerateEvent, RetrievalEvent } from "@nest/shared/protocol/events";
 
 const CHROMIUM = "/usr/bin/chromium";

@@ -7,8 +7,8 @@
 import { randomBytes } from "node:crypto";
 import type { TestProject } from "vitest/node";
 import { startWorker } from "@nest/gpu-worker/server";
-import { findModelDir } from "@nest/gpu-worker/cli/prepare-model";
-import { DEFAULT_CORPUS, findCorpusDir } from "@nest/gpu-worker/corpus/prepare-corpus";
+import { findModelDir } from "@nest/gpu-worker/runtime/prepare-model";
+import { DEFAULT_CORPUS, findCorpusDir } from "@nest/corpus/layout";
 import { corpusVersion } from "@nest/edge/adapters/node/server";
 
 

@@ -14,7 +14,7 @@ import { FaqCache } from "../cache/faq-cache.ts";
 import { bindingRateLimiter, workersKv, type KvNamespaceLike, type RateLimitBinding } from "./workers-kv.ts";
 import { createPoolIndex } from "../retrieve/pool-index.ts";
 import { createUpstashIndex } from "../retrieve/upstash-index.ts";
-import type { PassageIndex } from "../retrieve/passage-index.ts";
+import type { PassageIndex } from "@nest/shared/retrieve/passage-index";
 
 export interface WorkerEnv {
   NEST_POOL_URL?: string;

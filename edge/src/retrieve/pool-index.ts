@@ -7,12 +7,12 @@
 import type { ScoredPassage } from "@nest/shared/protocol/passage";
 import { NestError } from "@nest/shared/protocol/errors";
 import { RetrieveResponseSchema, type RetrieveRequest } from "@nest/shared/protocol/worker";
-import type { PassageIndex, SearchOptions } from "./passage-index.ts";
+import type { PassageIndex, SearchOptions } from "@nest/shared/retrieve/passage-index";
 import { errorFromResponse, joinUrl } from "../route/pool-client.ts";
 
 /**
  * Builds the index for `corpus` served by the pool at `poolUrl`.
- * `search(query, k, {fusion})` returns at most `k` passages, best first (rank 1-based); `fusion` is
+ * `search(query, passages, {fusion})` returns at most `passages` passages, best first (rank 1-based); `fusion` is
  * sent along (the pool's hybrid indexes use it, BM25-only ones ignore it).
  * @throws (from `search`) NestError `not_found` when the pool does not know the corpus,
  *   `upstream_unavailable` when it cannot be reached or answers garbage.
@@ -21,8 +21,8 @@ export function createPoolIndex(poolUrl: string, corpus: string, fetchFn: typeof
   const url = joinUrl(poolUrl, "/v1/retrieve");
   return {
     corpus,
-    async search(query: string, k: number, opts?: SearchOptions): Promise<ScoredPassage[]> {
-      const body: RetrieveRequest = { query, corpus, k, ...(opts?.fusion ? { fusion: opts.fusion } : {}) };
+    async search(query: string, passages: number, opts?: SearchOptions): Promise<ScoredPassage[]> {
+      const body: RetrieveRequest = { query, corpus, passages, ...(opts?.fusion ? { fusion: opts.fusion } : {}) };
       let res: Response;
       try {
         res = await fetchFn(url, {

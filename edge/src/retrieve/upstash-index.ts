@@ -13,8 +13,8 @@
 import { Index } from "@upstash/vector";
 import type { Passage, ScoredPassage } from "@nest/shared/protocol/passage";
 import { NestError } from "@nest/shared/protocol/errors";
-import { type PassageIndex, checkK, withRanks } from "./passage-index.ts";
-import type { FusionMethod } from "./fusion.ts";
+import { type PassageIndex, checkPassages, withRanks } from "@nest/shared/retrieve/passage-index";
+import type { FusionMethod } from "@nest/shared/retrieve/fusion";
 
 /** Upstash's server-side fusion algorithms. */
 export type UpstashFusion = "RRF" | "DBSF";
@@ -105,7 +105,7 @@ function upstashQueryMode(f: FusionMethod | undefined, fallback: UpstashFusion) 
 }
 
 /**
- * A {@link PassageIndex} on Upstash Vector. `search(query, k, {fusion})`: `rrf` → hybrid RRF,
+ * A {@link PassageIndex} on Upstash Vector. `search(query, passages, {fusion})`: `rrf` → hybrid RRF,
  * `dense` / `bm25` → one side only, anything else → the configured fusion (`adaptive` has no
  * server-side equivalent and uses it). `score` = Upstash's score.
  *
@@ -117,14 +117,14 @@ export function createUpstashIndex(opts: UpstashIndexOptions): PassageIndex {
   const fallback = opts.fusion ?? "RRF";
   return {
     corpus: opts.corpus,
-    async search(query: string, k: number, searchOpts?: { fusion?: FusionMethod }): Promise<ScoredPassage[]> {
-      checkK(k);
+    async search(query: string, passages: number, searchOpts?: { fusion?: FusionMethod }): Promise<ScoredPassage[]> {
+      checkPassages(passages);
       const data = query.normalize("NFKC").trim();
       if (!data) return [];
       const mode = upstashQueryMode(searchOpts?.fusion, fallback);
       const hits = await ns.query<UpstashPassageMeta>({
         data,
-        topK: k,
+        topK: passages,
         includeMetadata: true,
         ...(mode as object),
       } as Parameters<typeof ns.query>[0]);
@@ -139,7 +139,7 @@ export function createUpstashIndex(opts: UpstashIndexOptions): PassageIndex {
             score: h.score,
           }))
           .sort((a, b) => b.score - a.score)
-          .slice(0, k),
+          .slice(0, passages),
       );
     },
   };

@@ -18,10 +18,10 @@
  */
 import { parseArgs } from "node:util";
 import { Redis } from "ioredis";
-import type { PassageIndex } from "@nest/edge/retrieve/passage-index";
-import { openLanceIndex } from "@nest/edge/adapters/node/lancedb-index";
-import { findModelDir } from "../cli/prepare-model.ts";
-import { findCorpusDir } from "../corpus/prepare-corpus.ts";
+import type { PassageIndex } from "@nest/shared/retrieve/passage-index";
+import { openLanceIndex } from "@nest/corpus/lancedb-index";
+import { findModelDir } from "../runtime/prepare-model.ts";
+import { findCorpusDir } from "@nest/corpus/layout";
 import { batchConfigFromEnv } from "./config.ts";
 import { assertNoEviction, redactRedisUrl } from "./redis-policy.ts";
 import { DecoderPool } from "./decoder-pool.ts";

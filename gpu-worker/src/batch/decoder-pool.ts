@@ -6,7 +6,7 @@
  */
 import type { DecodeJob } from "@nest/shared/protocol/worker";
 import type { GenerateEvent } from "@nest/shared/protocol/events";
-import { InferenceHost } from "../runtime/inference-host.ts";
+import { InferenceHost } from "../engine/inference-host.ts";
 import type { Decoder } from "./consumer.ts";
 
 export class DecoderPool implements Decoder {

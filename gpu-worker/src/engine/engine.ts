@@ -18,7 +18,7 @@ import { NestError } from "@nest/shared/protocol/errors";
 import { buildMessages } from "./prompt.ts";
 import { DiskKeyStore } from "./key-store.ts";
 import { join } from "node:path";
-import { cachePaths } from "../config.ts";
+import { cachePaths } from "@nest/corpus/home";
 import type { Passage } from "@nest/shared/protocol/passage";
 
 /** Engine options: the session's, plus the disk tier of the passage-key cache. */

@@ -1,5 +1,5 @@
 /**
- * @module runtime/inference-host
+ * @module engine/inference-host
  * Main-thread side of inference: starts the inference thread, queues jobs (one runs at a time),
  * streams their events, cancels on abort, and refuses work beyond the queue bound (503).
  */

@@ -1,12 +1,12 @@
 /**
- * @module runtime/inference-thread
+ * @module engine/inference-thread
  * The inference worker thread: owns the ONNX session (whose `run()` blocks the thread it runs on),
  * runs decode jobs one at a time, and posts their events back. Started by `inference-host.ts`.
  */
 import { parentPort, workerData } from "node:worker_threads";
 import { toNestError } from "@nest/shared/protocol/errors";
 import type { DecodeJob } from "@nest/shared/protocol/worker";
-import { Engine } from "../engine/engine.ts";
+import { Engine } from "./engine.ts";
 import type { HostMessage, ThreadMessage } from "./thread-messages.ts";
 
 const port = parentPort;

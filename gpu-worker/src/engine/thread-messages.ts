@@ -1,5 +1,5 @@
 /**
- * @module runtime/thread-messages
+ * @module engine/thread-messages
  * Messages between the inference host (main thread) and the inference thread.
  */
 import type { GenerateEvent } from "@nest/shared/protocol/events";

@@ -2,19 +2,16 @@
  * @module eval/corpus
  * The first-stage index of an evaluation task: a task that brings its own passages (SQuAD
  * paragraphs, WikiText articles) is indexed once with the normal LanceDB BM25 path
- * (`buildLanceIndex`) under `$NEST_HOME/corpora/eval-<task>/<version12>/` and reused while the
- * passages are unchanged; a `jsonl` task uses an existing corpus.
+ * (`buildLanceIndex`) under `$NEST_HOME/corpora/eval-<task>/<content12>/` (READY.json through
+ * `@nest/corpus/layout`; no `current.json`, so `nestlm serve` does not serve it) and reused while
+ * the passages are unchanged; a `jsonl` task uses an existing corpus.
  */
-import { existsSync } from "node:fs";
-import { mkdir, rename, rm, writeFile } from "node:fs/promises";
+import { mkdir, rename, rm } from "node:fs/promises";
 import { join } from "node:path";
-import { buildLanceIndex, openLanceIndex, type LancePassageIndex } from "@nest/edge/adapters/node/lancedb-index";
-import { cachePaths } from "../config.ts";
-import { findCorpusDir } from "../corpus/prepare-corpus.ts";
+import { buildLanceIndex, openLanceIndex, type LancePassageIndex } from "@nest/corpus/lancedb-index";
+import { BM25_ONLY, INDEX_FORMAT } from "@nest/corpus/corpus-index";
+import { corpusRoot, findCorpusDir, readReady, writeReady } from "@nest/corpus/layout";
 import type { EvalTask } from "./tasks.ts";
-
-/** Marker written last into a complete index folder. */
-const READY = "READY.json";
 
 /**
  * Opens (building first if needed) the index for `task`.
@@ -31,15 +28,24 @@ export async function openTaskIndex(
     return { index: await openLanceIndex(dir, corpus), dir, built: false };
   }
   const name = `eval-${task.name}`;
-  const dir = join(cachePaths(opts.home).corpora, name, task.corpusVersion.slice(0, 12));
+  const dir = join(corpusRoot(name, opts.home), task.corpusVersion.slice(0, 12));
   let built = false;
-  if (!existsSync(join(dir, READY))) {
+  if (!(await readReady(dir))) {
     const t0 = performance.now();
     const tmp = `${dir}.tmp-${process.pid}-${Date.now()}`;
     await mkdir(tmp, { recursive: true });
     try {
       const { rows } = await buildLanceIndex(tmp, task.passages);
-      await writeFile(join(tmp, READY), JSON.stringify({ corpus: name, version: task.corpusVersion, passages: rows, createdAt: new Date().toISOString() }));
+      await writeReady(tmp, {
+        corpus: name,
+        version: task.corpusVersion,
+        contentVersion: task.corpusVersion,
+        embedderKey: BM25_ONLY,
+        indexFormat: INDEX_FORMAT,
+        passages: rows,
+        createdAt: new Date().toISOString(),
+        buildSeconds: Math.round((performance.now() - t0) / 100) / 10,
+      });
       await rm(dir, { recursive: true, force: true });
       await rename(tmp, dir);
     } catch (e) {

@@ -9,7 +9,7 @@ import { join } from "node:path";
 import { once } from "node:events";
 import type { Mode } from "@nest/shared/protocol/request";
 import { Engine } from "../engine/engine.ts";
-import { findModelDir } from "../cli/prepare-model.ts";
+import { findModelDir } from "../runtime/prepare-model.ts";
 import { readManifest } from "../runtime/manifest.ts";
 import { ModelTokenizer } from "../runtime/tokenizer.ts";
 import { openTaskIndex } from "./corpus.ts";

@@ -9,7 +9,7 @@
 import type { Citation, DeltaEvent, DoneEvent } from "@nest/shared/protocol/events";
 import { GenerateRequestSchema, usesRetrieval, type Mode } from "@nest/shared/protocol/request";
 import type { ScoredPassage } from "@nest/shared/protocol/passage";
-import type { PassageIndex } from "@nest/edge/retrieve/passage-index";
+import type { PassageIndex } from "@nest/shared/retrieve/passage-index";
 import type { Engine } from "../engine/engine.ts";
 import type { EvalExample, EvalTask } from "./tasks.ts";
 import { answerRecall, exactMatch, maxF1, rougeScores, tokenPassages } from "./metrics.ts";

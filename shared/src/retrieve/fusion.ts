@@ -68,8 +68,8 @@ export function adaptiveEta(dense: readonly number[], sparse: readonly number[])
   return ADAPTIVE_SPARSE_SHARE * (1 - etaSparse) + (1 - ADAPTIVE_SPARSE_SHARE) * etaDense;
 }
 
-function sortAndCut(hits: FusedHit[], k: number): FusedHit[] {
-  return hits.sort((a, b) => b.score - a.score || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0)).slice(0, k);
+function sortAndCut(hits: FusedHit[], passages: number): FusedHit[] {
+  return hits.sort((a, b) => b.score - a.score || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0)).slice(0, passages);
 }
 
 function union(dense: readonly Hit[], sparse: readonly Hit[]): Map<string, FusedHit> {
@@ -88,49 +88,49 @@ function union(dense: readonly Hit[], sparse: readonly Hit[]): Map<string, Fused
  *
  * @param dense dense hits, best first (cosine / dot scores)
  * @param sparse BM25 hits, best first
- * @param k number of fused hits wanted
- * @returns at most `k` hits, best first; `[]` when both lists are empty
+ * @param passages number of fused hits wanted
+ * @returns at most `passages` hits, best first; `[]` when both lists are empty
  */
-export function fuseAdaptive(dense: readonly Hit[], sparse: readonly Hit[], k: number): FusedHit[] {
+export function fuseAdaptive(dense: readonly Hit[], sparse: readonly Hit[], passages: number): FusedHit[] {
   const eta = adaptiveEta(dense.map((h) => h.score), sparse.map((h) => h.score));
-  if (Number.isNaN(eta)) return sortAndCut([...union(dense, sparse).values()].map((h) => ({ ...h, score: h.dense ?? h.sparse ?? 0 })), k);
+  if (Number.isNaN(eta)) return sortAndCut([...union(dense, sparse).values()].map((h) => ({ ...h, score: h.dense ?? h.sparse ?? 0 })), passages);
   const minDense = dense.length ? dense[dense.length - 1]!.score : 0;
   const minSparse = sparse.length ? sparse[sparse.length - 1]!.score : 0;
   const out = [...union(dense, sparse).values()].map((h) => ({
     ...h,
     score: eta * (h.dense ?? minDense) + (1 - eta) * (h.sparse ?? minSparse),
   }));
-  return sortAndCut(out, k);
+  return sortAndCut(out, passages);
 }
 
 /**
  * Reciprocal rank fusion: `score = Σ 1/(k0 + rank)` over the lists that return the doc (1-based rank).
  *
  * @param k0 RRF constant. @defaultValue 60
- * @returns at most `k` hits, best first
+ * @returns at most `passages` hits, best first
  */
-export function fuseRrf(dense: readonly Hit[], sparse: readonly Hit[], k: number, k0 = RRF_K0): FusedHit[] {
+export function fuseRrf(dense: readonly Hit[], sparse: readonly Hit[], passages: number, k0 = RRF_K0): FusedHit[] {
   const m = union(dense, sparse);
   dense.forEach((h, i) => (m.get(h.id)!.score += 1 / (k0 + i + 1)));
   sparse.forEach((h, i) => (m.get(h.id)!.score += 1 / (k0 + i + 1)));
-  return sortAndCut([...m.values()], k);
+  return sortAndCut([...m.values()], passages);
 }
 
 /**
  * Fuses with `method` (see module doc).
  *
- * @returns at most `k` hits, best first
+ * @returns at most `passages` hits, best first
  */
-export function fuse(method: FusionMethod, dense: readonly Hit[], sparse: readonly Hit[], k: number): FusedHit[] {
+export function fuse(method: FusionMethod, dense: readonly Hit[], sparse: readonly Hit[], passages: number): FusedHit[] {
   switch (method) {
     case "adaptive":
-      return fuseAdaptive(dense, sparse, k);
+      return fuseAdaptive(dense, sparse, passages);
     case "rrf":
-      return fuseRrf(dense, sparse, k);
+      return fuseRrf(dense, sparse, passages);
     case "dense":
-      return dense.slice(0, k).map((h) => ({ id: h.id, score: h.score, dense: h.score }));
+      return dense.slice(0, passages).map((h) => ({ id: h.id, score: h.score, dense: h.score }));
     case "bm25":
-      return sparse.slice(0, k).map((h) => ({ id: h.id, score: h.score, sparse: h.score }));
+      return sparse.slice(0, passages).map((h) => ({ id: h.id, score: h.score, sparse: h.score }));
   }
 }
 

@@ -1,8 +1,8 @@
 /**
  * @module retrieve/passage-index
  * The first-stage retrieval contract (nest-algorithm.md §1): a passage index answers a query with
- * its top-k passages, scored and ranked. Worker-safe: implementations that need Node (LanceDB)
- * live in `adapters/node/`.
+ * its top `passages` passages, scored and ranked. Worker-safe: implementations that need Node (LanceDB)
+ * live in `@nest/corpus` (`lancedb-index`).
  */
 import type { ScoredPassage } from "@nest/shared/protocol/passage";
 import { NestError } from "@nest/shared/protocol/errors";
@@ -22,16 +22,16 @@ export interface SearchOptions {
 /** A searchable passage index over one corpus. */
 export interface PassageIndex {
   /**
-   * The top `k` passages for `query`, best first: `score` is the index's relevance score (higher is
-   * better; BM25 for full-text search), `rank` is 1-based. Fewer than `k` (possibly none) when fewer
+   * The top `passages` passages for `query`, best first: `score` is the index's relevance score
+   * (higher is better; BM25 for full-text search), `rank` is 1-based. Fewer (possibly none) when fewer
    * passages match. Never throws on odd query text (punctuation, quotes, query syntax).
    *
-   * @param k number of passages wanted (positive integer)
+   * @param passages number of passages wanted, b in the paper (positive integer)
    * @param opts `fusion`: how a hybrid index fuses its dense and BM25 lists (`retrieve/fusion`);
    *   ignored by single-retriever indexes. Default: the index's configured fusion.
-   * @throws NestError `invalid_request` if `k` is not a positive integer
+   * @throws NestError `invalid_request` if `passages` is not a positive integer
    */
-  search(query: string, k: number, opts?: SearchOptions): Promise<ScoredPassage[]>;
+  search(query: string, passages: number, opts?: SearchOptions): Promise<ScoredPassage[]>;
   /** Name of the corpus it indexes, e.g. `factbook`. */
   readonly corpus: string;
   /** Releases resources (handles, connections). Further searches are not allowed. */
@@ -39,15 +39,15 @@ export interface PassageIndex {
 }
 
 /**
- * Checks `k` for {@link PassageIndex.search}.
+ * Checks the `passages` count of {@link PassageIndex.search}.
  *
- * @throws NestError `invalid_request` if `k` is not a positive integer
+ * @throws NestError `invalid_request` if `passages` is not a positive integer
  */
-export function checkK(k: number): number {
-  if (!Number.isInteger(k) || k < 1) {
-    throw new NestError("invalid_request", `passages must be a positive integer, got ${k}`);
+export function checkPassages(passages: number): number {
+  if (!Number.isInteger(passages) || passages < 1) {
+    throw new NestError("invalid_request", `passages must be a positive integer, got ${passages}`);
   }
-  return k;
+  return passages;
 }
 
 /**

@@ -2,7 +2,7 @@ import { mkdtempSync, readFileSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
-import { findApiKey, hashApiKey, loadOrCreateApiKey } from "@nest/gpu-worker/cli/api-key";
+import { findApiKey, hashApiKey, loadOrCreateApiKey } from "@nest/cli/api-key";
 
 let home: string | undefined;
 afterEach(() => {

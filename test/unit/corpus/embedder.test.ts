@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
-import { SentenceEmbedder } from "@nest/edge/adapters/node/embedder";
-import { findEmbedderDir } from "@nest/gpu-worker/cli/prepare-embedder";
+import { SentenceEmbedder } from "@nest/corpus/embedder";
+import { findEmbedderDir } from "@nest/corpus/prepare-embedder";
 
 describe("SentenceEmbedder (all-MiniLM-L6-v2 ONNX, needs `nestlm setup`)", () => {
   it("matches sentence-transformers on the exporter's parity sentence; unit length, dim 384", async () => {

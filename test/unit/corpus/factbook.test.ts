@@ -3,13 +3,13 @@ import { beforeAll, describe, expect, it } from "vitest";
 import type { Passage } from "@nest/shared/protocol/passage";
 import {
   cleanText,
-  corpusVersion,
   countryName,
   factbookRoot,
   fieldLabel,
   listProfiles,
   readFactbook,
-} from "@nest/gpu-worker/corpus/factbook";
+} from "@nest/corpus/factbook";
+import { contentVersion } from "@nest/corpus/layout";
 
 async function readAll(): Promise<Passage[]> {
   const out: Passage[] = [];
@@ -69,7 +69,7 @@ describe("factbook corpus", () => {
     const second = await readAll();
     expect(second.map((p) => p.id)).toEqual(first.map((p) => p.id));
     expect(new Set(first.map((p) => p.id)).size).toBe(first.length);
-    expect(corpusVersion(second)).toBe(corpusVersion(first));
+    expect(contentVersion(second)).toBe(contentVersion(first));
     expect(first).toHaveLength(39828); // measured with the default 100-word budget
   });
 

@@ -4,9 +4,9 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Passage } from "@nest/shared/protocol/passage";
 import { NestError } from "@nest/shared/protocol/errors";
-import { buildLanceIndex, openLanceIndex, type LancePassageIndex } from "@nest/edge/adapters/node/lancedb-index";
-import { DEFAULT_PASSAGES } from "@nest/edge/retrieve/passage-index";
-import { prepareCorpus } from "@nest/gpu-worker/corpus/prepare-corpus";
+import { buildLanceIndex, openLanceIndex, type LancePassageIndex } from "@nest/corpus/lancedb-index";
+import { DEFAULT_PASSAGES } from "@nest/shared/retrieve/passage-index";
+import { prepareCorpus } from "@nest/corpus/prepare-corpus";
 
 const P = (id: string, title: string, text: string): Passage => ({ id, title, text, source: `test#${id}` });
 

@@ -1,14 +1,14 @@
 /**
  * Regression: with Lance's default CPU pool (cores − 2, at least 1) a 2-core machine deadlocked
  * for good building the full-text index of 60,000 passages (0 % CPU; lancedb/lancedb#3568).
- * `adapters/node/lancedb-log` raises the pool to max(4, cores); the build must finish.
+ * `@nest/corpus/lancedb-log` raises the pool to max(4, cores); the build must finish.
  */
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import type { Passage } from "@nest/shared/protocol/passage";
-import { buildLanceIndex, openLanceIndex } from "@nest/edge/adapters/node/lancedb-index";
+import { buildLanceIndex, openLanceIndex } from "@nest/corpus/lancedb-index";
 
 const dirs: string[] = [];
 afterAll(async () => {

@@ -6,15 +6,15 @@
 import type { AddressInfo } from "node:net";
 import { serve } from "@hono/node-server";
 import { createApp } from "../../app.ts";
-import { readFileSync } from "node:fs";
-import { join } from "node:path";
 import { createPoolRouter } from "../../route/pool-router.ts";
 import { signedFetch } from "../../route/signed-fetch.ts";
 import { FaqCache, DEFAULT_FAQ_TTL_S } from "../../cache/faq-cache.ts";
-import type { PassageIndex } from "../../retrieve/passage-index.ts";
-import { openLanceIndex } from "./lancedb-index.ts";
+import type { PassageIndex } from "@nest/shared/retrieve/passage-index";
+import { openLanceIndex } from "@nest/corpus/lancedb-index";
+import { readReadySync } from "@nest/corpus/layout";
 import { jsonFileKv } from "./json-file-kv.ts";
 import { redisKv, type RedisKv } from "./redis-kv.ts";
+import { answerClientErrorsAsJson } from "@nest/shared/http/client-errors";
 
 export interface EdgeOptions {
   /** TCP port; 0 picks a free one. */
@@ -90,6 +90,7 @@ export async function startEdge(opts: EdgeOptions): Promise<RunningEdge> {
   const server = await new Promise<ReturnType<typeof serve>>((resolve, reject) => {
     const s = serve({ fetch: app.fetch, port: opts.port, hostname: host }, () => resolve(s));
     s.once("error", reject);
+    answerClientErrorsAsJson(s); // e.g. a 20 KB header: JSON 431 `headers_too_large`, not Node's bare one
   });
   const { port } = server.address() as AddressInfo;
   const urlHost = host.includes(":") ? `[${host}]` : host === "0.0.0.0" ? "127.0.0.1" : host;
@@ -115,10 +116,5 @@ export async function startEdge(opts: EdgeOptions): Promise<RunningEdge> {
  */
 export function corpusVersion(corpusDirs: Record<string, string>, corpus: string): string | undefined {
   if (!Object.hasOwn(corpusDirs, corpus)) return undefined;
-  try {
-    const ready = JSON.parse(readFileSync(join(corpusDirs[corpus]!, "READY.json"), "utf8")) as { version?: unknown };
-    return typeof ready.version === "string" ? ready.version : undefined;
-  } catch {
-    return undefined;
-  }
+  return readReadySync(corpusDirs[corpus]!)?.version;
 }

@@ -6,7 +6,7 @@ import { mkdtemp, readdir, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { findModelDir } from "@nest/gpu-worker/cli/prepare-model";
+import { findModelDir } from "@nest/gpu-worker/runtime/prepare-model";
 import { readManifest, type Manifest } from "@nest/gpu-worker/runtime/manifest";
 import { DecoderSession } from "@nest/gpu-worker/runtime/decoder-session";
 import { ModelTokenizer } from "@nest/gpu-worker/runtime/tokenizer";

@@ -3,7 +3,7 @@
  * real model checked against step-by-step decoding.
  */
 import { beforeAll, describe, expect, it } from "vitest";
-import { findModelDir } from "@nest/gpu-worker/cli/prepare-model";
+import { findModelDir } from "@nest/gpu-worker/runtime/prepare-model";
 import { readManifest, type Manifest } from "@nest/gpu-worker/runtime/manifest";
 import { DecoderSession } from "@nest/gpu-worker/runtime/decoder-session";
 import { ModelTokenizer } from "@nest/gpu-worker/runtime/tokenizer";

@@ -4,7 +4,7 @@
  * leaves exactly the committed prefix (spec §12.12).
  */
 import { beforeAll, describe, expect, it } from "vitest";
-import { findModelDir } from "@nest/gpu-worker/cli/prepare-model";
+import { findModelDir } from "@nest/gpu-worker/runtime/prepare-model";
 import { readManifest } from "@nest/gpu-worker/runtime/manifest";
 import { DecoderSession } from "@nest/gpu-worker/runtime/decoder-session";
 import { ModelTokenizer } from "@nest/gpu-worker/runtime/tokenizer";

@@ -7,7 +7,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { NestError } from "@nest/shared/protocol/errors";
-import { findModelDir } from "@nest/gpu-worker/cli/prepare-model";
+import { findModelDir } from "@nest/gpu-worker/runtime/prepare-model";
 import { layerName, readManifest } from "@nest/gpu-worker/runtime/manifest";
 
 describe("readManifest on the prepared SmolLM2-135M-Instruct", () => {

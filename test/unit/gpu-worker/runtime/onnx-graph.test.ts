@@ -7,8 +7,8 @@
 import { createRequire } from "node:module";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { REPO_ROOT } from "@nest/gpu-worker/config";
-import { findModelDir } from "@nest/gpu-worker/cli/prepare-model";
+import { REPO_ROOT } from "@nest/corpus/home";
+import { findModelDir } from "@nest/gpu-worker/runtime/prepare-model";
 import { layerName, readManifest, type Manifest } from "@nest/gpu-worker/runtime/manifest";
 
 /** The slice of the onnxruntime-node API used here (the package lives in gpu-worker/node_modules). */

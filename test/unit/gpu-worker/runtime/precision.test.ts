@@ -3,7 +3,7 @@
  * stay within their recorded parity bounds against fp32, and the runtime options fail clearly.
  */
 import { beforeAll, describe, expect, it } from "vitest";
-import { prepareModel } from "@nest/gpu-worker/cli/prepare-model";
+import { prepareModel } from "@nest/gpu-worker/runtime/prepare-model";
 import { readManifest, type Manifest } from "@nest/gpu-worker/runtime/manifest";
 import { DecoderSession } from "@nest/gpu-worker/runtime/decoder-session";
 import { ModelTokenizer } from "@nest/gpu-worker/runtime/tokenizer";

@@ -1,5 +1,5 @@
 /**
- * @module test/unit/gpu-worker/cli/prepare-model
+ * @module test/unit/gpu-worker/runtime/prepare-model
  * Cache-key layout and the idempotent path of prepareModel (the model must already be prepared in
  * the default NEST_HOME by `nestlm setup`; a full preparation takes minutes and is not rerun here).
  */
@@ -8,8 +8,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { NestError } from "@nest/shared/protocol/errors";
-import { cachePaths } from "@nest/gpu-worker/config";
-import { findModelDir, modelCacheKey, modelDirFor, prepareModel } from "@nest/gpu-worker/cli/prepare-model";
+import { cachePaths } from "@nest/corpus/home";
+import { findModelDir, modelCacheKey, modelDirFor, prepareModel } from "@nest/gpu-worker/runtime/prepare-model";
 import { readManifest } from "@nest/gpu-worker/runtime/manifest";
 
 describe("prepareModel", () => {

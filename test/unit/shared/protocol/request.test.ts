@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { FusionSchema, GenerateRequestSchema, resolveGamma } from "@nest/shared/protocol/request";
-import { FUSION_METHODS } from "@nest/edge/retrieve/fusion";
+import { FUSION_METHODS } from "@nest/shared/retrieve/fusion";
 
 describe("GenerateRequestSchema", () => {
   it("applies the documented defaults", () => {

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { adaptiveEta, fuse, fuseAdaptive, fuseRrf, parseFusion } from "@nest/edge/retrieve/fusion";
+import { adaptiveEta, fuse, fuseAdaptive, fuseRrf, parseFusion } from "@nest/shared/retrieve/fusion";
 
 const dense = [{ id: "a", score: 0.9 }, { id: "b", score: 0.5 }, { id: "c", score: 0.3 }];
 const sparse = [{ id: "b", score: 10 }, { id: "d", score: 6 }, { id: "a", score: 2 }];

@@ -1,0 +1,30 @@
+/**
+ * @module home
+ * The cache folder `$NEST_HOME` (default `~/.cache/nest`) and where prepared artefacts live in it:
+ * `venv/` (Python exporters), `downloads/`, `models/` (exported LM and embedder), `corpora/`
+ * (corpus indexes, see `layout`), `api-key`. Node-only. Every package that reads or writes the cache
+ * folder takes its paths from here.
+ */
+import { homedir } from "node:os";
+import { join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+
+/** Repository root (two levels above `corpus/src`). */
+export const REPO_ROOT = resolve(fileURLToPath(new URL("../..", import.meta.url)));
+
+/** The cache folder for models, corpora indexes, the Python virtualenv and local secrets. */
+export function nestHome(env: NodeJS.ProcessEnv = process.env): string {
+  return resolve(env.NEST_HOME ?? join(homedir(), ".cache", "nest"));
+}
+
+/** Paths inside the cache folder. */
+export function cachePaths(home = nestHome()) {
+  return {
+    home,
+    venv: join(home, "venv"),
+    downloads: join(home, "downloads"),
+    models: join(home, "models"),
+    corpora: join(home, "corpora"),
+    apiKeyFile: join(home, "api-key"),
+  };
+}
