@@ -17,6 +17,7 @@ import { ModelTokenizer } from "../runtime/tokenizer.ts";
 import { NestError } from "@nest/shared/protocol/errors";
 import { buildMessages } from "./prompt.ts";
 import { DiskKeyStore } from "./key-store.ts";
+import { corpusKeyResolver } from "./corpus-key-store.ts";
 import { join } from "node:path";
 import { cachePaths } from "@nest/corpus/home";
 import type { Passage } from "@nest/shared/protocol/passage";
@@ -25,6 +26,8 @@ import type { Passage } from "@nest/shared/protocol/passage";
 export interface EngineOptions extends SessionOptions {
   /** Keep encoded passages on disk under `$NEST_HOME/keys/` (default: on unless NEST_KEY_CACHE=0). */
   diskKeyCache?: boolean;
+  /** Use corpora pre-encoded by `nestlm encode --corpus` (default: on unless NEST_CORPUS_KEYS=0). */
+  corpusKeys?: boolean;
   /** Cache folder (default NEST_HOME). */
   home?: string;
 }
@@ -62,8 +65,11 @@ export class Engine {
     // Keys depend on the exact weights: the export's key and the precision name the model.
     const modelKey = `${manifest.source.key.slice(0, 12)}-${lm.options.precision}-${tokenizer.cacheTag}`;
     const diskCache = opts.diskKeyCache ?? process.env.NEST_KEY_CACHE !== "0";
-    const disk = diskCache ? new DiskKeyStore(join(cachePaths(opts.home).home, "keys", modelKey), manifest.hidden_size) : undefined;
-    const encoder = new PassageEncoder(lm, tokenizer, manifest.bos_token_id, modelKey, undefined, disk);
+    const keysDir = join(cachePaths(opts.home).home, "keys", modelKey);
+    const disk = diskCache ? new DiskKeyStore(keysDir, manifest.hidden_size) : undefined;
+    const useCorpusKeys = opts.corpusKeys ?? process.env.NEST_CORPUS_KEYS !== "0";
+    const corpusKeys = useCorpusKeys ? corpusKeyResolver(keysDir, { modelKey, hiddenSize: manifest.hidden_size }) : undefined;
+    const encoder = new PassageEncoder(lm, tokenizer, manifest.bos_token_id, modelKey, undefined, disk, { corpusKeys });
     return new Engine(manifest, lm, tokenizer, encoder);
   }
 
@@ -95,7 +101,7 @@ export class Engine {
       );
     }
     const { store } = usesTokenStore(req.mode)
-      ? await this.encoder.buildStore(passages, signal)
+      ? await this.encoder.buildStore(passages, signal, req.corpus)
       : { store: emptyTokenStore(this.manifest.hidden_size) };
     return { promptIds, store };
   }
@@ -103,6 +109,11 @@ export class Engine {
   /** Encodes `passage` into the key caches unless it is there already; true when the LM ran. */
   warmPassage(passage: Passage): Promise<boolean> {
     return this.encoder.warm(passage);
+  }
+
+  /** The passage encoder (for `nestlm encode --corpus`: batched encoding, the model key). */
+  get passageEncoder(): PassageEncoder {
+    return this.encoder;
   }
 
   /** The decoder session (for the bench's copy counters and options). */
