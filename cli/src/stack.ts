@@ -1,15 +1,16 @@
 /**
  * @module stack
- * The embedded default stack in one process: the gpu-worker HTTP server and the edge on Node, with
- * the model and corpus prepared by `nestlm setup` (design README §2).
+ * The embedded default stack: the edge on Node in this process and the gpu-worker HTTP server in a
+ * supervised child process (restarted when it dies: supervisor.ts), with the model and corpus
+ * prepared by `nestlm setup` (design README §2).
  */
 import { startEdge } from "@nest/edge/adapters/node/server";
-import { startWorker } from "@nest/gpu-worker/server";
+import { superviseWorker } from "./supervisor.ts";
 import { findModelDir } from "@nest/gpu-worker/runtime/prepare-model";
 import { DEFAULT_CORPUS, findCorpusDir, listCorpora } from "@nest/corpus/layout";
 import { randomBytes } from "node:crypto";
 import { join } from "node:path";
-import { batchConfigFromEnv } from "@nest/gpu-worker/batch/config";
+import { batchConfigFromEnv, consumerTimingFromEnv } from "@nest/gpu-worker/batch/config";
 
 export { DEFAULT_CORPUS };
 
@@ -33,12 +34,14 @@ export interface Stack {
   workerUrl: string;
   modelDir: string;
   corpusDirs: Record<string, string>;
-  /** Stops the edge, then the worker. */
+  /** Process id of the gpu-worker child running now (undefined while it restarts). */
+  workerPid(): number | undefined;
+  /** Stops the edge, then the worker (SIGTERM: running batch items drain). */
   close(): Promise<void>;
 }
 
 /**
- * Starts worker then edge. Resolves once both listen.
+ * Starts the supervised worker, then the edge. Resolves once both listen.
  * @throws NestError `model_not_prepared` (model) or `not_found` (corpus) when `nestlm setup` has not
  *   run; listen errors.
  */
@@ -48,15 +51,14 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
   const corpusDirs = { ...(await listCorpora(opts.home)), [DEFAULT_CORPUS]: await findCorpusDir(DEFAULT_CORPUS, opts.home) };
   const secret = opts.poolSecret ?? (process.env.NEST_POOL_SECRET || randomBytes(32).toString("base64url"));
   const batch = batchConfigFromEnv();
-  const worker = await startWorker({
+  const worker = await superviseWorker({
     secret,
     port: opts.workerPort,
     host: "127.0.0.1",
     modelDir,
     corpusDirs,
-    log: opts.log,
-    batch,
-  });
+    batch: { ...batch, ...consumerTimingFromEnv() },
+  }, opts.log);
   try {
     const edge = await startEdge({
       port: opts.port,
@@ -75,6 +77,7 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
       workerUrl: worker.url,
       modelDir,
       corpusDirs,
+      workerPid: worker.pid,
       close: async () => {
         try {
           await edge.close();

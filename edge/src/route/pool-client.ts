@@ -7,6 +7,7 @@ import type { DecodeJob } from "@nest/shared/protocol/worker";
 import type { GenerateEvent } from "@nest/shared/protocol/events";
 import { ERROR_STATUS, ErrorBodySchema, NestError, type ErrorCode } from "@nest/shared/protocol/errors";
 import { readGenerateEvents } from "./read-sse.ts";
+import { logRejection, stopReason } from "../rejections.ts";
 
 /** Something that decodes a job into generate events (`delta`*, then `done` or `error`). */
 export interface DecodeClient {
@@ -56,6 +57,21 @@ export async function errorFromResponse(res: Response, what: string): Promise<Ne
   }
 }
 
+/**
+ * The pool's events, with a connection that drops mid-stream (the worker crashed or was killed)
+ * turned into NestError `upstream_unavailable`, which the SSE relay sends as an `error` event.
+ * A drop the caller caused (its `signal` aborted) propagates unchanged.
+ */
+export async function* droppedAsUnavailable(events: AsyncIterable<GenerateEvent>, poolUrl: string, signal?: AbortSignal): AsyncGenerator<GenerateEvent> {
+  try {
+    yield* events;
+  } catch (err) {
+    if (err instanceof NestError || signal?.aborted) throw err;
+    const reason = err instanceof Error ? (err.cause instanceof Error ? err.cause.message : err.message) : String(err);
+    throw new NestError("upstream_unavailable", `the gpu-worker pool at ${poolUrl} dropped the stream: ${reason}`, { cause: err });
+  }
+}
+
 /** Joins a base URL and a path without doubling slashes. */
 export function joinUrl(base: string, path: string): string {
   return base.replace(/\/+$/, "") + path;
@@ -72,7 +88,7 @@ export function createPoolClient(poolUrl: string, fetchFn: typeof fetch = fetch)
   return {
     async readiness() {
       const res = await probeHealth(poolUrl, fetchFn);
-      await res?.body?.cancel().catch(() => {});
+      if (res?.body) await logRejection(res.body.cancel(stopReason("readiness needs only the status")), "pool-client: cancel of a /healthz body");
       return { up: res?.ok ? 1 : 0, total: 1 };
     },
     async modelName() {
@@ -106,12 +122,12 @@ export function createPoolClient(poolUrl: string, fetchFn: typeof fetch = fetch)
         throw new NestError("upstream_unavailable", `gpu-worker pool unreachable at ${poolUrl}: ${reason}`, { cause: err });
       }
       if (res.status === 401) {
-        await res.body?.cancel();
+        if (res.body) await logRejection(res.body.cancel(stopReason("pool refused the signature")), "pool-client: cancel of a 401 body");
         throw new NestError("upstream_unavailable", "gpu-worker pool refused the edge's signature (check NEST_POOL_SECRET)");
       }
       if (!res.ok) throw await errorFromResponse(res, "gpu-worker pool");
       if (!res.body) throw new NestError("upstream_unavailable", "gpu-worker pool answered without a body");
-      return readGenerateEvents(res.body);
+      return droppedAsUnavailable(readGenerateEvents(res.body), poolUrl, signal);
     },
   };
 }

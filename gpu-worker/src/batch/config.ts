@@ -48,6 +48,23 @@ export function batchConfigFromEnv(env: NodeJS.ProcessEnv = process.env): BatchQ
   return { redisUrl: env.NEST_REDIS_URL || DEFAULT_REDIS_URL, prefix: env.NEST_BATCH_PREFIX || DEFAULT_PREFIX };
 }
 
+/**
+ * Consumer lock timing from the environment: `NEST_BATCH_LOCK_MS` (job lock, default 30000) and
+ * `NEST_BATCH_STALLED_INTERVAL_MS` (stalled-job check period, default 30000). An item whose
+ * consumer died is taken up again within about lock + interval ms.
+ * @throws Error for a value that is not a positive integer
+ */
+export function consumerTimingFromEnv(env: NodeJS.ProcessEnv = process.env): { lockMs?: number; stalledIntervalMs?: number } {
+  const num = (name: string): number | undefined => {
+    const v = env[name];
+    if (v === undefined || v === "") return undefined;
+    const n = Number(v);
+    if (!Number.isInteger(n) || n <= 0) throw new Error(`${name} must be a positive integer (ms), got ${v}`);
+    return n;
+  };
+  return { lockMs: num("NEST_BATCH_LOCK_MS"), stalledIntervalMs: num("NEST_BATCH_STALLED_INTERVAL_MS") };
+}
+
 /** Our Redis keys (BullMQ's live under `<prefix>:batch-items:*`). */
 export function batchKeys(prefix: string) {
   return {
