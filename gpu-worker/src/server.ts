@@ -21,6 +21,8 @@ import { MAX_BATCH_BODY_BYTES } from "./batch/job-api.ts";
 import { answerClientErrorsAsJson } from "@nest/shared/http/client-errors";
 import { InferenceHost } from "./engine/inference-host.ts";
 import { startBatchService, type BatchService, type BatchServiceOptions } from "./batch/service.ts";
+import type { WorkerMetrics } from "./metrics.ts";
+import { opsRoutes, type OpsDeps, type Readiness } from "./ops.ts";
 
 export interface WorkerServerOptions {
   /** TCP port; 0 picks a free one. */
@@ -37,6 +39,10 @@ export interface WorkerServerOptions {
   readonly batch?: BatchServiceOptions;
   /** Shared secret the edge signs its calls with (HMAC, shared/src/protocol/hmac.ts); absent = open (tests). */
   readonly secret?: string;
+  /** Prometheus metrics served on `GET /metrics` (metrics.ts); absent = no metrics. */
+  readonly metrics?: WorkerMetrics;
+  /** Readiness served on `GET /readyz` (ops.ts); `close()` turns it to draining first. */
+  readonly readiness?: Readiness;
 }
 
 /** Largest signed body the worker reads, in bytes: a batch body (16 MiB) on `POST /v1/batches`, else 4 MiB. */
@@ -132,8 +138,11 @@ export function createWorkerApp(
   indexFor: (corpus: string) => Promise<PassageIndex | undefined>,
   secret?: string,
   share: WorkShare = {},
+  ops: OpsDeps = {},
 ): Hono {
   const app = new Hono();
+  if (ops.metrics) app.use(ops.metrics.middleware());
+  app.use(opsRoutes(ops)); // GET /metrics, /readyz: unsigned
   if (secret) app.use(requireSignature(secret));
   const interactiveSlots = Math.max(1, INFERENCE_SLOTS - (share.batchSlots ?? 0));
   let interactive = 0;
@@ -143,6 +152,7 @@ export function createWorkerApp(
   app.post("/v1/decode", async (c) => {
     const job = DecodeJobSchema.safeParse(await c.req.json().catch(() => undefined));
     if (!job.success) throw new NestError("invalid_request", `invalid decode job: ${job.error.issues[0]?.path.join(".")}: ${job.error.issues[0]?.message}`);
+    ops.metrics?.tagMode(c.req.raw, job.data.request.mode);
     // Interactive work's share of the slots; the refusal comes before the stream starts.
     if (interactive >= interactiveSlots) {
       throw new NestError("at_capacity", `all ${interactiveSlots} interactive inference slots are busy`, { retryAfterS: 5 });
@@ -150,7 +160,8 @@ export function createWorkerApp(
     const abort = new AbortController();
     c.req.raw.signal.addEventListener("abort", () => abort.abort(), { once: true });
     // The host's own refusal (503 at capacity) is thrown here, before the stream starts.
-    const events = host.run(job.data, abort.signal);
+    const run = host.run(job.data, abort.signal);
+    const events = ops.metrics ? ops.metrics.observeDecode(job.data.request.mode, run) : run;
     interactive++;
     let released = false;
     const release = () => {
@@ -205,10 +216,11 @@ export async function startWorker(opts: WorkerServerOptions): Promise<{ url: str
     return indexes.get(corpus);
   };
   const consume = opts.batch !== undefined && opts.batch.consume !== false;
-  const app = createWorkerApp(host, indexFor, opts.secret, { batchSlots: consume ? (opts.batch?.concurrency ?? 1) : 0 });
+  opts.metrics?.bindLoad(() => host.load);
+  const app = createWorkerApp(host, indexFor, opts.secret, { batchSlots: consume ? (opts.batch?.concurrency ?? 1) : 0 }, opts);
   let batch: BatchService | undefined;
   try {
-    batch = opts.batch ? await startBatchService(app, { decoder: host, indexFor }, { log, ...opts.batch }) : undefined;
+    batch = opts.batch ? await startBatchService(app, { decoder: opts.metrics ? opts.metrics.observed(host, "batch") : host, indexFor }, { log, ...opts.batch }) : undefined;
   } catch (err) {
     await host.close();
     throw err;
@@ -232,6 +244,7 @@ export async function startWorker(opts: WorkerServerOptions): Promise<{ url: str
   return {
     url,
     close: async () => {
+      opts.readiness?.drain();
       await new Promise<void>((r) => server.close(() => r()));
       await batch?.close();
       for (const i of indexes.values()) await (await i).close?.();

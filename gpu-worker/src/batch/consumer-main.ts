@@ -14,7 +14,9 @@
  * `$NEST_HOME`. It checks Redis's eviction policy before loading the model, prints
  * `batch consumer ready` on stdout once consuming, and on SIGTERM/SIGINT drains (running items
  * finish, nothing new starts) and exits 0; a second signal exits 1 at once. Exit code 1 on start-up
- * failure, with the reason on stderr.
+ * failure, with the reason on stderr. With `NEST_METRICS_PORT` set, `/healthz`, `/readyz` (ready
+ * once consuming) and `/metrics` (`nest_batch_queue_jobs`, decode metrics) answer on that port
+ * (`NEST_METRICS_HOST`, default 0.0.0.0).
  */
 import { parseArgs } from "node:util";
 import { Redis } from "ioredis";
@@ -26,6 +28,8 @@ import { batchConfigFromEnv } from "./config.ts";
 import { assertNoEviction, redactRedisUrl } from "./redis-policy.ts";
 import { DecoderPool } from "./decoder-pool.ts";
 import { startBatchConsumer } from "./consumer.ts";
+import { WorkerMetrics, queueDepthSource } from "../metrics.ts";
+import { Readiness, serveOps } from "../ops.ts";
 
 const err = (line: string) => process.stderr.write(`${line}\n`);
 
@@ -89,15 +93,21 @@ async function main(): Promise<void> {
     probe.disconnect();
   }
 
+  // Probes and /metrics (queue depth, decode metrics) on NEST_METRICS_PORT, up before the model loads.
+  const depth = queueDepthSource(redisUrl, prefix);
+  const metrics = new WorkerMetrics({ queueDepth: depth });
+  const readiness = new Readiness();
+  const ops = process.env.NEST_METRICS_PORT ? await serveOps(Number(process.env.NEST_METRICS_PORT), process.env.NEST_METRICS_HOST ?? "0.0.0.0", { metrics, readiness }) : undefined;
   const decoder = await DecoderPool.start(await findModelDir(), hosts, positiveInt("threads", values.threads, 0, 0));
   const corpora = corpusIndexes();
   const consumer = await startBatchConsumer({
-    redisUrl, prefix, decoder, indexFor: corpora.indexFor, concurrency,
+    redisUrl, prefix, decoder: metrics.observed(decoder, "batch"), indexFor: corpora.indexFor, concurrency,
     lockMs: positiveInt("lock-ms", values["lock-ms"], 30_000),
     stalledIntervalMs: positiveInt("stalled-interval-ms", values["stalled-interval-ms"], 30_000),
     maxStalledCount: positiveInt("max-stalled", values["max-stalled"], 2),
     log: err,
   });
+  readiness.markReady();
   process.stdout.write(`batch consumer ready pid=${process.pid} model=${decoder.model} hosts=${hosts}\n`);
 
   let stopping = false;
@@ -108,8 +118,9 @@ async function main(): Promise<void> {
     }
     stopping = true;
     err(`${signal}: draining (running items finish, nothing new starts)`);
+    readiness.drain();
     consumer.close()
-      .then(() => Promise.all([decoder.close(), corpora.close()]))
+      .then(() => Promise.all([decoder.close(), corpora.close(), depth.close(), ops?.close()]))
       .then(() => {
         err("batch consumer stopped");
         process.exit(0);
