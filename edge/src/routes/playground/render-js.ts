@@ -133,7 +133,11 @@ export function createPane(parent, mode) {
         d.append(dt, el("dd", "", value));
         dl.append(d);
       };
-      stat("Attribution", ratio, "completion tokens copied from the corpus, " + u.attributed_tokens + " of " + u.completion_tokens);
+      const pct = (x) => (x === null || x === undefined ? "n/a" : (x * 100).toFixed(1) + "%");
+      stat("Attribution", ratio, "completion tokens with provenance in the corpus (paper \u00a77), " + u.attributed_tokens + " of " + u.completion_tokens);
+      stat("Cited", pct(u.cited_ratio), "completion tokens inside citations, " + (u.cited_tokens ?? 0) + " of " + u.completion_tokens +
+        "; " + (u.citations ?? 0) + " citations, " + (u.single_token_citations ?? 0) + " of one token");
+      stat("Copied", pct(u.copied_ratio), "completion tokens copied through verified spans, " + (u.copied_tokens ?? 0) + " of " + u.completion_tokens);
       stat("Tokens", String(u.completion_tokens), "completion tokens (prompt: " + u.prompt_tokens + ")");
       stat("LM forward passes", String(u.lm_forward_passes), "decoding passes, prefill excluded");
       stat("Tokens/s", tps === null ? "n/a" : tps.toFixed(1), "completion tokens / (total - retrieval - encoding)");
