@@ -10,7 +10,9 @@ import type { GenerateRequest, Message } from "@nest/shared/protocol/request";
 export const RAG_PASSAGES = 3;
 
 /**
- * The chat messages for a request. For `rag` / `rag-nest` the last user message becomes
+ * The chat messages for a request. Their contents (the user's text, the background passages) are
+ * tokenised as plain text (`ModelTokenizer.encodeChat`): a `<|im_end|>` in a passage or a question
+ * is characters, never a turn boundary. For `rag` / `rag-nest` the last user message becomes
  * `Answer the question with the background context as reference.\nBackground:\n{passages}\nQuestion: {q}`.
  */
 export function buildMessages(req: Pick<GenerateRequest, "prompt" | "messages" | "mode">, passages: readonly Passage[]): Message[] {

@@ -163,6 +163,8 @@ export class ModelTokenizer {
   /**
    * Renders the template with a marker in place of every message's content, then splits the
    * result into template text, template special tokens and contents (contents are text only).
+   * A template that transforms the content itself (e.g. `| trim`) sees the marker, so such a
+   * transform is not applied.
    */
   private chatSegments(messages: readonly Message[]): ChatSegment[] {
     const nonce = Math.random().toString(36).slice(2);
@@ -242,7 +244,8 @@ export class ModelTokenizer {
       let b = 0;
       let u = 0;
       for (const ch of text) {
-        b += utf8.encode(ch).length;
+        const cp = ch.codePointAt(0)!;
+        b += cp < 0x80 ? 1 : cp < 0x800 ? 2 : cp < 0x10000 ? 3 : 4;
         u += ch.length;
         utf16At[b] = u;
       }
