@@ -22,12 +22,15 @@ export interface Draft {
 
 /**
  * The neighbour whose value is `token` with the largest weight, or -1.
+ * @param numPassages only neighbours from the first `numPassages` store passages (first-stage rank
+ *   order) qualify; default all.
  * @returns an index into `neighbours.keys`.
  */
-export function bestNeighbourFor(store: TokenStore, neighbours: Neighbours, token: number): number {
+export function bestNeighbourFor(store: TokenStore, neighbours: Neighbours, token: number, numPassages = Infinity): number {
   // Neighbours are sorted by distance, so the first match has the largest weight.
   for (let i = 0; i < neighbours.keys.length; i++) {
-    if (store.values[neighbours.keys[i]!] === token) return i;
+    const key = neighbours.keys[i]!;
+    if (store.values[key] === token && store.keyPassage[key]! < numPassages) return i;
   }
   return -1;
 }
@@ -47,10 +50,41 @@ export function spanFrom(store: TokenStore, p: number, startPos: number, maxSpan
 /**
  * Span proposal in span mode: the continuation of the best neighbour carrying `token`
  * (= `argmax p_M`), `maxSpan` tokens at most.
+ * @param numPassages passage prior: only the first `numPassages` store passages may be drafted from.
  */
-export function proposeSpan(store: TokenStore, neighbours: Neighbours, token: number, maxSpan: number): Draft | undefined {
-  const i = bestNeighbourFor(store, neighbours, token);
+export function proposeSpan(
+  store: TokenStore,
+  neighbours: Neighbours,
+  token: number,
+  maxSpan: number,
+  numPassages = Infinity,
+): Draft | undefined {
+  const i = bestNeighbourFor(store, neighbours, token, numPassages);
   if (i < 0) return undefined;
   const key = neighbours.keys[i]!;
   return spanFrom(store, store.keyPassage[key]!, store.keyValuePos[key]!, maxSpan);
+}
+
+/**
+ * How many leading draft tokens may be copied without repeating an n-gram of the generated text:
+ * the draft is cut before the first token that completes an `n`-gram (over `generated ⊕ draft`)
+ * already present in `generated`. `n < 1` disables the check (the paper's behaviour).
+ * @returns a count in 0..draft.length.
+ */
+export function nonRepeatingPrefix(generated: readonly number[], draft: ArrayLike<number>, n: number): number {
+  if (n < 1 || generated.length < n) return draft.length;
+  const seen = new Set<string>();
+  for (let i = 0; i + n <= generated.length; i++) seen.add(generated.slice(i, i + n).join(","));
+  const seq = [...generated];
+  for (let i = 0; i < draft.length; i++) {
+    seq.push(draft[i]!);
+    if (seq.length >= n && seen.has(seq.slice(seq.length - n).join(","))) return i;
+  }
+  return draft.length;
+}
+
+/** `draft` cut to its first `count` tokens; undefined when `count` is 0. */
+export function cutDraft(draft: Draft, count: number): Draft | undefined {
+  if (count <= 0) return undefined;
+  return count >= draft.tokens.length ? draft : { ...draft, tokens: draft.tokens.subarray(0, count) };
 }

@@ -1,0 +1,88 @@
+/**
+ * @module nest/anchor
+ * The question-anchored first draft (a deviation from the paper; docs/nest-algorithm.md §14).
+ *
+ * At the first answer position the paper drafts from the kNN neighbour carrying `argmax p_M`. With a
+ * small LM that neighbour is chosen by the last few prompt tokens (the chat template), not by the
+ * question, so the first draft starts in the middle of whatever passage sits nearest in hidden-state
+ * space. The anchor instead proposes the passage **sentence** that best matches the question:
+ *
+ *   score(s) = Σ_{w ∈ words(q) ∩ words(s)} idf(w),   idf(w) = ln((N + 1) / (df(w) + 0.5))
+ *
+ * over the sentences `s` of the first `numPassages` store passages (first-stage rank order), with
+ * `df` counted over the N store passages (so words every retrieved passage shares weigh ~0). The
+ * draft starts at the sentence's first token and goes through relaxed verification like any other
+ * draft (spec §6): the LM can still refuse it.
+ */
+import type { Draft } from "./draft.ts";
+import { spanFrom } from "./draft.ts";
+import type { TokenStore } from "./token-store.ts";
+
+/** A sentence ends after `.`, `!`, `?` or `;` followed by white space, or at a line break. */
+const SENTENCE_END = /[.!?;](?=\s)|\n/g;
+const WORD = /[\p{L}\p{N}]+/gu;
+
+/** Lower-cased words (letters and digits) of `text`. */
+export function wordsOf(text: string): string[] {
+  return (text.toLowerCase().match(WORD) ?? []);
+}
+
+/** One anchor candidate: where it starts and its question-overlap score. */
+export interface AnchorCandidate {
+  readonly passage: number;
+  /** Token position of the sentence's first token. */
+  readonly startPos: number;
+  readonly score: number;
+}
+
+/**
+ * The best-matching sentence start over the first `numPassages` passages; ties go to the
+ * higher-ranked passage, then the earlier sentence. Undefined when no sentence shares a word with
+ * the question (score 0) or the query is empty.
+ * @param query the question (the retrieval query).
+ */
+export function bestAnchor(store: TokenStore, query: string, numPassages: number): AnchorCandidate | undefined {
+  const qWords = new Set(wordsOf(query));
+  if (qWords.size === 0) return undefined;
+  const n = store.passages.length;
+  const df = new Map<string, number>();
+  for (const sp of store.passages) {
+    for (const w of new Set(wordsOf(sp.passage.text))) if (qWords.has(w)) df.set(w, (df.get(w) ?? 0) + 1);
+  }
+  const idf = (w: string) => Math.log((n + 1) / ((df.get(w) ?? 0) + 0.5));
+  let best: AnchorCandidate | undefined;
+  for (let p = 0; p < Math.min(numPassages, n); p++) {
+    const sp = store.passages[p]!;
+    const text = sp.passage.text;
+    const starts = [0];
+    for (const m of text.matchAll(SENTENCE_END)) starts.push(m.index! + 1);
+    for (let i = 0; i < starts.length; i++) {
+      const from = starts[i]!;
+      const to = starts[i + 1] ?? text.length;
+      let score = 0;
+      for (const w of new Set(wordsOf(text.slice(from, to)))) if (qWords.has(w)) score += idf(w);
+      if (score <= 0 || (best && score <= best.score)) continue;
+      const startPos = firstTokenAt(sp.charStart, sp.charEnd, text, from);
+      if (startPos >= 0) best = { passage: p, startPos, score };
+    }
+  }
+  return best;
+}
+
+/** The first token whose text starts at or after `from` and holds a non-space character. */
+function firstTokenAt(charStart: Int32Array, charEnd: Int32Array, text: string, from: number): number {
+  for (let t = 0; t < charStart.length; t++) {
+    if (charStart[t]! < from) continue;
+    if (text.slice(charStart[t]!, charEnd[t]!).trim().length > 0) return t;
+  }
+  return -1;
+}
+
+/**
+ * The anchored first draft: up to `maxSpan` tokens from the best-matching sentence start.
+ * @returns undefined when no sentence matches (the step falls back to the loop's usual rule).
+ */
+export function anchorDraft(store: TokenStore, query: string, numPassages: number, maxSpan: number): Draft | undefined {
+  const a = bestAnchor(store, query, numPassages);
+  return a ? spanFrom(store, a.passage, a.startPos, maxSpan) : undefined;
+}
