@@ -41,7 +41,6 @@ async function untilReady(timeoutMs: number): Promise<number> {
 
 describe("a supervised worker", () => {
   it("survives kill -9 mid-stream: error event within 1 s, restart, no batch item lost or duplicated", async () => {
-    expect((await fetch(`${serve.edgeUrl}/readyz`)).status).toBe(200);
     const items = ["Australia", "Brazil", "Nepal", "Canada"].map((c, i) => JSON.stringify({ custom_id: `c${i}`, prompt: `What is the capital of ${c}?`, mode: "base", max_new_tokens: 6 }));
     const sub = await fetch(`${serve.edgeUrl}/v1/batches`, { method: "POST", headers: { ...auth, "content-type": "application/x-ndjson" }, body: items.join("\n") });
     expect(sub.status).toBe(201);
@@ -69,6 +68,7 @@ describe("a supervised worker", () => {
     expect(JSON.parse(last.data).error.code).toBe("upstream_unavailable");
     // The issue's bound (a dropped socket is seen at once; 1 s leaves room for a loaded machine).
     const errorAfterKillMs = t0 + last.atMs - killedAt;
+    console.log(`chaos: error event ${errorAfterKillMs.toFixed(0)} ms after SIGKILL`);
     expect(errorAfterKillMs).toBeLessThan(1000);
     expect(events.some((e) => e.event === "done")).toBe(false);
 
@@ -87,11 +87,11 @@ describe("a supervised worker", () => {
     expect(((await next.json()) as { done: { finish_reason: string } }).done.finish_reason).toMatch(/^(stop|length)$/);
 
     // Every batch item done, exactly once.
-    const t0 = Date.now();
+    const waitFrom = Date.now();
     let status: { status: string; counts: Record<string, number> };
     for (;;) {
       status = (await (await fetch(`${serve.edgeUrl}/v1/batches/${batchId}`, { headers: auth })).json()) as typeof status;
-      if (status.status === "completed" || Date.now() - t0 > 180_000) break;
+      if (status.status === "completed" || Date.now() - waitFrom > 180_000) break;
       await new Promise((r) => setTimeout(r, 500));
     }
     expect(status.counts).toEqual({ queued: 0, running: 0, done: 4, failed: 0, canceled: 0 });
