@@ -3,7 +3,7 @@
  * One evaluation end to end: load the task, open (or build) its index, load the model, run every
  * variant, and write `examples.jsonl`, `summary.json`, `report.md` and the plots into `out`.
  */
-import { createWriteStream } from "node:fs";
+import { createWriteStream, existsSync } from "node:fs";
 import { mkdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { once } from "node:events";
@@ -13,9 +13,9 @@ import { findModelDir } from "../runtime/prepare-model.ts";
 import { readManifest } from "../runtime/manifest.ts";
 import { ModelTokenizer } from "../runtime/tokenizer.ts";
 import { openTaskIndex } from "./corpus.ts";
-import { runEval, type ExampleRecord } from "./runner.ts";
-import { summarize, type VariantSummary } from "./summary.ts";
-import { loadJsonl, loadSquad, loadWikitext, type EvalTask, type TaskName } from "./tasks.ts";
+import { rescoreRecord, runEval, type ExampleRecord } from "./runner.ts";
+import { pairedAlr, summarize, type PairedAlr, type VariantSummary } from "./summary.ts";
+import { loadJsonl, loadSquad, loadWikitext, type EvalTask, type SquadSplit, type TaskName, type WikitextStore } from "./tasks.ts";
 import { planVariants, type PlannedVariants } from "./variants.ts";
 import { mainTable, writeReport } from "./report.ts";
 
@@ -24,8 +24,19 @@ export interface EvaluateOptions {
   data: string;
   out: string;
   modes: readonly Mode[];
-  /** Examples to run, spread evenly over the file; all when absent. */
+  /** Examples to run, spread evenly over the file (after `split`); all when absent. */
   limit?: number;
+  /** Skip this many of the selected examples. @defaultValue 0 */
+  offset?: number;
+  /** SQuAD question split (tasks.ts `squadSplit`). @defaultValue "all" */
+  split?: SquadSplit;
+  /** WikiText: keep each example's own window out of its retrieval (default) or not. */
+  wikitextStore?: WikitextStore;
+  /**
+   * Keep the records already in `out/examples.jsonl` and run only the missing (example, variant)
+   * pairs, appending. Only sound when the code and settings are unchanged since those records.
+   */
+  resume?: boolean;
   /** Request parameters for every variant (e.g. `{ alpha: 0.3 }`). */
   params?: Record<string, number | string>;
   gammas?: readonly number[];
@@ -55,6 +66,8 @@ export interface EvaluateResult {
   summaries: VariantSummary[];
   plan: PlannedVariants;
   task: EvalTask;
+  /** Paired-bootstrap ALR differences (QA tasks). */
+  paired: PairedAlr[];
   /** The report's main table (Markdown). */
   mainTable: string;
   report: string;
@@ -78,13 +91,18 @@ export async function evaluate(opts: EvaluateOptions): Promise<EvaluateResult> {
   const opened = needsIndex ? await openTaskIndex(task, { home: opts.home, corpus: opts.corpus, indexDir: opts.indexDir, log }) : undefined;
   const engine = await Engine.load(modelDir, { threads: opts.threads ?? 0 });
   await mkdir(opts.out, { recursive: true });
-  const jsonl = createWriteStream(join(opts.out, "examples.jsonl"));
+  const jsonlPath = join(opts.out, "examples.jsonl");
+  const previous = opts.resume && existsSync(jsonlPath) ? await readRecords(jsonlPath) : [];
+  const have = new Set(previous.map((r) => `${r.id}\u0000${r.variant}`));
+  if (previous.length > 0) log(`resuming: ${previous.length} generations already in ${jsonlPath}`);
+  const jsonl = createWriteStream(jsonlPath, { flags: opts.resume ? "a" : "w" });
   const maxNewTokens = opts.maxNewTokens ?? 64;
   const passages = opts.passages ?? 40;
   let records: ExampleRecord[];
   try {
     records = await runEval({
       engine, index: opened?.index, task, variants: plan.variants, maxNewTokens, passages,
+      skip: (id, variant) => have.has(`${id}\u0000${variant}`),
       onRecord: (r, done, total) => {
         jsonl.write(JSON.stringify(r) + "\n");
         if (done % 25 === 0 || done === total) log(`${done}/${total} generations, ${((performance.now() - t0) / 1000).toFixed(0)} s`);
@@ -95,35 +113,65 @@ export async function evaluate(opts: EvaluateOptions): Promise<EvaluateResult> {
     await once(jsonl, "close");
     opened?.index.close();
   }
+  const wanted = new Set(task.examples.map((e) => e.id));
+  records = [...previous.filter((r) => wanted.has(r.id)), ...records];
   const summaries = summarize(records);
+  const paired = task.kind === "qa" ? pairedAlr(records) : [];
   const report = await writeReport(opts.out, {
     task: task.name, data: opts.data, model: engine.manifest.name, examples: task.examples.length, maxNewTokens, passages,
-    params: opts.params ?? {}, startedAt, wallSeconds: (performance.now() - t0) / 1000,
-  }, summaries, plan, task.kind);
-  return { records, summaries, plan, task, mainTable: mainTable(summaries, plan, task.kind), report };
+    params: opts.params ?? {}, startedAt, wallSeconds: (performance.now() - t0) / 1000, selection: selection(opts, previous.length),
+  }, summaries, plan, task.kind, paired);
+  return { records, summaries, paired, plan, task, mainTable: mainTable(summaries, plan, task.kind), report };
 }
 
+function selection(opts: EvaluateOptions, resumed: number): Record<string, string | number | boolean> {
+  return {
+    ...(opts.split ? { split: opts.split } : {}),
+    ...(opts.offset ? { offset: opts.offset } : {}),
+    ...(opts.task === "wikitext" ? { "wikitext store": opts.wikitextStore ?? "exclude-window" } : {}),
+    ...(resumed > 0 ? { "resumed generations": resumed } : {}),
+  };
+}
+
+async function readRecords(path: string): Promise<ExampleRecord[]> {
+  return (await readFile(path, "utf8")).split("\n").filter((l) => l.trim()).map((l) => JSON.parse(l) as ExampleRecord);
+}
+
+/**
+ * `--report-only`: re-scores the stored records with the current metric code (answer and citation
+ * metrics from the stored output and citations, runner.ts `rescoreRecord`) against the task's gold
+ * data — so a JSONL written by an older harness gets today's metrics — and rewrites the report.
+ * Records of examples the task does not hold are dropped.
+ */
 async function rebuildReport(opts: EvaluateOptions, task: EvalTask, plan: PlannedVariants, startedAt: string): Promise<EvaluateResult> {
-  const records = (await readFile(join(opts.out, "examples.jsonl"), "utf8")).split("\n").filter((l) => l.trim()).map((l) => JSON.parse(l) as ExampleRecord);
+  const byId = new Map(task.examples.map((e) => [e.id, e]));
+  const stored = await readRecords(join(opts.out, "examples.jsonl"));
+  const records = stored.flatMap((r) => {
+    const ex = byId.get(r.id);
+    return ex ? [rescoreRecord(task, ex, r)] : [];
+  });
   const summaries = summarize(records);
+  const paired = task.kind === "qa" ? pairedAlr(records) : [];
   const examples = new Set(records.map((r) => r.id)).size;
   const manifest = await readManifest(opts.modelDir ?? (await findModelDir(opts.home)));
   const report = await writeReport(opts.out, {
     task: task.name, data: opts.data, model: manifest.name, examples, maxNewTokens: opts.maxNewTokens ?? 64, passages: opts.passages ?? 40,
-    params: opts.params ?? {}, startedAt, wallSeconds: 0,
-  }, summaries, plan, task.kind);
-  return { records, summaries, plan, task, mainTable: mainTable(summaries, plan, task.kind), report };
+    params: opts.params ?? {}, startedAt, wallSeconds: 0, selection: selection(opts, 0),
+  }, summaries, plan, task.kind, paired);
+  return { records, summaries, paired, plan, task, mainTable: mainTable(summaries, plan, task.kind), report };
 }
 
 async function loadTask(opts: EvaluateOptions, modelDir: string): Promise<EvalTask> {
+  const sel = { limit: opts.limit, offset: opts.offset, split: opts.split };
   switch (opts.task) {
     case "squad":
-      return loadSquad(opts.data, opts.limit);
+      return loadSquad(opts.data, sel);
     case "jsonl":
-      return loadJsonl(opts.data, opts.limit);
+    case "factbook":
+      return loadJsonl(opts.data, sel, opts.task);
     case "wikitext": {
       const manifest = await readManifest(modelDir);
-      return loadWikitext(opts.data, await ModelTokenizer.load(modelDir, manifest), opts.limit);
+      return loadWikitext(opts.data, await ModelTokenizer.load(modelDir, manifest), sel, opts.wikitextStore);
     }
   }
 }

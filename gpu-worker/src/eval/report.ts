@@ -6,7 +6,7 @@
  */
 import { writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import type { VariantSummary } from "./summary.ts";
+import type { PairedAlr, VariantSummary } from "./summary.ts";
 import type { PlannedVariants } from "./variants.ts";
 import { logLineSvg, stackedBarSvg } from "./plots.ts";
 
@@ -21,6 +21,8 @@ export interface ReportMeta {
   params: Record<string, number | string>;
   startedAt: string;
   wallSeconds: number;
+  /** Selection and settings that change what was run (split, offset, WikiText store, resume). */
+  selection?: Record<string, string | number | boolean>;
 }
 
 const pct = (x: number | null) => (x === null ? "–" : (100 * x).toFixed(1));
@@ -34,20 +36,36 @@ function table(head: string[], rows: string[][]): string {
 export function mainTable(summaries: readonly VariantSummary[], plan: PlannedVariants, kind: "qa" | "completion"): string {
   const by = new Map(summaries.map((s) => [s.variant, s]));
   const rows = plan.modes.map((name) => by.get(name)!).filter(Boolean);
-  const quality = kind === "qa" ? ["ALR %", "EM %", "F1 %"] : ["RG-1", "RG-2", "RG-L", "PPL"];
+  const abstain = kind === "qa" && rows.some((s) => s.unanswerable > 0);
+  const quality = kind === "qa" ? ["ALR % [95 % CI]", "EM %", "F1 %", ...(abstain ? ["abstain %"] : [])] : ["RG-1", "RG-2", "RG-L", "PPL"];
   return table(
-    ["mode", "n", ...quality, "attrib %", "copied %", "run len", "cite prec %", "gold cov %", "passes/tok", "tok/s", "latency ms"],
+    ["mode", "n", ...quality, "attrib %", "copied %", "1-tok cites %", "cites/ans", "run len", "cite prec %", "gold cov %", "passes/tok", "tok/s", "latency ms"],
     rows.map((s) => [
       s.variant, String(s.examples),
-      ...(kind === "qa" ? [pct(s.alr), pct(s.em), pct(s.f1)] : [pct(s.rouge1), pct(s.rouge2), pct(s.rougeL), num(s.perplexity, 2)]),
-      pct(s.attribution_ratio), pct(s.copied_ratio), num(s.attribution_run_length, 1), pct(s.citation_precision), pct(s.gold_covered),
+      ...(kind === "qa"
+        ? [alrCell(s), pct(s.em), pct(s.f1), ...(abstain ? [`${pct(s.abstention)} (${s.unanswerable})`] : [])]
+        : [pct(s.rouge1), pct(s.rouge2), pct(s.rougeL), num(s.perplexity, 2)]),
+      pct(s.attribution_ratio), pct(s.copied_ratio), pct(s.single_token_citation_share), num(s.citations_per_example, 1),
+      num(s.attribution_run_length, 1), pct(s.citation_precision), pct(s.gold_covered),
       num(s.forward_passes_per_token, 3), num(s.tokens_per_s, 1), s.latency_ms.toFixed(0),
     ]),
   );
 }
 
+function alrCell(s: VariantSummary): string {
+  return s.alr_ci ? `${pct(s.alr)} [${pct(s.alr_ci.low)}, ${pct(s.alr_ci.high)}]` : pct(s.alr);
+}
+
+/** The paired-bootstrap table of ALR differences (points). */
+export function pairedTable(paired: readonly PairedAlr[]): string {
+  const pts = (x: number) => `${x >= 0 ? "+" : ""}${(100 * x).toFixed(1)}`;
+  return table(["difference", "n", "Δ ALR (points)", "95 % CI", "P(Δ ≤ 0)"], paired.map((p) => [
+    `${p.a} − ${p.b}`, String(p.n), pts(p.diff), `[${pts(p.low)}, ${pts(p.high)}]`, p.p_not_greater.toFixed(3),
+  ]));
+}
+
 /** Writes summary.json, report.md, speed.svg and (with a sweep) gamma.svg into `dir`. @returns report.md's text. */
-export async function writeReport(dir: string, meta: ReportMeta, summaries: readonly VariantSummary[], plan: PlannedVariants, kind: "qa" | "completion"): Promise<string> {
+export async function writeReport(dir: string, meta: ReportMeta, summaries: readonly VariantSummary[], plan: PlannedVariants, kind: "qa" | "completion", paired: readonly PairedAlr[] = []): Promise<string> {
   const by = new Map(summaries.map((s) => [s.variant, s]));
   const quality = (s: VariantSummary) => (kind === "qa" ? s.alr : s.rouge1);
   const qName = kind === "qa" ? "ALR %" : "ROUGE-1";
@@ -60,15 +78,28 @@ export async function writeReport(dir: string, meta: ReportMeta, summaries: read
     `# Evaluation: ${meta.task}`,
     "",
     `Data \`${meta.data}\` · model \`${meta.model}\` · ${meta.examples} examples · max_new_tokens ${meta.maxNewTokens} · ` +
-      `passages ${meta.passages} · params ${JSON.stringify(meta.params)} · started ${meta.startedAt} · wall ${meta.wallSeconds.toFixed(0)} s`,
+      `passages ${meta.passages} · params ${JSON.stringify(meta.params)} · started ${meta.startedAt} · wall ${meta.wallSeconds.toFixed(0)} s` +
+      (meta.selection && Object.keys(meta.selection).length > 0 ? ` · ${Object.entries(meta.selection).map(([k, v]) => `${k} ${v}`).join(" · ")}` : ""),
     "",
     "## Main table",
     "",
     mainTable(summaries, plan, kind),
     "",
-    "attrib % = attributed ÷ generated tokens (span copies plus token-mode tokens that a neighbour carries); copied % = tokens accepted from verified drafts ÷ generated tokens; run len = mean attributed run, tokens (spec §7); cite prec = share of cited passages from the gold paragraph; " +
-      "gold cov = share of answers with a gold span inside a citation; passes/tok = LM forward passes (prefill excluded) per generated token.",
+    "ALR = a gold answer occurs in the output as whole words after SQuAD normalisation (answerable questions; 95 % percentile-bootstrap interval over questions, 10,000 resamples, seed 12); " +
+      "abstain = share of questions without an answer (count in brackets) whose output abstains (docs/eval.md); " +
+      "attrib % = attributed ÷ generated tokens (span copies plus token-mode tokens that a neighbour carries); copied % = tokens accepted from verified drafts ÷ generated tokens; " +
+      "1-tok cites = share of citations that cover a single token; cites/ans = citations per answer; run len = mean attributed run, tokens (spec §7); " +
+      "cite prec = share of distinct cited passages that are gold (SQuAD: the gold paragraph; factbook: the passages holding the answer), mean over answers that cite; " +
+      "gold cov = share of answers where a run of contiguous citations of a gold passage contains a gold answer; passes/tok = LM forward passes (prefill excluded) per generated token.",
     "",
+    ...(paired.length > 0 ? [
+      "## Paired bootstrap of ALR differences",
+      "",
+      pairedTable(paired),
+      "",
+      "Questions resampled with replacement (the same questions for both modes), 10,000 resamples, seed 12; a difference whose interval contains 0 is not evidence either way.",
+      "",
+    ] : []),
     "## Speed breakdown (mean ms per example)",
     "",
     table(["variant", ...phases, "total", "tokens", "draft acc %"], summaries.map((s) => [
@@ -102,6 +133,6 @@ export async function writeReport(dir: string, meta: ReportMeta, summaries: read
   }
   const text = md.join("\n") + "\n";
   await writeFile(join(dir, "report.md"), text);
-  await writeFile(join(dir, "summary.json"), JSON.stringify({ meta, plan, summaries }, null, 2) + "\n");
+  await writeFile(join(dir, "summary.json"), JSON.stringify({ meta, plan, summaries, paired }, null, 2) + "\n");
   return text;
 }

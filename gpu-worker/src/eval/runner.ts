@@ -1,18 +1,20 @@
 /**
  * @module eval/runner
- * Runs a task's examples through the server's decoding path (`Engine.run`, the same code a
- * `POST /v1/generate` reaches) once per variant, and scores each generation (metrics.ts).
+ * Runs a task's examples through the server's decoding path (the generation pipeline's decode job
+ * and collection around `Engine.run`, the same code a `POST /v1/generate` reaches) once per variant, and scores each generation (metrics.ts).
  * Examples are the outer loop so that the passage encoder's cache serves every variant of one
  * example; first-stage retrieval runs once per example and its time is charged to every variant
  * that uses retrieval.
  */
-import type { Citation, DeltaEvent, DoneEvent } from "@nest/shared/protocol/events";
+import type { Citation, DeltaEvent, DoneEvent, GenerateEvent } from "@nest/shared/protocol/events";
+import type { DecodeJob } from "@nest/shared/protocol/worker";
+import { collectGeneration, decodeJob, withTimings } from "@nest/shared/generation/pipeline";
 import { GenerateRequestSchema, usesRetrieval, type Mode } from "@nest/shared/protocol/request";
 import type { ScoredPassage } from "@nest/shared/protocol/passage";
 import type { PassageIndex } from "@nest/shared/retrieve/passage-index";
 import type { Engine } from "../engine/engine.ts";
 import type { EvalExample, EvalTask } from "./tasks.ts";
-import { answerRecall, exactMatch, maxF1, rougeScores, tokenPassages } from "./metrics.ts";
+import { abstains, answerRecall, containsRun, exactMatch, maxF1, rougeScores, squadTokens, tokenPassages } from "./metrics.ts";
 import { attributionStats } from "../nest/attribution.ts";
 
 /** One decoding configuration: a mode plus request parameters (e.g. `{ gamma: 0.05 }`). */
@@ -25,15 +27,25 @@ export interface Variant {
 
 /** Scores of one generation; null where the metric does not apply. */
 export interface ExampleMetrics {
+  /** Whole-word answer recall; null for a question without an answer (`answers: []`). */
   alr: number | null;
   em: number | null;
   f1: number | null;
+  /** QA: 1 when the output abstains (metrics.ts `abstains`), else 0; null for completion tasks. */
+  abstained?: number | null;
+  /** Citations (cited deltas) in the output. */
+  citations?: number;
+  /** Citations that cover a single generated token; null when the record does not know token counts. */
+  single_token_citations?: number | null;
   rouge1: number | null;
   rouge2: number | null;
   rougeL: number | null;
-  /** Share of distinct cited passages that belong to the gold paragraph (SQuAD); null without citations. */
+  /**
+   * Share of distinct cited passages that are gold (SQuAD: from the gold paragraph; factbook: one of
+   * `gold_passages`); null without citations or without gold passages.
+   */
   citation_precision: number | null;
-  /** 1 when a citation of the gold paragraph covers a gold answer span (SQuAD), else 0. */
+  /** 1 when a run of contiguous citations of a gold passage covers a gold answer, else 0 (see {@link citationMetrics}). */
   gold_covered: number | null;
   attribution_ratio: number | null;
   /** Mean attributed run length, tokens (spec §7); null without attributed tokens. */
@@ -56,8 +68,11 @@ export interface ExampleRecord {
   /** Phase times in ms; `retrieval` is first-stage search, `total` includes it. */
   timings_ms: DoneEvent["timings_ms"];
   finish_reason: DoneEvent["finish_reason"];
-  citations: Array<Pick<Citation, "passage_id" | "passage_start" | "passage_end" | "text_start" | "text_end">>;
+  citations: RecordCitation[];
 }
+
+/** A citation as stored in the JSONL: its ranges and the number of generated tokens it covers. */
+export type RecordCitation = Pick<Citation, "passage_id" | "passage_start" | "passage_end" | "text_start" | "text_end"> & { tokens?: number };
 
 export interface RunOptions {
   engine: Engine;
@@ -70,7 +85,33 @@ export interface RunOptions {
   passages: number;
   /** Called after every generation (e.g. to append the JSONL line and print progress). */
   onRecord?: (r: ExampleRecord, done: number, total: number) => void;
+  /** Resume: true for an (example id, variant name) already in the JSONL; it is not run again. */
+  skip?: (id: string, variant: string) => boolean;
   signal?: AbortSignal;
+}
+
+/** Extra first-stage passages fetched when an example excludes its own window (WikiText). */
+const EXCLUDE_OVERFETCH = 16;
+
+/** Drops the passages that overlap the example's excluded window (WikiText held-out continuation). */
+export function excludeWindow(task: Pick<EvalTask, "origins">, ex: Pick<EvalExample, "exclude">, passages: readonly ScoredPassage[]): ScoredPassage[] {
+  const w = ex.exclude;
+  if (!w) return [...passages];
+  return passages.filter((p) => {
+    const o = task.origins.get(p.id);
+    if (!o || o.paragraph !== w.paragraph) return true;
+    return o.start + p.text.length <= w.start || o.start >= w.end;
+  });
+}
+
+/**
+ * The engine as the job runner of the generation pipeline (`@nest/shared/generation/pipeline`):
+ * in-process, so its events are gathered while it runs and yielded after.
+ */
+async function* engineEvents(engine: Engine, job: DecodeJob, signal?: AbortSignal): AsyncGenerator<GenerateEvent> {
+  const events: GenerateEvent[] = [];
+  await engine.run(job, { delta: (data) => events.push({ event: "delta", data }), done: (data) => events.push({ event: "done", data }) }, signal);
+  yield* events;
 }
 
 /**
@@ -89,30 +130,30 @@ export async function runEval(opts: RunOptions): Promise<ExampleRecord[]> {
   if (needsIndex && !opts.index) throw new Error("a retrieval index is needed for modes other than base");
   const total = opts.task.examples.length * opts.variants.length;
   const records: ExampleRecord[] = [];
+  let completed = 0;
   for (const ex of opts.task.examples) {
+    const todo = requests.filter(({ v }) => !opts.skip?.(ex.id, v.name));
+    completed += requests.length - todo.length;
+    if (todo.length === 0) continue;
     let retrieved: ScoredPassage[] = [];
     let retrievalMs = 0;
-    if (needsIndex) {
+    if (todo.some(({ v }) => usesRetrieval(v.mode))) {
       const t = performance.now();
-      retrieved = await opts.index!.search(ex.query, opts.passages);
+      retrieved = ex.exclude
+        ? excludeWindow(opts.task, ex, await opts.index!.search(ex.query, opts.passages + EXCLUDE_OVERFETCH)).slice(0, opts.passages)
+        : await opts.index!.search(ex.query, opts.passages);
       retrievalMs = performance.now() - t;
     }
     const exampleRecords: ExampleRecord[] = [];
-    for (const { v, base } of requests) {
+    for (const { v, base } of todo) {
       opts.signal?.throwIfAborted();
       const request = GenerateRequestSchema.parse({ ...base, prompt: ex.prompt });
       const useRetrieval = usesRetrieval(v.mode);
-      const deltas: DeltaEvent[] = [];
-      let done: DoneEvent | undefined;
-      await opts.engine.run(
-        { request, passages: useRetrieval ? retrieved : [] },
-        { delta: (d) => deltas.push(d), done: (d) => (done = d) },
-        opts.signal,
-      );
-      if (!done) throw new Error(`example ${ex.id}, variant ${v.name}: no done event`);
+      const job = decodeJob(request, useRetrieval ? retrieved : []);
+      const { deltas, done } = await collectGeneration(engineEvents(opts.engine, job, opts.signal));
       const record = scoreRecord(opts.task, ex, v, deltas, done, useRetrieval ? retrievalMs : 0);
       if (opts.task.kind === "completion" && ex.reference !== undefined && ex.reference.length > 0) {
-        const s = await opts.engine.score({ request, passages: useRetrieval ? retrieved : [] }, ex.reference);
+        const s = await opts.engine.score(job, ex.reference);
         record.metrics.nll = s.nll;
         record.metrics.nll_tokens = s.tokens;
       }
@@ -120,7 +161,7 @@ export async function runEval(opts: RunOptions): Promise<ExampleRecord[]> {
     }
     for (const rec of chargeColdEncoding(exampleRecords)) {
       records.push(rec);
-      opts.onRecord?.(rec, records.length, total);
+      opts.onRecord?.(rec, ++completed, total);
     }
   }
   return records;
@@ -144,18 +185,14 @@ export function chargeColdEncoding(records: readonly ExampleRecord[]): ExampleRe
 /** Builds the record of one generation and computes its metrics. */
 export function scoreRecord(task: EvalTask, ex: EvalExample, v: Variant, deltas: readonly DeltaEvent[], done: DoneEvent, retrievalMs: number): ExampleRecord {
   const output = deltas.map((d) => d.text).join("");
-  const citations = deltas.flatMap((d) => (d.citation ? [d.citation] : []));
+  const citations: Array<Citation & { tokens: number }> = deltas.flatMap((d) => (d.citation ? [{ ...d.citation, tokens: d.tokens }] : []));
   const attribution = attributionStats(tokenPassages(deltas));
-  const qa = task.kind === "qa";
   const rouge = ex.reference !== undefined ? rougeScores(output, ex.reference) : null;
   const metrics: ExampleMetrics = {
-    alr: qa ? answerRecall(output, ex.answers) : null,
-    em: qa ? exactMatch(output, ex.answers) : null,
-    f1: qa ? maxF1(output, ex.answers) : null,
+    ...answerMetrics(task, ex, output, citations),
     rouge1: rouge?.rouge1 ?? null,
     rouge2: rouge?.rouge2 ?? null,
     rougeL: rouge?.rougeL ?? null,
-    ...citationMetrics(task, ex, citations),
     attribution_ratio: attribution.ratio,
     attribution_run_length: attribution.runLength,
     nll: null,
@@ -171,31 +208,89 @@ export function scoreRecord(task: EvalTask, ex: EvalExample, v: Variant, deltas:
     answers: ex.answers,
     metrics,
     usage: done.usage,
-    timings_ms: { ...done.timings_ms, retrieval: r1(retrievalMs), total: r1(done.timings_ms.total + retrievalMs) },
+    timings_ms: withTimings(done, r1(retrievalMs), r1(done.timings_ms.total + retrievalMs)).timings_ms,
     finish_reason: done.finish_reason,
-    citations: citations.map(({ passage_id, passage_start, passage_end, text_start, text_end }) => ({ passage_id, passage_start, passage_end, text_start, text_end })),
+    citations: citations.map(({ passage_id, passage_start, passage_end, text_start, text_end, tokens }) => ({ passage_id, passage_start, passage_end, text_start, text_end, tokens })),
+  };
+}
+
+/** The metrics computed from the output text and its citations alone (so a stored record can be re-scored). */
+type AnswerMetrics = Pick<ExampleMetrics, "alr" | "em" | "f1" | "abstained" | "citations" | "single_token_citations" | "citation_precision" | "gold_covered">;
+
+/**
+ * QA answer metrics (ALR, EM, F1 over answerable questions; abstention) and citation metrics of
+ * one output. Citation counts: `single_token_citations` is null when a citation lacks `tokens`.
+ */
+export function answerMetrics(task: Pick<EvalTask, "kind" | "origins">, ex: Pick<EvalExample, "answers" | "gold" | "goldPassages">, output: string, citations: readonly RecordCitation[]): AnswerMetrics {
+  const qa = task.kind === "qa";
+  const answerable = qa && ex.answers.length > 0;
+  return {
+    alr: answerable ? answerRecall(output, ex.answers) : null,
+    em: answerable ? exactMatch(output, ex.answers) : null,
+    f1: answerable ? maxF1(output, ex.answers) : null,
+    abstained: qa ? abstains(output) : null,
+    citations: citations.length,
+    single_token_citations: citations.every((c) => c.tokens !== undefined) ? citations.filter((c) => c.tokens === 1).length : null,
+    ...citationMetrics(task, ex, citations, output),
   };
 }
 
 /**
- * Citation precision and gold-span coverage (SQuAD only: needs passage origins and a gold paragraph).
- * A gold span is covered when one citation's paragraph range `[origin + passage_start, origin +
- * passage_end)` contains it.
+ * Re-scores a stored record with the current metric code (e.g. whole-word ALR over a JSONL written
+ * by an older harness): the answer and citation metrics are recomputed from `output` and
+ * `citations`; attribution, usage and timings are kept.
+ */
+export function rescoreRecord(task: Pick<EvalTask, "kind" | "origins">, ex: Pick<EvalExample, "answers" | "gold" | "goldPassages">, r: ExampleRecord): ExampleRecord {
+  return { ...r, answers: ex.answers, metrics: { ...r.metrics, ...answerMetrics(task, ex, r.output, r.citations) } };
+}
+
+/**
+ * Joins citations that continue each other (same passage, the next starts where the previous ends
+ * in both the passage and the output) into runs: a copied span committed over several decoding
+ * steps arrives as several cited deltas.
+ */
+export function citationRuns<C extends Pick<Citation, "passage_id" | "passage_start" | "passage_end"> & Partial<Pick<Citation, "text_start" | "text_end">>>(citations: readonly C[]): C[] {
+  const out: C[] = [];
+  for (const c of citations) {
+    const prev = out.at(-1);
+    if (prev && prev.passage_id === c.passage_id && prev.passage_end === c.passage_start && (prev.text_end === undefined || prev.text_end === c.text_start)) {
+      out[out.length - 1] = { ...prev, passage_end: c.passage_end, ...(c.text_end !== undefined ? { text_end: c.text_end } : {}) };
+    } else out.push({ ...c });
+  }
+  return out;
+}
+
+/**
+ * Citation precision and gold coverage.
+ * - SQuAD (`ex.gold`): a passage is gold when it comes from the gold paragraph; a gold span is
+ *   covered when one run of contiguous citations ({@link citationRuns}) of a gold-paragraph passage,
+ *   `[origin + passage_start, origin + passage_end)`, contains it.
+ * - factbook / jsonl with `goldPassages`: a passage is gold when it is listed; a gold answer is
+ *   covered when a citation run of a gold passage quotes it as whole words (its text is
+ *   `output.slice(text_start, text_end)`, equal to the cited passage range).
+ * Precision = gold share of the distinct cited passages (null without citations); both are null
+ * when the example has no gold passage (e.g. a question without an answer).
  */
 export function citationMetrics(
-  task: Pick<EvalTask, "origins">, ex: Pick<EvalExample, "gold">, citations: readonly Pick<Citation, "passage_id" | "passage_start" | "passage_end">[],
+  task: Pick<EvalTask, "origins">, ex: Pick<EvalExample, "gold" | "goldPassages" | "answers">,
+  citations: readonly (Pick<Citation, "passage_id" | "passage_start" | "passage_end"> & Partial<Pick<Citation, "text_start" | "text_end">>)[],
+  output = "",
 ): Pick<ExampleMetrics, "citation_precision" | "gold_covered"> {
   const gold = ex.gold;
-  if (!gold) return { citation_precision: null, gold_covered: null };
+  const goldIds = ex.goldPassages && ex.goldPassages.length > 0 ? new Set(ex.goldPassages) : undefined;
+  if (!gold && !goldIds) return { citation_precision: null, gold_covered: null };
+  const inGold = (id: string) => (gold ? task.origins.get(id)?.paragraph === gold.paragraph : goldIds!.has(id));
   const cited = [...new Set(citations.map((c) => c.passage_id))];
-  const inGold = (id: string) => task.origins.get(id)?.paragraph === gold.paragraph;
-  const covered = citations.some((c) => {
-    const o = task.origins.get(c.passage_id);
-    if (!o || o.paragraph !== gold.paragraph) return false;
-    const s = o.start + c.passage_start;
-    const e = o.start + c.passage_end;
-    return gold.spans.some((g) => s <= g.start && g.end <= e);
-  });
+  const runs = citationRuns(citations).filter((c) => inGold(c.passage_id));
+  const covered = gold
+    ? runs.some((c) => {
+        const o = task.origins.get(c.passage_id)!;
+        const s = o.start + c.passage_start;
+        const e = o.start + c.passage_end;
+        return gold.spans.some((g) => s <= g.start && g.end <= e);
+      })
+    : runs.some((c) => c.text_start !== undefined && c.text_end !== undefined &&
+        ex.answers.some((a) => containsRun(squadTokens(output.slice(c.text_start, c.text_end)), squadTokens(a))));
   return {
     citation_precision: cited.length === 0 ? null : cited.filter(inGold).length / cited.length,
     gold_covered: covered ? 1 : 0,

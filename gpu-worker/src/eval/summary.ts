@@ -5,13 +5,29 @@
  */
 import { mean } from "./metrics.ts";
 import type { ExampleRecord } from "./runner.ts";
+import { bootstrapMean, pairedBootstrap, BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, type BootstrapOptions } from "./stats.ts";
 
 /** One variant's aggregate. Means are over examples; ratios pool tokens over all examples. */
 export interface VariantSummary {
   variant: string;
   mode: string;
   examples: number;
+  /** Examples with at least one gold answer (ALR, EM, F1 are over these). */
+  answerable: number;
+  /** Whole-word ALR over answerable examples. */
   alr: number | null;
+  /** 95 % percentile-bootstrap interval of `alr` over questions (stats.ts, fixed seed). */
+  alr_ci: { low: number; high: number } | null;
+  /** Examples without an answer in the corpus (`answers: []`). */
+  unanswerable: number;
+  /** Share of unanswerable examples whose output abstains; null when there are none. */
+  abstention: number | null;
+  /** Share of answerable examples whose output abstains (false abstention); null when there are none. */
+  false_abstention: number | null;
+  /** Σ citations ÷ examples. */
+  citations_per_example: number;
+  /** Σ single-token citations ÷ Σ citations (records that know their citations' token counts). */
+  single_token_citation_share: number | null;
   em: number | null;
   f1: number | null;
   rouge1: number | null;
@@ -63,7 +79,13 @@ export function summarize(records: readonly ExampleRecord[]): VariantSummary[] {
 }
 
 function summarizeOne(variant: string, rs: readonly ExampleRecord[]): VariantSummary {
-  const m = <K extends keyof ExampleRecord["metrics"]>(k: K) => mean(rs.map((r) => r.metrics[k]));
+  const m = <K extends keyof ExampleRecord["metrics"]>(k: K) => mean(rs.map((r) => r.metrics[k] as number | null | undefined));
+  const answerable = rs.filter((r) => r.answers.length > 0);
+  const unanswerable = rs.filter((r) => r.answers.length === 0);
+  const alrs = answerable.map((r) => r.metrics.alr).filter((x): x is number => typeof x === "number");
+  const ci = bootstrapMean(alrs);
+  const withCounts = rs.filter((r) => typeof r.metrics.single_token_citations === "number");
+  const citedInCounts = sum(withCounts.map((r) => r.metrics.citations ?? r.citations.length));
   const tokens = sum(rs.map((r) => r.usage.completion_tokens));
   const attributed = sum(rs.map((r) => r.usage.attributed_tokens));
   const runs = sum(rs.map((r) => {
@@ -80,7 +102,14 @@ function summarizeOne(variant: string, rs: readonly ExampleRecord[]): VariantSum
     variant,
     mode: rs[0]!.mode,
     examples: rs.length,
+    answerable: answerable.length,
     alr: m("alr"),
+    alr_ci: ci ? { low: ci.low, high: ci.high } : null,
+    unanswerable: unanswerable.length,
+    abstention: mean(unanswerable.map((r) => r.metrics.abstained)),
+    false_abstention: mean(answerable.map((r) => r.metrics.abstained)),
+    citations_per_example: sum(rs.map((r) => r.metrics.citations ?? r.citations.length)) / rs.length,
+    single_token_citation_share: citedInCounts === 0 ? null : sum(withCounts.map((r) => r.metrics.single_token_citations!)) / citedInCounts,
     em: m("em"),
     f1: m("f1"),
     rouge1: m("rouge1"),
@@ -99,4 +128,50 @@ function summarizeOne(variant: string, rs: readonly ExampleRecord[]): VariantSum
     latency_ms: avg("total"),
     breakdown_ms: { ...b, other: Math.max(0, avg("total") - b.retrieval - b.encoding - b.knn - b.lm) },
   };
+}
+
+/** The ALR differences the issue asks about (a − b), in report order. */
+export const PAIRED_COMPARISONS: ReadonlyArray<readonly [string, string]> = [
+  ["rag-nest", "rag"], ["nest", "rag"], ["nest", "knnlm"], ["rag", "base"], ["nest", "base"], ["rag-nest", "base"],
+];
+
+/** One paired comparison of two variants' ALR on the questions both answered. */
+export interface PairedAlr {
+  a: string;
+  b: string;
+  /** Questions in the pair (answerable, scored by both). */
+  n: number;
+  /** mean ALR(a) − mean ALR(b), and its 95 % paired-bootstrap interval. */
+  diff: number;
+  low: number;
+  high: number;
+  /** Share of bootstrap resamples with difference ≤ 0 (one-sided p for "a beats b"). */
+  p_not_greater: number;
+  resamples: number;
+  seed: number;
+}
+
+/**
+ * Paired bootstrap (stats.ts) of ALR differences: questions are the unit; both variants' scores of a
+ * resampled question move together. Pairs whose variants are absent are skipped.
+ */
+export function pairedAlr(records: readonly ExampleRecord[], pairs: ReadonlyArray<readonly [string, string]> = PAIRED_COMPARISONS, opts: BootstrapOptions = {}): PairedAlr[] {
+  const byVariant = new Map<string, Map<string, number>>();
+  for (const r of records) {
+    if (typeof r.metrics.alr !== "number" || r.answers.length === 0) continue;
+    const m = byVariant.get(r.variant) ?? new Map<string, number>();
+    m.set(r.id, r.metrics.alr);
+    byVariant.set(r.variant, m);
+  }
+  const out: PairedAlr[] = [];
+  for (const [a, b] of pairs) {
+    const ma = byVariant.get(a);
+    const mb = byVariant.get(b);
+    if (!ma || !mb) continue;
+    const ids = [...ma.keys()].filter((id) => mb.has(id));
+    const r = pairedBootstrap(ids.map((id) => ma.get(id)!), ids.map((id) => mb.get(id)!), opts);
+    if (!r) continue;
+    out.push({ a, b, n: r.n, diff: r.estimate, low: r.low, high: r.high, p_not_greater: r.pNotGreater, resamples: opts.resamples ?? BOOTSTRAP_RESAMPLES, seed: opts.seed ?? BOOTSTRAP_SEED });
+  }
+  return out;
 }

@@ -4,9 +4,18 @@
  * corpus, its passages (chunked with the normal ingestion chunker, `shared/corpus/chunk`).
  * - `squad`: SQuAD v1.1 JSON; corpus = the paragraphs; gold paragraph and answer spans kept for
  *   citation metrics.
- * - `jsonl`: one `{question, answers[], id?}` object per line, asked against an existing corpus.
+ * - `jsonl`: one `{question, answers[], id?, gold_passages?}` object per line, asked against an
+ *   existing corpus; `answers: []` marks a question without an answer in the corpus (scored for
+ *   abstention, metrics.ts `abstains`).
+ * - `factbook`: a `jsonl` file over the default corpus (factbook) whose lines name the passage(s)
+ *   holding the answer (`gold_passages`), for citation precision (test/fixtures/eval/factbook-dev.jsonl).
  * - `wikitext`: WikiText raw layout (` = Title = ` lines start articles); corpus = the articles;
- *   examples = 128-token prefix → 256-token target windows (spec §11).
+ *   examples = 128-token prefix → 256-token target windows (spec §11). By default each example's
+ *   own window (prefix and target) is kept out of its first-stage results (`exclude`), so the
+ *   continuation is not copied from the store; `wikitextStore: "full"` keeps the old setting.
+ *
+ * Selection: `limit` spreads examples evenly over the task, `offset` then skips that many of them;
+ * SQuAD has a fixed `split` (see {@link squadSplit}).
  */
 import { createHash } from "node:crypto";
 import { readFile } from "node:fs/promises";
@@ -16,8 +25,27 @@ import { contentVersion } from "@nest/corpus/layout";
 import { NestError } from "@nest/shared/protocol/errors";
 import type { Passage } from "@nest/shared/protocol/passage";
 
-export type TaskName = "squad" | "jsonl" | "wikitext";
-export const TASK_NAMES: readonly TaskName[] = ["squad", "jsonl", "wikitext"];
+export type TaskName = "squad" | "jsonl" | "factbook" | "wikitext";
+export const TASK_NAMES: readonly TaskName[] = ["squad", "jsonl", "factbook", "wikitext"];
+
+/** SQuAD question splits (docs/eval.md "Splits"). */
+export type SquadSplit = "all" | "report" | "tune";
+export const SQUAD_SPLITS: readonly SquadSplit[] = ["all", "report", "tune"];
+/** Size of the SQuAD report split: `npm run eval:dev`'s questions. */
+export const SQUAD_REPORT_QUESTIONS = 200;
+
+/** WikiText store setting: keep each example's own window out of its retrieval, or not. */
+export type WikitextStore = "exclude-window" | "full";
+
+/** Which examples of a task to run. */
+export interface Selection {
+  /** Examples spread evenly over the task (after the split); all when absent. */
+  limit?: number;
+  /** Skip this many of the selected examples (e.g. to run the second half). @defaultValue 0 */
+  offset?: number;
+  /** SQuAD only. @defaultValue "all" */
+  split?: SquadSplit;
+}
 
 /** Character span `[start, end)` (UTF-16) inside a gold paragraph. */
 export interface CharSpan {
@@ -32,8 +60,15 @@ export interface EvalExample {
   prompt: string;
   /** First-stage retrieval query. */
   query: string;
-  /** Gold answers (QA tasks); empty for completion. */
+  /** Gold answers (QA tasks); empty for completion, and for a question without an answer in the corpus. */
   answers: string[];
+  /** Ids of the corpus passages that hold the answer (factbook/jsonl with `gold_passages`). */
+  goldPassages?: string[];
+  /**
+   * WikiText: the example's own window `[start, end)` in its article (UTF-16 offsets of the
+   * paragraph key `paragraph`); passages overlapping it are dropped from its first-stage results.
+   */
+  exclude?: { paragraph: string; start: number; end: number };
   /** SQuAD: key of the gold paragraph and the gold answers' spans in it. */
   gold?: { paragraph: string; spans: CharSpan[] };
   /** WikiText: the reference continuation (decoded 256-token target). */
@@ -92,6 +127,25 @@ function chunkParagraph(
   });
 }
 
+/** {@link spread} then skip `offset`. */
+export function select<T>(items: readonly T[], sel: Pick<Selection, "limit" | "offset"> = {}): T[] {
+  return spread(items, sel.limit).slice(sel.offset ?? 0);
+}
+
+/**
+ * The fixed SQuAD splits over the file's questions (in file order): `report` = the
+ * {@link SQUAD_REPORT_QUESTIONS} questions spread evenly over the file (what `npm run eval:dev`
+ * reports); `tune` = every question whose paragraph holds no report question (3,558; so tuning never sees
+ * a report question's paragraph); `all` = everything.
+ */
+export function squadSplit(examples: readonly EvalExample[], split: SquadSplit): EvalExample[] {
+  if (split === "all") return [...examples];
+  const report = spread(examples, SQUAD_REPORT_QUESTIONS);
+  if (split === "report") return report;
+  const reported = new Set(report.map((e) => e.gold?.paragraph));
+  return examples.filter((e) => !reported.has(e.gold?.paragraph));
+}
+
 /** Picks `limit` items spread evenly over `items` (every (n/limit)-th), or all when `limit` is absent. */
 export function spread<T>(items: readonly T[], limit?: number): T[] {
   if (limit === undefined || limit >= items.length) return [...items];
@@ -100,10 +154,10 @@ export function spread<T>(items: readonly T[], limit?: number): T[] {
 
 /**
  * Loads a SQuAD v1.1 file. Passage ids: `sq-{sha256(context)[0:12]}-{chunk}`; paragraph key:
- * `sha256(context)[0:12]`. Questions are spread evenly over the file when `limit` is set.
+ * `sha256(context)[0:12]`. Questions: the split ({@link squadSplit}), then {@link select}.
  * @throws NestError `invalid_request` when the file is not SQuAD v1.1 JSON.
  */
-export async function loadSquad(path: string, limit?: number): Promise<EvalTask> {
+export async function loadSquad(path: string, sel: Selection = {}): Promise<EvalTask> {
   const parsed = SquadSchema.safeParse(JSON.parse(await readFile(path, "utf8")));
   if (!parsed.success) throw new NestError("invalid_request", `${path} is not SQuAD v1.1 JSON: ${parsed.error.issues[0]?.message}`);
   const passages: Passage[] = [];
@@ -126,20 +180,23 @@ export async function loadSquad(path: string, limit?: number): Promise<EvalTask>
       }
     });
   }
-  return { name: "squad", kind: "qa", examples: spread(examples, limit), passages, origins, corpusVersion: contentVersion(passages) };
+  return { name: "squad", kind: "qa", examples: select(squadSplit(examples, sel.split ?? "all"), sel), passages, origins, corpusVersion: contentVersion(passages) };
 }
 
 const JsonlLineSchema = z.object({
   id: z.union([z.string(), z.number()]).optional(),
   question: z.string().min(1),
-  answers: z.array(z.string()).min(1),
+  answers: z.array(z.string()),
+  gold_passages: z.array(z.string()).optional(),
 });
 
 /**
- * Loads `{question, answers[], id?}` lines (blank lines skipped); the corpus is an existing index.
+ * Loads `{question, answers[], id?, gold_passages?}` lines (blank lines skipped); the corpus is an
+ * existing index. `answers: []`: no answer in the corpus (abstention is right).
+ * @param name `jsonl`, or `factbook` (the same format; the CLI then defaults the corpus to factbook).
  * @throws NestError `invalid_request` naming the first bad line.
  */
-export async function loadJsonl(path: string, limit?: number): Promise<EvalTask> {
+export async function loadJsonl(path: string, sel: Selection = {}, name: "jsonl" | "factbook" = "jsonl"): Promise<EvalTask> {
   const lines = (await readFile(path, "utf8")).split("\n");
   const examples: EvalExample[] = [];
   lines.forEach((line, i) => {
@@ -152,10 +209,14 @@ export async function loadJsonl(path: string, limit?: number): Promise<EvalTask>
     }
     const r = JsonlLineSchema.safeParse(value);
     if (!r.success) throw new NestError("invalid_request", `${path}:${i + 1}: expected {question, answers[]}: ${r.error.issues[0]?.message}`);
-    examples.push({ id: String(r.data.id ?? i + 1), prompt: r.data.question, query: r.data.question, answers: r.data.answers });
+    const answers = r.data.answers.map((a) => a.trim()).filter((a) => a.length > 0);
+    examples.push({
+      id: String(r.data.id ?? i + 1), prompt: r.data.question, query: r.data.question, answers,
+      ...(r.data.gold_passages ? { goldPassages: r.data.gold_passages } : {}),
+    });
   });
   if (examples.length === 0) throw new NestError("invalid_request", `${path} holds no examples`);
-  return { name: "jsonl", kind: "qa", examples: spread(examples, limit), origins: new Map() };
+  return { name, kind: "qa", examples: select(examples, sel), origins: new Map() };
 }
 
 /** Tokenizer functions the WikiText windows need (no special tokens). */
@@ -186,9 +247,11 @@ export function wikitextArticles(raw: string): Array<{ title: string; text: stri
 /**
  * Loads a WikiText raw test file: corpus = every article chunked; examples = for each article and
  * `i = 0, 128, …` while `i + 384 < tokens`, prefix = tokens `[i, i+128)`, target = `[i+128, i+384)`
- * (spec §11), prompt = "Continue the article:\n{title}\n{prefix}", query = the prefix.
+ * (spec §11), prompt = "Continue the article:\n{title}\n{prefix}", query = the prefix. With
+ * `store: "exclude-window"` (default) each example carries its window's character range
+ * (`decode(ids[0, i)).length` to `decode(ids[0, i+384)).length`) as `exclude`.
  */
-export async function loadWikitext(path: string, tokenizer: TextTokenizer, limit?: number): Promise<EvalTask> {
+export async function loadWikitext(path: string, tokenizer: TextTokenizer, sel: Selection = {}, store: WikitextStore = "exclude-window"): Promise<EvalTask> {
   const articles = wikitextArticles(await readFile(path, "utf8"));
   if (articles.length === 0) throw new NestError("invalid_request", `${path} holds no ` + "` = Title = `" + " articles");
   const passages: Passage[] = [];
@@ -202,8 +265,11 @@ export async function loadWikitext(path: string, tokenizer: TextTokenizer, limit
     for (let i = 0; i + span < ids.length; i += WIKITEXT_PREFIX_TOKENS) {
       const prefix = tokenizer.decode(ids.slice(i, i + WIKITEXT_PREFIX_TOKENS));
       const reference = tokenizer.decode(ids.slice(i + WIKITEXT_PREFIX_TOKENS, i + span));
-      examples.push({ id: `${ai}:${i}`, prompt: `Continue the article:\n${a.title}\n${prefix}`, query: prefix, answers: [], reference });
+      const exclude = store === "exclude-window"
+        ? { paragraph: key, start: tokenizer.decode(ids.slice(0, i)).length, end: tokenizer.decode(ids.slice(0, i + span)).length }
+        : undefined;
+      examples.push({ id: `${ai}:${i}`, prompt: `Continue the article:\n${a.title}\n${prefix}`, query: prefix, answers: [], reference, ...(exclude ? { exclude } : {}) });
     }
   });
-  return { name: "wikitext", kind: "completion", examples: spread(examples, limit), passages, origins, corpusVersion: contentVersion(passages) };
+  return { name: "wikitext", kind: "completion", examples: select(examples, sel), passages, origins, corpusVersion: contentVersion(passages) };
 }
