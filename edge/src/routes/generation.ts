@@ -1,15 +1,15 @@
 /**
  * @module routes/generation
  * One generation as an event sequence, shared by `POST /v1/generate` and the OpenAI-compatible
- * routes: FAQ cache lookup, first-stage retrieval on the edge (nest-algorithm.md §1), the decode job
- * on the gpu-worker pool, and the cache fill and token charge when it finishes. Worker-safe.
+ * routes: FAQ cache lookup, then the generation pipeline (`@nest/shared/generation/pipeline`:
+ * first-stage retrieval on the edge, nest-algorithm.md §1, and the decode job on the gpu-worker
+ * pool), and the cache fill and token charge when it finishes. Worker-safe.
  */
-import { usesRetrieval, retrievalQuery, type GenerateRequest } from "@nest/shared/protocol/request";
-import type { GenerateEvent, RetrievalEvent } from "@nest/shared/protocol/events";
-import type { Passage, ScoredPassage } from "@nest/shared/protocol/passage";
-import type { DecodeJob } from "@nest/shared/protocol/worker";
+import { retrievalQuery, type GenerateRequest } from "@nest/shared/protocol/request";
+import type { GenerateEvent } from "@nest/shared/protocol/events";
 import { NestError } from "@nest/shared/protocol/errors";
 import type { PassageIndex } from "@nest/shared/retrieve/passage-index";
+import { decodeJob, generationEvents, retrieve } from "@nest/shared/generation/pipeline";
 import type { DecodeClient } from "../route/pool-client.ts";
 import { faqCacheKey, type FaqCache } from "../cache/faq-cache.ts";
 import { authedKey, type AuthedKey } from "../middleware/keys.ts";
@@ -34,18 +34,6 @@ export interface GenerateDeps {
 export interface Generation {
   cache: "hit" | "miss";
   events: AsyncIterable<GenerateEvent>;
-}
-
-/** Milliseconds since `t0` (a `performance.now()` reading), rounded to 0.1 ms. */
-export function sinceMs(t0: number): number {
-  return Math.round((performance.now() - t0) * 10) / 10;
-}
-
-async function retrieve(deps: GenerateDeps, req: GenerateRequest): Promise<ScoredPassage[]> {
-  const index = await deps.indexFor(req.corpus);
-  if (!index) throw new NestError("not_found", `unknown corpus \`${req.corpus}\``);
-  if (!usesRetrieval(req.mode)) return [];
-  return index.search(retrievalQuery(req), req.passages, { fusion: req.fusion });
 }
 
 async function cacheKeyFor(deps: GenerateDeps, req: GenerateRequest): Promise<string | undefined> {
@@ -97,39 +85,22 @@ export async function startGeneration(
       return { cache: "hit", events: replay(hit, retrievalQuery(req)) };
     }
   }
-  const passages = await retrieve(deps, req);
-  const retrievalMs = sinceMs(t0);
-  const retrieval: RetrievalEvent = {
-    query: retrievalQuery(req),
-    corpus: req.corpus,
-    passages: passages.map(({ id, title, source, score, rank, text }) => ({ id, title, source, score, rank, text })),
-    retrieval_ms: retrievalMs,
-  };
-  const job: DecodeJob = {
-    request: req,
-    passages: passages.map(({ id, title, text, source }): Passage => ({ id, title, text, source })),
-  };
-  const upstream = await deps.pool.decode(job, signal);
+  const index = await deps.indexFor(req.corpus);
+  if (!index) throw new NestError("not_found", `unknown corpus \`${req.corpus}\``);
+  const retrieval = await retrieve(index, req, t0);
+  const upstream = await deps.pool.decode(decodeJob(req, retrieval.passages), signal);
 
   async function* run(): AsyncGenerator<GenerateEvent> {
-    const seen: GenerateEvent[] = [{ event: "retrieval", data: retrieval }];
+    const seen: GenerateEvent[] = [{ event: "retrieval", data: retrieval.event }];
     yield seen[0]!;
-    for await (const ev of upstream) {
-      if (ev.event === "retrieval") continue; // the edge sent its own
-      let out: GenerateEvent = ev;
-      if (ev.event === "done") {
-        out = { event: "done", data: { ...ev.data, timings_ms: { ...ev.data.timings_ms, retrieval: retrievalMs, total: sinceMs(t0) } } };
-      }
+    for await (const out of generationEvents(upstream, retrieval, t0, signal)) {
       seen.push(out);
       yield out;
-      if (out.event === "error") return;
       if (out.event === "done") {
         await key?.chargeTokens(out.data.usage.prompt_tokens + out.data.usage.completion_tokens).catch(() => {});
         if (cacheKey && policy.store) await deps.faqCache!.put(cacheKey, seen);
-        return;
       }
     }
-    if (!signal.aborted) throw new NestError("upstream_unavailable", "gpu-worker stream ended before `done`");
   }
   return { cache: "miss", events: run() };
 }

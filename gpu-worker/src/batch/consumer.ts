@@ -11,11 +11,11 @@
  */
 import { DelayedError, UnrecoverableError, Worker, type Job } from "bullmq";
 import { Redis } from "ioredis";
-import { ERROR_STATUS, NestError, toNestError, type ErrorCode } from "@nest/shared/protocol/errors";
-import { retrievalQuery, usesRetrieval } from "@nest/shared/protocol/request";
+import { NestError, toNestError } from "@nest/shared/protocol/errors";
 import type { Citation, GenerateEvent } from "@nest/shared/protocol/events";
 import type { DecodeJob } from "@nest/shared/protocol/worker";
 import type { PassageIndex } from "@nest/shared/retrieve/passage-index";
+import { collectGeneration, decodeJob, generationEvents, retrieve } from "@nest/shared/generation/pipeline";
 import { CANCELED_CODE, type BatchJobData, type ItemOutput } from "./protocol.ts";
 import { ITEM_QUEUE, batchKeys, type BatchQueueConfig } from "./config.ts";
 import { assertNoEviction, redactRedisUrl } from "./redis-policy.ts";
@@ -56,7 +56,8 @@ export interface ConsumerOptions extends BatchQueueConfig, ItemDeps {
 }
 
 /**
- * Decodes one batch item: retrieval (skipped in mode `base`), then the decode job.
+ * Decodes one batch item through the generation pipeline (`@nest/shared/generation/pipeline`):
+ * retrieval (skipped in mode `base`), then the decode job, collected.
  * @throws NestError `not_found` for a corpus this consumer has no index for; the decoder's
  *   `error` event as a NestError with its code; `upstream_unavailable` if the stream ends without `done`
  */
@@ -65,26 +66,11 @@ export async function decodeItem(deps: ItemDeps, data: BatchJobData, signal?: Ab
   const req = data.request;
   const index = await deps.indexFor(req.corpus);
   if (!index) throw new NestError("not_found", `unknown corpus \`${req.corpus}\``);
-  const scored = usesRetrieval(req.mode) ? await index.search(retrievalQuery(req), req.passages, { fusion: req.fusion }) : [];
-  const retrievalMs = Math.round((performance.now() - t0) * 10) / 10;
-  const job: DecodeJob = { request: req, passages: scored.map(({ id, title, text, source }) => ({ id, title, text, source })) };
-  let text = "";
-  const citations: Citation[] = [];
-  for await (const ev of deps.decoder.run(job, signal)) {
-    if (ev.event === "delta") {
-      text += ev.data.text;
-      if (ev.data.citation) citations.push(ev.data.citation);
-    } else if (ev.event === "error") {
-      const code = ev.data.error.code;
-      throw new NestError(Object.hasOwn(ERROR_STATUS, code) ? (code as ErrorCode) : "internal", ev.data.error.message);
-    } else if (ev.event === "done") {
-      const d = ev.data;
-      const total = Math.round((performance.now() - t0) * 10) / 10;
-      return { text, citations, finish_reason: d.finish_reason, mode: d.mode, model: d.model, usage: d.usage,
-        timings_ms: { ...d.timings_ms, retrieval: retrievalMs, total } };
-    }
-  }
-  throw new NestError("upstream_unavailable", "the decoder stream ended before `done`");
+  const retrieval = await retrieve(index, req, t0);
+  const events = generationEvents(deps.decoder.run(decodeJob(req, retrieval.passages), signal), retrieval, t0, signal);
+  const { text, deltas, done: d } = await collectGeneration(events);
+  const citations: Citation[] = deltas.flatMap((delta) => (delta.citation ? [delta.citation] : []));
+  return { text, citations, finish_reason: d.finish_reason, mode: d.mode, model: d.model, usage: d.usage, timings_ms: d.timings_ms };
 }
 
 /** A running consumer. */

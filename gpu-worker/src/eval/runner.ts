@@ -1,12 +1,14 @@
 /**
  * @module eval/runner
- * Runs a task's examples through the server's decoding path (`Engine.run`, the same code a
- * `POST /v1/generate` reaches) once per variant, and scores each generation (metrics.ts).
+ * Runs a task's examples through the server's decoding path (the generation pipeline's decode job
+ * and collection around `Engine.run`, the same code a `POST /v1/generate` reaches) once per variant, and scores each generation (metrics.ts).
  * Examples are the outer loop so that the passage encoder's cache serves every variant of one
  * example; first-stage retrieval runs once per example and its time is charged to every variant
  * that uses retrieval.
  */
-import type { Citation, DeltaEvent, DoneEvent } from "@nest/shared/protocol/events";
+import type { Citation, DeltaEvent, DoneEvent, GenerateEvent } from "@nest/shared/protocol/events";
+import type { DecodeJob } from "@nest/shared/protocol/worker";
+import { collectGeneration, decodeJob, withTimings } from "@nest/shared/generation/pipeline";
 import { GenerateRequestSchema, usesRetrieval, type Mode } from "@nest/shared/protocol/request";
 import type { ScoredPassage } from "@nest/shared/protocol/passage";
 import type { PassageIndex } from "@nest/shared/retrieve/passage-index";
@@ -103,6 +105,16 @@ export function excludeWindow(task: Pick<EvalTask, "origins">, ex: Pick<EvalExam
 }
 
 /**
+ * The engine as the job runner of the generation pipeline (`@nest/shared/generation/pipeline`):
+ * in-process, so its events are gathered while it runs and yielded after.
+ */
+async function* engineEvents(engine: Engine, job: DecodeJob, signal?: AbortSignal): AsyncGenerator<GenerateEvent> {
+  const events: GenerateEvent[] = [];
+  await engine.run(job, { delta: (data) => events.push({ event: "delta", data }), done: (data) => events.push({ event: "done", data }) }, signal);
+  yield* events;
+}
+
+/**
  * Runs every example × variant.
  * @returns the records in run order.
  * @throws NestError `invalid_request` when a variant's parameters fail the request schema; the
@@ -137,17 +149,11 @@ export async function runEval(opts: RunOptions): Promise<ExampleRecord[]> {
       opts.signal?.throwIfAborted();
       const request = GenerateRequestSchema.parse({ ...base, prompt: ex.prompt });
       const useRetrieval = usesRetrieval(v.mode);
-      const deltas: DeltaEvent[] = [];
-      let done: DoneEvent | undefined;
-      await opts.engine.run(
-        { request, passages: useRetrieval ? retrieved : [] },
-        { delta: (d) => deltas.push(d), done: (d) => (done = d) },
-        opts.signal,
-      );
-      if (!done) throw new Error(`example ${ex.id}, variant ${v.name}: no done event`);
+      const job = decodeJob(request, useRetrieval ? retrieved : []);
+      const { deltas, done } = await collectGeneration(engineEvents(opts.engine, job, opts.signal));
       const record = scoreRecord(opts.task, ex, v, deltas, done, useRetrieval ? retrievalMs : 0);
       if (opts.task.kind === "completion" && ex.reference !== undefined && ex.reference.length > 0) {
-        const s = await opts.engine.score({ request, passages: useRetrieval ? retrieved : [] }, ex.reference);
+        const s = await opts.engine.score(job, ex.reference);
         record.metrics.nll = s.nll;
         record.metrics.nll_tokens = s.tokens;
       }
@@ -202,7 +208,7 @@ export function scoreRecord(task: EvalTask, ex: EvalExample, v: Variant, deltas:
     answers: ex.answers,
     metrics,
     usage: done.usage,
-    timings_ms: { ...done.timings_ms, retrieval: r1(retrievalMs), total: r1(done.timings_ms.total + retrievalMs) },
+    timings_ms: withTimings(done, r1(retrievalMs), r1(done.timings_ms.total + retrievalMs)).timings_ms,
     finish_reason: done.finish_reason,
     citations: citations.map(({ passage_id, passage_start, passage_end, text_start, text_end, tokens }) => ({ passage_id, passage_start, passage_end, text_start, text_end, tokens })),
   };

@@ -49,7 +49,10 @@ export const NestParamsSchema = z.object({
   tau: z.number().positive().max(10).default(0.1),
   /** Span-selection threshold δ: span mode when λ ≤ δ (spec §5). */
   delta: z.number().min(0).max(1).default(0.5),
-  /** Relaxed-acceptance leniency γ ∈ (0, 1] (spec §6, Eq. 7). Default 5e-4; `rag-nest` defaults to 0.5. */
+  /**
+   * Relaxed-acceptance leniency γ ∈ (0, 1] (spec §6, Eq. 7). Default by mode, resolved when a
+   * {@link GenerateRequestSchema} request is parsed: 5e-4; `rag-nest` 0.5 ({@link resolveGamma}).
+   */
   gamma: z.number().positive().max(1).optional(),
   /**
    * Draft verification (spec §6): `relaxed` = paper Eq. 7 with γ; `greedy` = accept only argmax-p_M
@@ -111,11 +114,15 @@ export const GenerateRequestSchema = NestParamsSchema.extend({
   .refine((r) => r.messages === undefined || r.messages.some((m) => m.role === "user"), {
     message: "`messages` must contain at least one user message",
     path: ["messages"],
-  });
+  })
+  // γ's default depends on the mode; resolving it here makes a request that omits γ and one that
+  // states the default the same request (same FAQ cache key, same decoding).
+  .transform((r) => ({ ...r, gamma: resolveGamma(r) }));
+/** A parsed request: every default applied, `gamma` resolved by {@link resolveGamma}. */
 export type GenerateRequest = z.infer<typeof GenerateRequestSchema>;
 
-/** γ default by mode: 5e-4 for `nest` (spec §6, 7B setting), 0.5 for `rag-nest`. */
-export function resolveGamma(req: Pick<GenerateRequest, "mode" | "gamma">): number {
+/** γ default by mode: 5e-4 for `nest` (spec §6, 7B setting), 0.5 for `rag-nest`; a given γ wins. */
+export function resolveGamma(req: { mode: Mode; gamma?: number | undefined }): number {
   if (req.gamma !== undefined) return req.gamma;
   return req.mode === "rag-nest" ? 0.5 : 5e-4;
 }

@@ -23,6 +23,13 @@ describe("faqCacheKey", () => {
     expect(await faqCacheKey(req({ prompt: "What is X?", mode: "rag" }), ctx)).not.toBe(k);
     expect(await faqCacheKey(req({ prompt: "What is X?", alpha: 0.3 }), ctx)).not.toBe(k);
   });
+
+  it("is the same for a request that omits γ and one that states its mode's default", async () => {
+    expect(await faqCacheKey(req({ prompt: "What is X?", gamma: 5e-4 }), ctx)).toBe(await faqCacheKey(req({ prompt: "What is X?" }), ctx));
+    const ragNest = await faqCacheKey(req({ prompt: "What is X?", mode: "rag-nest" }), ctx);
+    expect(await faqCacheKey(req({ prompt: "What is X?", mode: "rag-nest", gamma: 0.5 }), ctx)).toBe(ragNest);
+    expect(await faqCacheKey(req({ prompt: "What is X?", mode: "rag-nest", gamma: 5e-4 }), ctx)).not.toBe(ragNest);
+  });
 });
 
 describe("FaqCache", () => {

@@ -10,6 +10,13 @@ describe("GenerateRequestSchema", () => {
     expect(resolveGamma({ mode: "rag-nest", gamma: undefined })).toBe(0.5);
   });
 
+  it("resolves γ's default by mode at parse time; a stated γ wins", () => {
+    expect(GenerateRequestSchema.parse({ prompt: "q" }).gamma).toBe(5e-4);
+    expect(GenerateRequestSchema.parse({ prompt: "q", mode: "rag-nest" }).gamma).toBe(0.5);
+    expect(GenerateRequestSchema.parse({ prompt: "q", mode: "rag-nest", gamma: 0.01 }).gamma).toBe(0.01);
+    expect(GenerateRequestSchema.parse({ prompt: "q" })).toEqual(GenerateRequestSchema.parse({ prompt: "q", gamma: 5e-4 }));
+  });
+
   it("rejects messages without a user message, and unknown fields inside a message", () => {
     const noUser = GenerateRequestSchema.safeParse({ messages: [{ role: "system", content: "be brief" }] });
     expect(noUser.success).toBe(false);
