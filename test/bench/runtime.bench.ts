@@ -1,12 +1,15 @@
 /**
  * Runtime bench (issue 3). Not a test: it prints a table and writes bench-results/runtime.json.
  *
+ *   npm run bench -- runtime
  *   node --import tsx test/bench/runtime.bench.ts [--runs 3] [--threads 2] [--precisions fp32,int8,int4]
- *       [--max-new-tokens 64] [--skip-llama]
+ *       [--max-new-tokens 64] [--skip-llama] [--skip-nest] [--load-procs 2] [--spinning off,on]
  *
- * 1. Base LM per precision (fresh child process each, so peak RSS is the model's own): prefill
- *    tokens/s (a 200-token prompt, logits for the last position only), decode tokens/s (64 greedy
- *    steps), peak RSS.
+ * 1. Base LM per precision and intra-op spinning setting (`session.intra_op.allow_spinning`; fresh
+ *    child process each, so peak RSS is the model's own): prefill tokens/s (a 200-token prompt,
+ *    logits for the last position only), decode tokens/s (64 greedy steps), peak RSS. Measured
+ *    twice in one run: as the machine is ("quiet"), then with `--load-procs` busy-loop processes
+ *    running beside it ("loaded", 0 skips it), llama.cpp included.
  * 2. The same GGUF through llama.cpp (node-llama-cpp 3.21.1, CPU, same thread count): prefill and
  *    decode tokens/s on the same prompt. node-llama-cpp is installed on first use into
  *    `$NEST_HOME/bench-deps` (it ships ~700 MB of prebuilt binaries, too much for every install).
@@ -16,7 +19,7 @@
  *    time to first token cold (empty key caches) and warm (passages cached).
  * Every figure is the median over `--runs` runs.
  */
-import { spawnSync } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import { existsSync } from "node:fs";
 import { mkdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
@@ -42,7 +45,11 @@ const { values } = parseArgs({
     precisions: { type: "string", default: "fp32,int8,int4" },
     "max-new-tokens": { type: "string", default: "64" },
     "skip-llama": { type: "boolean", default: false },
+    "skip-nest": { type: "boolean", default: false },
+    "load-procs": { type: "string", default: "2" },
+    spinning: { type: "string", default: "off,on" },
     child: { type: "string" },
+    "child-spinning": { type: "string", default: "off" },
   },
 });
 const RUNS = Number(values.runs);
@@ -64,10 +71,10 @@ async function benchPrompt(tok: ModelTokenizer): Promise<number[]> {
 }
 
 // ---- 1. base LM in a child process --------------------------------------------------------------
-async function baseChild(precision: Precision): Promise<void> {
+async function baseChild(precision: Precision, spinning: boolean): Promise<void> {
   const dir = await findModelDir();
   const manifest = await readManifest(dir);
-  const lm = await DecoderSession.load(dir, manifest, { precision, threads: THREADS });
+  const lm = await DecoderSession.load(dir, manifest, { precision, threads: THREADS, intraOpSpinning: spinning });
   const tok = await ModelTokenizer.load(dir, manifest);
   const prompt = await benchPrompt(tok);
   const prefill: number[] = [];
@@ -89,7 +96,7 @@ async function baseChild(precision: Precision): Promise<void> {
     kvBytesPerToken.push((lm.copies.kvOutBytes - before) / DECODE_STEPS);
   }
   const rssMb = process.resourceUsage().maxRSS / 1024;
-  process.stdout.write(JSON.stringify({ precision, prefillTokS: median(prefill), decodeTokS: median(decode), peakRssMb: rssMb, kvBytesPerToken: median(kvBytesPerToken) }));
+  process.stdout.write(JSON.stringify({ precision, spinning: spinning ? "on" : "off", prefillTokS: median(prefill), decodeTokS: median(decode), peakRssMb: rssMb, kvBytesPerToken: median(kvBytesPerToken) }));
 }
 
 function argmax(x: Float32Array): number {
@@ -98,9 +105,9 @@ function argmax(x: Float32Array): number {
   return a;
 }
 
-function runChild(precision: string): Record<string, number | string> | undefined {
+function runChild(precision: string, spinning: string): Record<string, number | string> | undefined {
   const r = spawnSync(process.execPath, ["--import", "tsx", new URL(import.meta.url).pathname, "--child", precision,
-    "--runs", String(RUNS), "--threads", String(THREADS)], { encoding: "utf8", maxBuffer: 1 << 24 });
+    "--child-spinning", spinning, "--runs", String(RUNS), "--threads", String(THREADS)], { encoding: "utf8", maxBuffer: 1 << 24 });
   if (r.status !== 0) {
     console.error(`base ${precision}: child failed (${r.status}): ${r.stderr.split("\n").slice(-5).join("\n")}`);
     return undefined;
@@ -186,8 +193,8 @@ async function nestVsBase(): Promise<NestRow[]> {
     for (const set of sets) {
       const tokS: number[] = [], ppt: number[] = [], span: number[] = [], cold: number[] = [], warm: number[] = [], attr: number[] = [];
       for (let r = 0; r < RUNS; r++) {
-        // A fresh engine per run: empty memory cache, no disk cache, so the first request is cold.
-        const engine = await Engine.load(dir, { threads: THREADS, diskKeyCache: false });
+        // A fresh engine per run: empty memory cache, no disk cache, no encoded corpus, so the first request is cold.
+        const engine = await Engine.load(dir, { threads: THREADS, diskKeyCache: false, corpusKeys: false });
         for (const p of set.prompts) {
           const passages = (await index.search(p.query, 40)).map(({ id, title, text, source }) => ({ id, title, text, source }));
           const request = GenerateRequestSchema.parse({ prompt: p.prompt, mode, max_new_tokens: MAX_NEW });
@@ -220,39 +227,63 @@ async function nestVsBase(): Promise<NestRow[]> {
 
 // ---- main ------------------------------------------------------------------------------------------
 if (values.child) {
-  await baseChild(values.child as Precision);
+  await baseChild(values.child as Precision, values["child-spinning"] === "on");
   process.exit(0);
 }
 
-console.log(`runtime bench: ${RUNS} runs, ${THREADS} threads, load average ${loadavg().map((x) => x.toFixed(1)).join(" ")}`);
-const base = values.precisions!.split(",").map((p) => runChild(p.trim())).filter((x) => x !== undefined);
-console.log("\nbase LM (median)");
-console.log("precision  prefill tok/s  decode tok/s  peak RSS MB  KV bytes out/token");
-for (const b of base) console.log(`${String(b.precision).padEnd(10)} ${fmt(Number(b.prefillTokS)).padStart(13)} ${fmt(Number(b.decodeTokS)).padStart(13)} ${fmt(Number(b.peakRssMb), 0).padStart(12)} ${fmt(Number(b.kvBytesPerToken), 0).padStart(19)}`);
+/** Starts `n` busy-loop processes (a concurrent CPU load); returns a function that stops them. */
+function startLoad(n: number): () => void {
+  const procs = Array.from({ length: n }, () =>
+    spawn(process.execPath, ["-e", "for(;;){let x=0;for(let i=0;i<1e7;i++)x+=i;}"], { stdio: "ignore" }));
+  return () => procs.forEach((p) => p.kill());
+}
 
-let llama: Record<string, number> | undefined;
-if (!values["skip-llama"]) {
+/** Base LM per precision × spinning, then llama.cpp, printed as one table. */
+async function runtimeRound(label: string): Promise<{ base: Record<string, number | string>[]; llama?: Record<string, number> }> {
+  const spinnings = values.spinning!.split(",").map((s) => s.trim());
+  const base = values.precisions!.split(",").flatMap((p) => spinnings.map((s) => runChild(p.trim(), s))).filter((x) => x !== undefined);
+  console.log(`\nbase LM, ${label} (median; load average ${loadavg().map((x) => x.toFixed(1)).join(" ")})`);
+  console.log("precision  spinning  prefill tok/s  decode tok/s  peak RSS MB  KV bytes out/token");
+  for (const b of base) console.log(`${String(b.precision).padEnd(10)} ${String(b.spinning).padEnd(8)} ${fmt(Number(b.prefillTokS)).padStart(13)} ${fmt(Number(b.decodeTokS)).padStart(13)} ${fmt(Number(b.peakRssMb), 0).padStart(12)} ${fmt(Number(b.kvBytesPerToken), 0).padStart(19)}`);
+  let llama: Record<string, number> | undefined;
+  if (!values["skip-llama"]) {
+    try {
+      llama = await llamaCpp();
+    } catch (err) {
+      console.error(`llama.cpp: ${(err as Error).message}`);
+    }
+  }
+  if (llama) {
+    console.log(`llama.cpp (node-llama-cpp 3.21.1, same GGUF, ${THREADS} threads), ${label}: prefill ${fmt(llama.prefillTokS!)} tok/s, decode ${fmt(llama.decodeTokS!)} tok/s`);
+    for (const b of base) console.log(`  ours ${b.precision} spinning ${b.spinning} / llama.cpp decode: ${fmt(Number(b.decodeTokS) / llama.decodeTokS!, 2)}× (target ≥ 1.0)  prefill: ${fmt(Number(b.prefillTokS) / llama.prefillTokS!, 2)}× (target ≥ 1.5)`);
+  }
+  return { base, llama };
+}
+
+console.log(`runtime bench: ${RUNS} runs, ${THREADS} threads, load average ${loadavg().map((x) => x.toFixed(1)).join(" ")}`);
+const quiet = await runtimeRound("as the machine is");
+const { base, llama } = quiet;
+let loaded: Awaited<ReturnType<typeof runtimeRound>> | undefined;
+const LOAD_PROCS = Number(values["load-procs"]);
+if (LOAD_PROCS > 0) {
+  const stop = startLoad(LOAD_PROCS);
   try {
-    llama = await llamaCpp();
-  } catch (err) {
-    console.error(`llama.cpp: ${(err as Error).message}`);
+    loaded = await runtimeRound(`with ${LOAD_PROCS} busy-loop processes beside it`);
+  } finally {
+    stop();
   }
 }
-if (llama) {
-  console.log(`\nllama.cpp (node-llama-cpp 3.21.1, same GGUF, ${THREADS} threads): prefill ${fmt(llama.prefillTokS!)} tok/s, decode ${fmt(llama.decodeTokS!)} tok/s`);
-  for (const b of base) console.log(`  ours ${b.precision} / llama.cpp decode: ${fmt(Number(b.decodeTokS) / llama.decodeTokS!, 2)}×  prefill: ${fmt(Number(b.prefillTokS) / llama.prefillTokS!, 2)}×`);
-}
 
-const nest = await nestVsBase();
+const nest = values["skip-nest"] ? [] : await nestVsBase();
 console.log(`\nNEST vs base on grounded prompts (fp32, 40 passages, max ${MAX_NEW} new tokens; median)`);
 console.log("mode  set            decode tok/s  LM passes/token  mean accepted span  TTFT cold ms  TTFT warm ms  attribution");
 for (const r of nest) console.log(`${r.mode.padEnd(5)} ${r.set.padEnd(14)} ${fmt(r.tokS).padStart(12)} ${fmt(r.passesPerToken, 2).padStart(16)} ${fmt(r.meanSpan, 2).padStart(19)} ${fmt(r.ttftColdMs, 0).padStart(13)} ${fmt(r.ttftWarmMs, 0).padStart(13)} ${fmt(r.attribution, 2).padStart(12)}`);
-for (const set of ["questions", "continuations"]) {
+for (const set of nest.length > 0 ? ["questions", "continuations"] : []) {
   const b = nest.find((r) => r.mode === "base" && r.set === set)!;
   const n = nest.find((r) => r.mode === "nest" && r.set === set)!;
   console.log(`  NEST/base decode tok/s on ${set}: ${fmt(n.tokS / b.tokS, 2)}×`);
 }
 
 await mkdir(join(REPO_ROOT, "bench-results"), { recursive: true });
-await writeFile(join(REPO_ROOT, "bench-results", "runtime.json"), JSON.stringify({ runs: RUNS, threads: THREADS, loadavg: loadavg(), base, llama, nest }, null, 2));
+await writeFile(join(REPO_ROOT, "bench-results", "runtime.json"), JSON.stringify({ runs: RUNS, threads: THREADS, loadavg: loadavg(), base, llama, loaded, nest }, null, 2));
 console.log("\nwrote bench-results/runtime.json");

@@ -106,6 +106,8 @@ export class DecoderSession implements CausalLM {
         graphOptimizationLevel: options.graphOptimizationLevel,
         intraOpNumThreads: options.threads,
         enableCpuMemArena: options.enableCpuMemArena,
+        // Session config entries (onnxruntime_session_options_config_keys.h), flattened by the binding.
+        extra: { session: { intra_op: { allow_spinning: options.intraOpSpinning ? "1" : "0" } } },
       });
     } catch (err) {
       if (options.executionProvider === "cuda") {

@@ -2,7 +2,8 @@
  * @module runtime/session-options
  * How the decoder runs: precision, execution provider and onnxruntime session options. Parsed once
  * from the environment (`NEST_PRECISION`, `NEST_EXECUTION_PROVIDER`, `NEST_THREADS`,
- * `NEST_GRAPH_OPTIMIZATION`, `NEST_CPU_MEM_ARENA`); explicit options override the environment.
+ * `NEST_GRAPH_OPTIMIZATION`, `NEST_CPU_MEM_ARENA`, `NEST_INTRA_OP_SPINNING`); explicit options
+ * override the environment.
  */
 import { z } from "zod";
 import { NestError } from "@nest/shared/protocol/errors";
@@ -20,6 +21,13 @@ export const RuntimeOptionsSchema = z.object({
   graphOptimizationLevel: z.enum(["disabled", "basic", "extended", "all"]).default("all"),
   /** onnxruntime's CPU memory arena (faster allocation, keeps peak memory). */
   enableCpuMemArena: z.boolean().default(true),
+  /**
+   * Whether onnxruntime's intra-op threads busy-wait for work between ops and passes
+   * (`session.intra_op.allow_spinning`). Off by default: on a CPU shared with other processes a
+   * spinning pool burns the cores its peers need, and decoding collapsed under load with it on
+   * (test/bench/runtime.bench.ts measures both).
+   */
+  intraOpSpinning: z.boolean().default(false),
 });
 export type RuntimeOptions = z.infer<typeof RuntimeOptionsSchema>;
 
@@ -34,6 +42,7 @@ export function runtimeOptions(overrides: Partial<RuntimeOptions> = {}, env: Nod
   if (env.NEST_THREADS) raw.threads = Number(env.NEST_THREADS);
   if (env.NEST_GRAPH_OPTIMIZATION) raw.graphOptimizationLevel = env.NEST_GRAPH_OPTIMIZATION;
   if (env.NEST_CPU_MEM_ARENA) raw.enableCpuMemArena = env.NEST_CPU_MEM_ARENA !== "0";
+  if (env.NEST_INTRA_OP_SPINNING) raw.intraOpSpinning = env.NEST_INTRA_OP_SPINNING !== "0";
   for (const [k, v] of Object.entries(overrides)) if (v !== undefined) raw[k] = v;
   const parsed = RuntimeOptionsSchema.safeParse(raw);
   if (!parsed.success) {

@@ -57,7 +57,20 @@ describe.each(Object.entries(BOUNDS))("precision %s", (precision, bound) => {
 describe("runtime options", () => {
   it("reads NEST_* variables and lets explicit options win", () => {
     const o = runtimeOptions({ threads: 1 }, { NEST_PRECISION: "int8", NEST_THREADS: "2", NEST_CPU_MEM_ARENA: "0" });
-    expect(o).toEqual({ precision: "int8", executionProvider: "cpu", threads: 1, graphOptimizationLevel: "all", enableCpuMemArena: false });
+    expect(o).toEqual({
+      precision: "int8",
+      executionProvider: "cpu",
+      threads: 1,
+      graphOptimizationLevel: "all",
+      enableCpuMemArena: false,
+      intraOpSpinning: false,
+    });
+  });
+
+  it("keeps intra-op spinning off unless NEST_INTRA_OP_SPINNING=1 (it collapses decoding under CPU contention)", () => {
+    expect(runtimeOptions({}, {}).intraOpSpinning).toBe(false);
+    expect(runtimeOptions({}, { NEST_INTRA_OP_SPINNING: "1" }).intraOpSpinning).toBe(true);
+    expect(runtimeOptions({ intraOpSpinning: false }, { NEST_INTRA_OP_SPINNING: "1" }).intraOpSpinning).toBe(false);
   });
 
   it("names the variable of a bad value", () => {
