@@ -9,6 +9,7 @@ declare module "cloudflare:workers" {
     NEST_KEYS: KvNamespaceLike;
     NEST_CACHE: KvNamespaceLike;
     NEST_POOL_URL: string;
+    NEST_POOL_SECRET: string;
     NEST_CORPUS_VERSIONS: string;
   };
   /** The Worker's exports (`edge/src/adapters/workers.ts`), called in the same isolate. */

@@ -13,6 +13,7 @@ import { decodeJob, generationEvents, retrieve } from "@nest/shared/generation/p
 import type { DecodeClient } from "../route/pool-client.ts";
 import { faqCacheKey, type FaqCache } from "../cache/faq-cache.ts";
 import { authedKey, type AuthedKey } from "../middleware/keys.ts";
+import { logRejection, stopReason } from "../rejections.ts";
 import type { Context } from "hono";
 
 /** What a generation needs. */
@@ -97,7 +98,7 @@ export async function startGeneration(
       seen.push(out);
       yield out;
       if (out.event === "done") {
-        await key?.chargeTokens(out.data.usage.prompt_tokens + out.data.usage.completion_tokens).catch(() => {});
+        if (key) await logRejection(key.chargeTokens(out.data.usage.prompt_tokens + out.data.usage.completion_tokens), "generation: token charge", deps.log);
         if (cacheKey && policy.store) await deps.faqCache!.put(cacheKey, seen);
       }
     }
@@ -119,7 +120,7 @@ export interface ClientGeneration extends Generation {
  */
 export async function startClientGeneration(c: Context, deps: GenerateDeps, req: GenerateRequest): Promise<ClientGeneration> {
   const abort = new AbortController();
-  const cancel = () => abort.abort(new Error("client disconnected"));
+  const cancel = () => abort.abort(stopReason("client disconnected"));
   c.req.raw.signal?.addEventListener("abort", cancel, { once: true });
   try {
     const gen = await startGeneration(deps, req, abort.signal, authedKey(c), cachePolicy(c.req.header("cache-control")));

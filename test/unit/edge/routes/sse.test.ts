@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { Hono } from "hono";
 import { EventSourceParserStream } from "eventsource-parser/stream";
-import { frameSse, streamMessages, type SseMessage } from "@nest/edge/routes/sse";
+import { streamMessages, type SseMessage } from "@nest/edge/routes/sse";
 
 const HOSTILE = 'a\n\ndata: {"evil":1}\r\nevent: done\rid: 99\n\n: comment\r\n\r\nz';
 
@@ -15,12 +15,24 @@ async function parse(body: ReadableStream<Uint8Array>) {
   }
 }
 
-describe("frameSse", () => {
-  it("splits CR, LF and CRLF into data lines and numbers the message", () => {
-    expect(frameSse({ event: "delta", data: "x\r\ny\rz\nw" }, 7)).toBe("event: delta\nid: 7\ndata: x\ndata: y\ndata: z\ndata: w\n\n");
+/** The raw body `streamMessages` sends for `messages`. */
+async function framed(messages: SseMessage[]): Promise<string> {
+  const app = new Hono();
+  app.get("/", (c) => streamMessages(c, (async function* () {
+    yield* messages;
+  })(), { log: () => {} }));
+  return (await app.request("/")).text();
+}
+
+describe("SSE framing (hono's writeSSE)", () => {
+  it("splits CR, LF and CRLF into data lines and numbers the message", async () => {
+    expect(await framed([{ event: "skip", data: "" }, { event: "delta", data: "x\r\ny\rz\nw" }])).toBe(
+      "event: skip\ndata: \nid: 0\n\nevent: delta\ndata: x\ndata: y\ndata: z\ndata: w\nid: 1\n\n",
+    );
   });
-  it("refuses an event name with a line break", () => {
-    expect(() => frameSse({ event: "a\nb", data: "" }, 0)).toThrow("line break");
+  it("refuses an event name with a line break: an `error` event goes out instead, nothing is injected", async () => {
+    const text = await framed([{ event: "a\nb", data: "" }]);
+    expect(text).toBe(`event: error\ndata: ${JSON.stringify({ error: { code: "internal", message: 'event must not contain "\\r" or "\\n"' } })}\nid: 0\n\n`);
   });
 });
 
@@ -48,7 +60,7 @@ describe("streamMessages", () => {
     })(), { heartbeatMs: 50 }));
     const text = await (await app.request("/")).text();
     expect(text.match(/^: keep-alive$/gm)?.length).toBe(2);
-    expect(text.endsWith("event: delta\nid: 0\ndata: {}\n\n")).toBe(true);
+    expect(text.endsWith("event: delta\ndata: {}\nid: 0\n\n")).toBe(true);
   });
 
   it("an error thrown mid-stream becomes an `error` event", async () => {
