@@ -49,7 +49,7 @@ function parsePositive(v: string): number {
 interface EvalCliOptions {
   task: TaskName; data: string; modes: Mode[]; limit?: number; offset?: number; split?: SquadSplit; param: Record<string, number | string>; gammaSweep?: number[];
   ablation?: boolean; out?: string; maxNewTokens: number; passages: number; corpus?: string; index?: string; threads: number; reportOnly?: boolean;
-  resume?: boolean; wikitextStore: WikitextStore;
+  resume?: boolean; wikitextStore: WikitextStore; baseline?: string;
 }
 
 /** Adds `nestlm eval` to `program`. */
@@ -70,6 +70,7 @@ export function addEvalCommand(program: Command): void {
     .option("--corpus <name>", "jsonl: prepared corpus to retrieve from", "factbook")
     .option("--index <dir>", "jsonl: LanceDB index folder (overrides --corpus)")
     .option("--report-only", "do not decode: re-score --out/examples.jsonl with the current metrics and rebuild the report (e.g. of an interrupted run)")
+    .option("--baseline <dir>", "compare each mode's ALR with the same mode in <dir>/examples.jsonl (paired bootstrap, question for question)")
     .option("--resume", "keep the generations already in --out/examples.jsonl and run only the missing ones (same code and settings!)")
     .addOption(new Option("--wikitext-store <setting>", "wikitext: keep each example's own window out of its retrieval, or index it (the old, inflated setting)").choices(["exclude-window", "full"]).default("exclude-window"))
     .option("--threads <n>", "onnxruntime intra-op threads (0 = auto)", (v) => Number(v), 0)
@@ -80,7 +81,7 @@ export function addEvalCommand(program: Command): void {
       const out = o.out ?? join(home, "eval", `${o.task}-${new Date().toISOString().replace(/[:.]/g, "-")}`);
       const result = await evaluate({
         task: o.task, data: o.data, out, modes: o.modes, limit: o.limit, offset: o.offset, split: o.split, params: o.param, gammas: o.gammaSweep,
-        resume: o.resume, wikitextStore: o.wikitextStore,
+        resume: o.resume, wikitextStore: o.wikitextStore, baseline: o.baseline,
         ablation: o.ablation, maxNewTokens: o.maxNewTokens, passages: o.passages, corpus: o.corpus, indexDir: o.index,
         threads: o.threads, home, reportOnly: o.reportOnly, log: (line) => process.stderr.write(`${line}\n`),
       });

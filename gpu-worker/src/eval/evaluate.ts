@@ -37,6 +37,12 @@ export interface EvaluateOptions {
    * pairs, appending. Only sound when the code and settings are unchanged since those records.
    */
   resume?: boolean;
+  /**
+   * A folder holding an earlier run's `examples.jsonl` on the same task (e.g. the issue-12
+   * baseline): its records are re-scored with the current metrics and each mode's ALR is compared
+   * with the same mode there, question for question (paired bootstrap rows `nest − before nest`).
+   */
+  baseline?: string;
   /** Request parameters for every variant (e.g. `{ alpha: 0.3 }`). */
   params?: Record<string, number | string>;
   gammas?: readonly number[];
@@ -116,7 +122,7 @@ export async function evaluate(opts: EvaluateOptions): Promise<EvaluateResult> {
   const wanted = new Set(task.examples.map((e) => e.id));
   records = [...previous.filter((r) => wanted.has(r.id)), ...records];
   const summaries = summarize(records);
-  const paired = task.kind === "qa" ? pairedAlr(records) : [];
+  const paired = task.kind === "qa" ? [...pairedAlr(records), ...(await versusBaseline(opts, task, plan, records))] : [];
   const report = await writeReport(opts.out, {
     task: task.name, data: opts.data, model: engine.manifest.name, examples: task.examples.length, maxNewTokens, passages,
     params: opts.params ?? {}, startedAt, wallSeconds: (performance.now() - t0) / 1000, selection: selection(opts, previous.length),
@@ -131,6 +137,17 @@ function selection(opts: EvaluateOptions, resumed: number): Record<string, strin
     ...(opts.task === "wikitext" ? { "wikitext store": opts.wikitextStore ?? "exclude-window" } : {}),
     ...(resumed > 0 ? { "resumed generations": resumed } : {}),
   };
+}
+
+/** Paired ALR of every mode against the same mode in `opts.baseline` (re-scored), on the questions both ran. */
+async function versusBaseline(opts: EvaluateOptions, task: EvalTask, plan: PlannedVariants, records: readonly ExampleRecord[]): Promise<PairedAlr[]> {
+  if (!opts.baseline) return [];
+  const byId = new Map(task.examples.map((e) => [e.id, e]));
+  const before = (await readRecords(join(opts.baseline, "examples.jsonl"))).flatMap((r) => {
+    const ex = byId.get(r.id);
+    return ex ? [{ ...rescoreRecord(task, ex, r), variant: `before ${r.variant}` }] : [];
+  });
+  return pairedAlr([...records, ...before], plan.modes.map((m) => [m, `before ${m}`] as const));
 }
 
 async function readRecords(path: string): Promise<ExampleRecord[]> {
@@ -151,7 +168,7 @@ async function rebuildReport(opts: EvaluateOptions, task: EvalTask, plan: Planne
     return ex ? [rescoreRecord(task, ex, r)] : [];
   });
   const summaries = summarize(records);
-  const paired = task.kind === "qa" ? pairedAlr(records) : [];
+  const paired = task.kind === "qa" ? [...pairedAlr(records), ...(await versusBaseline(opts, task, plan, records))] : [];
   const examples = new Set(records.map((r) => r.id)).size;
   const manifest = await readManifest(opts.modelDir ?? (await findModelDir(opts.home)));
   const report = await writeReport(opts.out, {
