@@ -245,7 +245,11 @@ export async function startWorker(opts: WorkerServerOptions): Promise<{ url: str
     url,
     close: async () => {
       opts.readiness?.drain();
+      // Streams still running finish; keep-alive connections that go idle after close() are
+      // closed too (close() alone only closes the ones idle at the time of the call).
+      const idle = setInterval(() => (server as { closeIdleConnections?: () => void }).closeIdleConnections?.(), 250);
       await new Promise<void>((r) => server.close(() => r()));
+      clearInterval(idle);
       await batch?.close();
       for (const i of indexes.values()) await (await i).close?.();
       await host.close();

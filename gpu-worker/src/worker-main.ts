@@ -71,7 +71,8 @@ export async function warmUp(url: string, secret: string | undefined): Promise<v
 }
 
 async function main(): Promise<void> {
-  const parsed = WorkerEnvSchema.safeParse(process.env);
+  // An empty variable counts as unset (e.g. `NEST_REDIS_URL=` in a manifest).
+  const parsed = WorkerEnvSchema.safeParse(Object.fromEntries(Object.entries(process.env).filter(([, v]) => v !== "")));
   if (!parsed.success) throw new Error(parsed.error.issues.map((i) => `${i.path.join(".")}: ${i.message}`).join("; "));
   const env = parsed.data;
   const depth: QueueDepthSource | undefined = env.NEST_REDIS_URL ? queueDepthSource(env.NEST_REDIS_URL, env.NEST_BATCH_PREFIX) : undefined;
@@ -113,6 +114,7 @@ async function main(): Promise<void> {
 
   const self = worker.url.replace("://0.0.0.0:", "://127.0.0.1:").replace("://[::]:", "://[::1]:");
   if (env.NEST_WARMUP) await warmUp(self, env.NEST_POOL_SECRET);
+  metrics.registry.resetMetrics(); // counters start at ready: the warm-up is not traffic
   readiness.markReady();
   process.stdout.write(`gpu-worker ready ${worker.url} pid=${process.pid}\n`);
 }

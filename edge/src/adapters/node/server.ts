@@ -14,6 +14,7 @@ import { openLanceIndex } from "@nest/corpus/lancedb-index";
 import { readReadySync } from "@nest/corpus/layout";
 import { jsonFileKv } from "./json-file-kv.ts";
 import { redisKv, type RedisKv } from "./redis-kv.ts";
+import { EdgeMetrics } from "./metrics.ts";
 import { answerClientErrorsAsJson } from "@nest/shared/http/client-errors";
 
 export interface EdgeOptions {
@@ -42,6 +43,8 @@ export interface EdgeOptions {
   /** Hex SHA-256 hashes of the accepted API keys. */
   apiKeyHashes: string[];
   log?: (line: string) => void;
+  /** Serve Prometheus metrics on `GET /metrics` (./metrics.ts). @defaultValue true */
+  metrics?: boolean;
 }
 
 export interface RunningEdge {
@@ -88,7 +91,8 @@ export async function startEdge(opts: EdgeOptions): Promise<RunningEdge> {
   });
 
   const server = await new Promise<ReturnType<typeof serve>>((resolve, reject) => {
-    const s = serve({ fetch: app.fetch, port: opts.port, hostname: host }, () => resolve(s));
+    const metrics = opts.metrics === false ? undefined : new EdgeMetrics({ pools: () => pool.state() });
+    const s = serve({ fetch: metrics ? metrics.instrument(app.fetch) : app.fetch, port: opts.port, hostname: host }, () => resolve(s));
     s.once("error", reject);
     answerClientErrorsAsJson(s); // e.g. a 20 KB header: JSON 431 `headers_too_large`, not Node's bare one
   });
