@@ -18,7 +18,7 @@
 import { execFileSync } from "node:child_process";
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, copyFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { dirname, join, relative } from "node:path";
+import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { parseAllDocuments } from "yaml";
@@ -26,7 +26,6 @@ import { ScaledObject, TriggerAuthentication } from "@kubernetes-models/keda/ked
 import { PodMonitor, ServiceMonitor } from "@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1";
 
 const here = dirname(fileURLToPath(import.meta.url));
-const repo = join(here, "..", "..");
 const { values } = parseArgs({
   options: {
     "kubernetes-validate": { type: "string", default: process.env.KUBERNETES_VALIDATE ?? "kubernetes-validate" },
@@ -97,7 +96,7 @@ for (const name of overlays) {
     for (const line of bad.length ? bad : [text]) problems.push(`${name}: ${line.trim()}`);
   }
   crossChecks(name, docs);
-  console.log(`${name}: ${docs.length} objects (${core.length} Kubernetes, ${docs.length - core.length} CRD) → ${relative(repo, join(outDir, `${name}.yaml`)) || join(outDir, `${name}.yaml`)}`);
+  console.log(`${name}: ${docs.length} objects (${core.length} Kubernetes, ${docs.length - core.length} CRD) → ${join(outDir, `${name}.yaml`)}`);
 }
 
 function crossChecks(name, docs) {
