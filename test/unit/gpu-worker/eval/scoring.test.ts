@@ -161,3 +161,15 @@ describe("WikiText held-out window", () => {
     expect(excludeWindow({ origins }, task.examples[1]!, [p("a", 128)]).map((x) => x.id)).toEqual(["a"]);
   });
 });
+
+describe("the factbook dev set", () => {
+  it("loads: 62 questions, 5 without an answer, every answerable one names its gold passage(s)", async () => {
+    const task = await loadJsonl(join(import.meta.dirname, "../../../fixtures/eval/factbook-dev.jsonl"), {}, "factbook");
+    expect(task.examples).toHaveLength(62);
+    const unanswerable = task.examples.filter((e) => e.answers.length === 0);
+    expect(unanswerable).toHaveLength(5);
+    expect(unanswerable.every((e) => e.goldPassages === undefined || e.goldPassages.length === 0)).toBe(true);
+    for (const e of task.examples.filter((x) => x.answers.length > 0)) expect(e.goldPassages!.every((id) => /^fb-[a-z]{2}-[0-9a-f]{12}$/.test(id))).toBe(true);
+    expect(new Set(task.examples.map((e) => e.id)).size).toBe(62);
+  });
+});
