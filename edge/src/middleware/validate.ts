@@ -9,6 +9,7 @@
 import type { z } from "zod";
 import { GenerateRequestSchema, type GenerateRequest } from "@nest/shared/protocol/request";
 import { NestError } from "@nest/shared/protocol/errors";
+import { wellFormed, wellFormedReviver } from "@nest/shared/protocol/well-formed";
 
 /** One zod issue as a sentence naming the field, e.g. ``field `gamma`: Too big: expected number to be <=1``. */
 export function describeIssue(issue: z.core.$ZodIssue): string {
@@ -20,13 +21,7 @@ export function describeIssue(issue: z.core.$ZodIssue): string {
   return wellFormed(path ? `field \`${path}\`: ${issue.message}` : issue.message);
 }
 
-/** Lone surrogates: a high one not followed by a low one, or a low one not preceded by a high one. */
-const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/g;
-
-/** `s` with every lone UTF-16 surrogate replaced by U+FFFD (well-formed; `String.prototype.toWellFormed`). */
-export function wellFormed(s: string): string {
-  return s.replace(LONE_SURROGATE, "\uFFFD");
-}
+export { wellFormed };
 
 /**
  * Parses a request body as JSON, every string value made {@link wellFormed} (keys are echoed only
@@ -35,7 +30,7 @@ export function wellFormed(s: string): string {
  */
 export function parseJsonBody(text: string): unknown {
   try {
-    return JSON.parse(text, (_key, value: unknown) => (typeof value === "string" ? wellFormed(value) : value));
+    return JSON.parse(text, wellFormedReviver);
   } catch {
     throw new NestError("invalid_json", "request body is not valid JSON");
   }

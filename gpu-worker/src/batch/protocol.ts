@@ -6,11 +6,13 @@
  * A batch body is JSONL (one generation request per line) or a JSON array of them. Each request is
  * a `POST /v1/generate` body ({@link GenerateRequestSchema}) plus an optional `custom_id`
  * (1..64 chars, unique within the batch). Blank lines are skipped; line numbers in errors are 1-based.
+ * Lone UTF-16 surrogates in any string become U+FFFD while parsing (they would be echoed in results).
  */
 import { z } from "zod";
 import { GenerateRequestSchema, type GenerateRequest } from "@nest/shared/protocol/request";
 import { CitationSchema, DoneEventSchema } from "@nest/shared/protocol/events";
 import { NestError } from "@nest/shared/protocol/errors";
+import { wellFormedReviver } from "@nest/shared/protocol/well-formed";
 
 /** Most items one batch may hold. */
 export const MAX_BATCH_ITEMS = 10_000;
@@ -139,7 +141,7 @@ export function parseBatchBody(body: string, maxItems = MAX_BATCH_ITEMS): BatchI
   if (trimmed.startsWith("[")) {
     let arr: unknown[];
     try {
-      arr = JSON.parse(body) as unknown[];
+      arr = JSON.parse(body, wellFormedReviver) as unknown[];
     } catch (e) {
       throw new NestError("invalid_request", `body is not valid JSON: ${(e as Error).message}`);
     }
@@ -153,7 +155,7 @@ export function parseBatchBody(body: string, maxItems = MAX_BATCH_ITEMS): BatchI
       if (items.length >= maxItems) throw tooMany();
       let raw: unknown;
       try {
-        raw = JSON.parse(line);
+        raw = JSON.parse(line, wellFormedReviver);
       } catch (e) {
         throw new NestError("invalid_request", `line ${n + 1}: not valid JSON: ${(e as Error).message}`);
       }

@@ -63,3 +63,18 @@ describe("redactRedisUrl", () => {
     expect(redactRedisUrl("redis://127.0.0.1:6379")).toBe("redis://127.0.0.1:6379");
   });
 });
+
+describe("parseBatchBody and lone surrogates (issue 14)", () => {
+  it("replaces them in every string, JSONL and JSON array alike", () => {
+    const line = JSON.stringify({ custom_id: "id\uD800", prompt: "Capital of Peru?\uDC00" });
+    const [a] = parseBatchBody(line);
+    expect(a!.custom_id).toBe("id\uFFFD");
+    expect(a!.request.prompt).toBe("Capital of Peru?\uFFFD");
+    const [b] = parseBatchBody(`[${line}]`);
+    expect(b!.custom_id).toBe("id\uFFFD");
+  });
+
+  it("refuses a whitespace-only prompt", () => {
+    expect(() => parseBatchBody(JSON.stringify({ prompt: "  \t" }))).toThrow(/^line 1: prompt: must not be blank/);
+  });
+});
