@@ -15,6 +15,7 @@
 import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
 import { basename, extname, join } from "node:path";
 import { type Command, InvalidArgumentError, Option } from "commander";
+import { z } from "zod";
 import { NestError } from "@nest/shared/protocol/errors";
 import type { Passage } from "@nest/shared/protocol/passage";
 import { DEFAULT_CHUNK_WORDS } from "@nest/shared/corpus/chunk";
@@ -25,6 +26,11 @@ import { buildCorpusIndex, type BuildProgress } from "@nest/corpus/corpus-index"
 import { contentVersion } from "@nest/corpus/layout";
 import { progressReporter } from "@nest/corpus/progress";
 import { prepareEmbedder } from "@nest/corpus/prepare-embedder";
+
+/** `$NEST_HOME/ingest/upstash-<namespace>.json`: the version last upserted (other fields kept). */
+const UpstashRecordSchema = z.looseObject({ version: z.string().optional() });
+/** `$NEST_HOME/ingest/upstash-<namespace>-<content12>.json`: passages upserted so far. */
+const UpstashCheckpointSchema = z.looseObject({ done: z.number().int().nonnegative().optional() });
 
 /** Options of {@link ingest}. */
 export interface IngestOptions {
@@ -112,13 +118,13 @@ async function ingestUpstash(passages: Passage[], namespace: string, version: st
   const dir = join(home, "ingest");
   await mkdir(dir, { recursive: true });
   const record = join(dir, `upstash-${namespace}.json`);
-  const prev = await readFile(record, "utf8").then((s) => JSON.parse(s) as { version?: string }, () => ({}) as { version?: string });
+  const prev = await readFile(record, "utf8").then((s) => UpstashRecordSchema.safeParse(JSON.parse(s)).data ?? {}, () => ({}) as { version?: string });
   if (prev.version === version) {
     log(`ingest: upstash namespace "${namespace}" already holds version ${version.slice(0, 12)}; nothing to do`);
     return 0;
   }
   const checkpoint = join(dir, `upstash-${namespace}-${version.slice(0, 12)}.json`);
-  let doneN = await readFile(checkpoint, "utf8").then((s) => Number((JSON.parse(s) as { done?: number }).done) || 0, () => 0);
+  let doneN = await readFile(checkpoint, "utf8").then((s) => UpstashCheckpointSchema.safeParse(JSON.parse(s)).data?.done ?? 0, () => 0);
   const client = upstashClient(cfg);
   const batch = opts.upsertBatch ?? 100;
   const bar = opts.progress ?? progressReporter(`upstash ${namespace}: upserting`, "passages", log);

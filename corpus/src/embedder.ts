@@ -9,32 +9,32 @@ import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import * as ort from "onnxruntime-node";
 import { Tokenizer } from "@huggingface/tokenizers";
+import { z } from "zod";
 import { NestError } from "@nest/shared/protocol/errors";
 
-/** `manifest.json` of an exported embedder (written last by the exporter). */
-export interface EmbedderManifest {
-  name: string;
-  source: { package: string; key: string };
-  onnx: string;
-  tokenizer: string;
-  tokenizer_config: string;
+/** `manifest.json` of an exported embedder (written last by the exporter); extra fields are kept. */
+export const EmbedderManifestSchema = z.looseObject({
+  name: z.string(),
+  source: z.looseObject({ package: z.string(), key: z.string() }),
+  onnx: z.string(),
+  tokenizer: z.string(),
+  tokenizer_config: z.string(),
   /** Graph input names, e.g. `["input_ids", "attention_mask", "token_type_ids"]`. */
-  inputs: string[];
+  inputs: z.array(z.string()),
   /** Graph output `[batch, seq, dim]`. */
-  output: string;
-  /** Embedding size (384). */
-  dim: number;
-  /** Longest input in tokens, special tokens included (256). */
-  max_tokens: number;
-  pooling: "mean";
-  normalize: boolean;
-  parity: { max_abs_diff: number; min_cosine: number; sentence: string; reference_first8: number[] };
-}
+  output: z.string(),
+  dim: z.number().int().positive().describe("embedding size (384)"),
+  max_tokens: z.number().int().positive().describe("longest input in tokens, special tokens included (256)"),
+  pooling: z.literal("mean"),
+  normalize: z.boolean(),
+  parity: z.looseObject({ max_abs_diff: z.number(), min_cosine: z.number(), sentence: z.string(), reference_first8: z.array(z.number()) }),
+});
+export type EmbedderManifest = z.infer<typeof EmbedderManifestSchema>;
 
-/** Reads `<dir>/manifest.json`. @throws NestError `model_not_prepared` when missing or unreadable. */
+/** Reads and parses `<dir>/manifest.json`. @throws NestError `model_not_prepared` when missing, unreadable or malformed. */
 export async function readEmbedderManifest(dir: string): Promise<EmbedderManifest> {
   try {
-    return JSON.parse(await readFile(join(dir, "manifest.json"), "utf8")) as EmbedderManifest;
+    return EmbedderManifestSchema.parse(JSON.parse(await readFile(join(dir, "manifest.json"), "utf8")));
   } catch (err) {
     throw new NestError("model_not_prepared", `no embedder in ${dir}: run \`nestlm setup\``, { cause: err });
   }

@@ -16,13 +16,15 @@
  */
 import "./lancedb-log.ts";
 import * as lancedb from "@lancedb/lancedb";
+import { z } from "zod";
 import { readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { Field, FixedSizeList, Float32, Schema, Utf8 } from "apache-arrow";
 import type { Passage, ScoredPassage } from "@nest/shared/protocol/passage";
 import { NestError } from "@nest/shared/protocol/errors";
 import { type PassageIndex, checkPassages, sanitizeQuery, withRanks } from "@nest/shared/retrieve/passage-index";
-import { DEFAULT_FUSION_DEPTH, type FusionMethod, type Hit, fuse, parseFusion } from "@nest/shared/retrieve/fusion";
+import { DEFAULT_FUSION_DEPTH, type FusionMethod, type Hit, fuse } from "@nest/shared/retrieve/fusion";
+import { nodeEnv } from "@nest/shared/config/node-env";
 import { sharedEmbedder } from "./embedder.ts";
 
 /** Name of the passages table inside the index folder. */
@@ -37,10 +39,11 @@ export const VECTOR_COLUMN = "vector";
 /** Metadata file beside the table. */
 export const INDEX_META_FILE = "index.json";
 
-/** Contents of {@link INDEX_META_FILE}. */
-export interface IndexMeta {
-  embedder?: { dir: string; key: string; dim: number };
-}
+/** Contents of {@link INDEX_META_FILE}: the query embedder of an index with vectors. */
+export const IndexMetaSchema = z.object({
+  embedder: z.object({ dir: z.string(), key: z.string(), dim: z.number().int().positive() }).optional(),
+});
+export type IndexMeta = z.infer<typeof IndexMetaSchema>;
 
 /** What the index needs of an embedder: unit vectors `[texts.length][dim]`. */
 export interface TextEmbedder {
@@ -195,7 +198,7 @@ export interface OpenLanceOptions {
 
 async function readMeta(dir: string): Promise<IndexMeta> {
   try {
-    return JSON.parse(await readFile(join(dir, INDEX_META_FILE), "utf8")) as IndexMeta;
+    return IndexMetaSchema.parse(JSON.parse(await readFile(join(dir, INDEX_META_FILE), "utf8")));
   } catch {
     return {};
   }
@@ -290,7 +293,7 @@ export async function openLanceIndex(dir: string, corpus: string, opts: OpenLanc
   };
 }
 
-/** `NEST_FUSION` from the environment, else {@link DEFAULT_FUSION}. @throws RangeError on an unknown name */
+/** `NEST_FUSION` from the environment (parsed once, `config/node-env`), else `rrf`. @throws RangeError on an unknown name */
 function parseFusionEnv(): FusionMethod {
-  return parseFusion(process.env.NEST_FUSION);
+  return nodeEnv(process.env).NEST_FUSION;
 }

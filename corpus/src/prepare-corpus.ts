@@ -10,6 +10,7 @@
  * at the last prepared version (see `layout`); ingested corpora use the same layout.
  */
 import { DEFAULT_CHUNK_WORDS } from "@nest/shared/corpus/chunk";
+import { nodeEnv } from "@nest/shared/config/node-env";
 import type { Passage } from "@nest/shared/protocol/passage";
 import { FACTBOOK_PACKAGE, readFactbook } from "./factbook.ts";
 import { BuildBusyError, buildCorpusIndex } from "./corpus-index.ts";
@@ -46,7 +47,7 @@ export async function prepareCorpus(
 ): Promise<{ dir: string; version: string; passages: number }> {
   const log = opts.log ?? ((s: string) => process.stderr.write(`${s}\n`));
   const maxWords = opts.maxWords ?? DEFAULT_CHUNK_WORDS;
-  const dense = opts.dense ?? process.env.NEST_FACTBOOK_DENSE === "1";
+  const dense = opts.dense ?? nodeEnv(process.env).NEST_FACTBOOK_DENSE;
   // The embedder is prepared in any case: queries of ingested (hybrid) corpora need it.
   const prepared = await prepareEmbedder({ home: opts.home, log });
   const embedder = dense ? prepared : null;

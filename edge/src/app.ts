@@ -10,6 +10,7 @@
  * const res = await app.request("/healthz");
  */
 import { Hono, type MiddlewareHandler } from "hono";
+import type { EdgeEnv } from "./env.ts";
 import { bodyLimit } from "hono/body-limit";
 import { HTTPException } from "hono/http-exception";
 import { NestError, toNestError } from "@nest/shared/protocol/errors";
@@ -57,8 +58,8 @@ export interface AppDeps extends GenerateDeps {
  * path answers 204 with `Allow` and no CORS headers: the API is not meant to be called from other
  * origins' pages (the playground is served from the same origin).
  */
-export function createApp(deps: AppDeps): Hono {
-  const app = new Hono();
+export function createApp(deps: AppDeps): Hono<EdgeEnv> {
+  const app = new Hono<EdgeEnv>();
   const log = deps.log;
   const maxSize = deps.maxBodyBytes ?? MAX_BODY_BYTES;
   const auth = (scope: Scope) => keyAuth({ staticHashes: deps.apiKeyHashes, keys: deps.keys, limiter: deps.limiter }, scope);

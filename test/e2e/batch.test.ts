@@ -41,7 +41,7 @@ let jobApi: Server;
 let edge: Server;
 const consumers = new Set<ChildProcess>();
 
-async function listen(app: Hono): Promise<Server> {
+async function listen(app: Pick<Hono, "fetch">): Promise<Server> {
   const server = await new Promise<ReturnType<typeof serve>>((resolve) => {
     const s = serve({ fetch: app.fetch, port: 0, hostname: "127.0.0.1" }, () => resolve(s));
   });

@@ -7,6 +7,7 @@
  * Keys are never logged; only the record's name is kept on the context. Worker-safe.
  */
 import type { Context, MiddlewareHandler } from "hono";
+import type { EdgeEnv } from "../env.ts";
 import { NestError } from "@nest/shared/protocol/errors";
 import { sha256Hex } from "./auth.ts";
 import { ALL_SCOPES, getKeyRecord, type KeyRecord, type Scope } from "../keys/keys.ts";
@@ -65,11 +66,11 @@ function utcDay(ms: number): { day: number; leftS: number } {
  *   (403) naming the missing scope, `rate_limited` (429, `retryAfterS` = seconds to the next minute
  *   or to UTC midnight).
  */
-export function keyAuth(deps: KeyAuthDeps, scope: Scope): MiddlewareHandler {
+export function keyAuth(deps: KeyAuthDeps, scope: Scope): MiddlewareHandler<EdgeEnv> {
   const statics = new Set(deps.staticHashes.map((h) => h.trim().toLowerCase()).filter(Boolean));
   const now = deps.now ?? Date.now;
   const limiter = deps.limiter ?? (deps.keys ? kvRateLimiter(deps.keys) : undefined);
-  return async (c: Context, next) => {
+  return async (c: Context<EdgeEnv>, next) => {
     const header = c.req.header("authorization");
     if (!header) throw new NestError("missing_api_key", "missing API key: send `Authorization: Bearer <key>`");
     const m = /^Bearer +([\x21-\x7e]+) *$/i.exec(header);
@@ -107,12 +108,12 @@ export function keyAuth(deps: KeyAuthDeps, scope: Scope): MiddlewareHandler {
         if (keys && record.tokens_per_day > 0 && tokens > 0) await keys.incr(tokKey, tokens, 2 * 86_400);
       },
     };
-    c.set("apiKey" as never, authed as never);
+    c.set("apiKey", authed);
     await next();
   };
 }
 
 /** The key the middleware accepted (undefined on routes without it). */
-export function authedKey(c: Context): AuthedKey | undefined {
-  return c.get("apiKey" as never) as AuthedKey | undefined;
+export function authedKey(c: Context<EdgeEnv>): AuthedKey | undefined {
+  return c.get("apiKey");
 }

@@ -4,7 +4,7 @@
  * (RFC 9110 §15.5.6: a 405 must list the allowed methods). Read from the app's own route table, so
  * it cannot drift from the routes. Worker-safe.
  */
-import type { Hono } from "hono";
+import type { Env, Hono } from "hono";
 
 /** Route pattern (`/v1/batches/:id/results`, `*`) → a RegExp over whole paths. */
 function patternRegExp(path: string): RegExp {
@@ -15,14 +15,14 @@ function patternRegExp(path: string): RegExp {
   return new RegExp(`^${re}/?$`);
 }
 
-const tables = new WeakMap<Hono, { method: string; re: RegExp }[]>();
+const tables = new WeakMap<object, { method: string; re: RegExp }[]>();
 
 /**
  * The methods some route of `app` answers on `path`, sorted, `HEAD` added beside `GET` (Hono
  * answers `HEAD` with the `GET` handler) and `OPTIONS` added when any is found; `[]` for a path no
  * route matches. The table is built on the first call (after every route is registered).
  */
-export function allowedMethods(app: Hono, path: string): string[] {
+export function allowedMethods<E extends Env>(app: Hono<E>, path: string): string[] {
   let table = tables.get(app);
   if (!table) {
     table = app.routes.filter((r) => r.method !== "ALL").map((r) => ({ method: r.method, re: patternRegExp(r.path) }));

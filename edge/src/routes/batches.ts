@@ -17,6 +17,7 @@
  * Worker-safe (fetch only).
  */
 import type { Context, Hono, MiddlewareHandler } from "hono";
+import type { EdgeEnv } from "../env.ts";
 import { bodyLimit } from "hono/body-limit";
 import { NestError } from "@nest/shared/protocol/errors";
 import { errorFromResponse, joinUrl } from "../route/pool-client.ts";
@@ -62,7 +63,7 @@ export interface BatchRouteDeps {
  * @throws (per request) NestError `upstream_unavailable` (502) when the pool cannot be reached; the
  *   pool's own error (its code and status) when it refuses; 401 without a valid key; 413 over the limit
  */
-export function registerBatchRoutes(app: Hono, deps: BatchRouteDeps): void {
+export function registerBatchRoutes(app: Hono<EdgeEnv>, deps: BatchRouteDeps): void {
   const fetchFn = deps.fetch ?? fetch;
   const maxSize = deps.maxBodyBytes ?? MAX_BATCH_BODY_BYTES;
   const auth = deps.auth;

@@ -10,6 +10,7 @@
  *   `{batch_id, status, cached, failed}`. Call it until `status` is `completed`. Worker-safe.
  */
 import type { Hono, MiddlewareHandler } from "hono";
+import type { EdgeEnv } from "../env.ts";
 import { z } from "zod";
 import { GenerateRequestSchema, retrievalQuery, usesRetrieval, type GenerateRequest } from "@nest/shared/protocol/request";
 import type { Citation, GenerateEvent } from "@nest/shared/protocol/events";
@@ -49,7 +50,7 @@ interface ResultLine {
 
 /** Adds the warm routes. */
 export function registerFaqRoutes(
-  app: Hono,
+  app: Hono<EdgeEnv>,
   deps: GenerateDeps,
   opts: { poolUrl: string; fetch?: typeof fetch; guard: MiddlewareHandler[]; json?: MiddlewareHandler },
 ): void {

@@ -9,6 +9,7 @@
  * registerPlayground(app); // GET /, /playground/app.js, /playground/sse.js, /playground/render.js, /playground/app.css
  */
 import type { Context, Hono } from "hono";
+import type { EdgeEnv } from "../env.ts";
 import { PAGE_HTML } from "./playground/page-html.ts";
 import { PAGE_CSS } from "./playground/page-css.ts";
 import { SSE_JS } from "./playground/sse-js.ts";
@@ -44,7 +45,7 @@ function send(c: Context, type: string, body: string): Response {
  * secret, the user types the API key, which stays in the browser's session storage.
  * @returns `app`, for chaining.
  */
-export function registerPlayground(app: Hono): Hono {
+export function registerPlayground(app: Hono<EdgeEnv>): Hono<EdgeEnv> {
   app.get("/", (c) => {
     c.header("content-security-policy", PLAYGROUND_CSP);
     c.header("referrer-policy", "no-referrer");

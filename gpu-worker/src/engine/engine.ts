@@ -20,6 +20,7 @@ import { DiskKeyStore } from "./key-store.ts";
 import { corpusKeyResolver } from "./corpus-key-store.ts";
 import { join } from "node:path";
 import { cachePaths } from "@nest/corpus/home";
+import { nodeEnv } from "@nest/shared/config/node-env";
 import type { Passage } from "@nest/shared/protocol/passage";
 
 /** Engine options: the session's, plus the disk tier of the passage-key cache. */
@@ -64,10 +65,11 @@ export class Engine {
     const [lm, tokenizer] = await Promise.all([DecoderSession.load(modelDir, manifest, opts), ModelTokenizer.load(modelDir, manifest)]);
     // Keys depend on the exact weights: the export's key and the precision name the model.
     const modelKey = `${manifest.source.key.slice(0, 12)}-${lm.options.precision}-${tokenizer.cacheTag}`;
-    const diskCache = opts.diskKeyCache ?? process.env.NEST_KEY_CACHE !== "0";
+    const env = nodeEnv(process.env);
+    const diskCache = opts.diskKeyCache ?? env.NEST_KEY_CACHE;
     const keysDir = join(cachePaths(opts.home).home, "keys", modelKey);
     const disk = diskCache ? new DiskKeyStore(keysDir, manifest.hidden_size) : undefined;
-    const useCorpusKeys = opts.corpusKeys ?? process.env.NEST_CORPUS_KEYS !== "0";
+    const useCorpusKeys = opts.corpusKeys ?? env.NEST_CORPUS_KEYS;
     const corpusKeys = useCorpusKeys ? corpusKeyResolver(keysDir, { modelKey, hiddenSize: manifest.hidden_size }) : undefined;
     const encoder = new PassageEncoder(lm, tokenizer, manifest.bos_token_id, modelKey, undefined, disk, { corpusKeys });
     return new Engine(manifest, lm, tokenizer, encoder);

@@ -7,7 +7,11 @@
  */
 import { mkdirSync, readFileSync, renameSync, statSync, writeFileSync } from "node:fs";
 import { dirname } from "node:path";
+import { z } from "zod";
 import { memoryKv, type KvStore } from "../../store/kv.ts";
+
+/** The file: `{ "<key>": "<value>" }` (key records are JSON strings, see `keys/keys`). */
+const KeysFileSchema = z.record(z.string(), z.string());
 
 /** Opens (lazily creates) the file store at `file`. */
 export function jsonFileKv(file: string): KvStore {
@@ -24,7 +28,7 @@ export function jsonFileKv(file: string): KvStore {
       return cache;
     }
     if (m !== mtime) {
-      cache = JSON.parse(readFileSync(file, "utf8")) as Record<string, string>;
+      cache = KeysFileSchema.parse(JSON.parse(readFileSync(file, "utf8")));
       mtime = m;
     }
     return cache;
