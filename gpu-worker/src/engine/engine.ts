@@ -4,7 +4,7 @@
  * → `delta` events with citations → one `done` event with usage and timings.
  */
 import type { DoneEvent, DeltaEvent } from "@nest/shared/protocol/events";
-import { resolveGamma, usesTokenStore, type GenerateRequest } from "@nest/shared/protocol/request";
+import { resolveGamma, retrievalQuery, usesTokenStore, type GenerateRequest } from "@nest/shared/protocol/request";
 import type { DecodeJob } from "@nest/shared/protocol/worker";
 import { DeltaBuilder } from "../nest/attribution.ts";
 import { decodeNest, type DecodeOptions, type StoreUse } from "../nest/decode-loop.ts";
@@ -163,6 +163,7 @@ export class Engine {
         drafted_tokens: stats.draftedTokens,
         accepted_tokens: stats.acceptedTokens,
         num_drafts: stats.numDrafts,
+        speculation: stats.speculationUsage(req.speculation),
         ...builder.usage(),
         store_passages: stats.storePassages,
         store_keys: stats.storeKeys,
@@ -190,6 +191,12 @@ export function decodeOptions(req: GenerateRequest, manifest: Manifest): DecodeO
     acceptance: req.acceptance,
     k: req.k,
     maxSpan: req.max_span,
+    draftPassages: req.draft_passages,
+    firstTokenGuard: req.first_token === "lm",
+    anchor: req.anchor === "question",
+    query: retrievalQuery(req),
+    noRepeatNgram: req.no_repeat_ngram,
+    speculation: req.speculation,
     fixedLambda: req.lambda,
     lmTemperature: req.lm_temperature,
     maxNewTokens: req.max_new_tokens,

@@ -36,21 +36,21 @@ export interface AnchorCandidate {
 }
 
 /**
- * The best-matching sentence start over the first `numPassages` passages; ties go to the
- * higher-ranked passage, then the earlier sentence. Undefined when no sentence shares a word with
- * the question (score 0) or the query is empty.
+ * Sentence starts over the first `numPassages` passages, best question overlap first (ties: the
+ * higher-ranked passage, then the earlier sentence), at most `limit`, score > 0 only. Empty when no
+ * sentence shares a word with the question or the query has no words.
  * @param query the question (the retrieval query).
  */
-export function bestAnchor(store: TokenStore, query: string, numPassages: number): AnchorCandidate | undefined {
+export function rankAnchors(store: TokenStore, query: string, numPassages: number, limit = 1): AnchorCandidate[] {
   const qWords = new Set(wordsOf(query));
-  if (qWords.size === 0) return undefined;
+  if (qWords.size === 0) return [];
   const n = store.passages.length;
   const df = new Map<string, number>();
   for (const sp of store.passages) {
     for (const w of new Set(wordsOf(sp.passage.text))) if (qWords.has(w)) df.set(w, (df.get(w) ?? 0) + 1);
   }
   const idf = (w: string) => Math.log((n + 1) / ((df.get(w) ?? 0) + 0.5));
-  let best: AnchorCandidate | undefined;
+  const found: AnchorCandidate[] = [];
   for (let p = 0; p < Math.min(numPassages, n); p++) {
     const sp = store.passages[p]!;
     const text = sp.passage.text;
@@ -58,15 +58,20 @@ export function bestAnchor(store: TokenStore, query: string, numPassages: number
     for (const m of text.matchAll(SENTENCE_END)) starts.push(m.index! + 1);
     for (let i = 0; i < starts.length; i++) {
       const from = starts[i]!;
-      const to = starts[i + 1] ?? text.length;
       let score = 0;
-      for (const w of new Set(wordsOf(text.slice(from, to)))) if (qWords.has(w)) score += idf(w);
-      if (score <= 0 || (best && score <= best.score)) continue;
+      for (const w of new Set(wordsOf(text.slice(from, starts[i + 1] ?? text.length)))) if (qWords.has(w)) score += idf(w);
+      if (score <= 0) continue;
       const startPos = firstTokenAt(sp.charStart, sp.charEnd, text, from);
-      if (startPos >= 0) best = { passage: p, startPos, score };
+      if (startPos >= 0) found.push({ passage: p, startPos, score });
     }
   }
-  return best;
+  // Stable sort: equal scores keep rank order, then sentence order.
+  return found.sort((a, b) => b.score - a.score).slice(0, limit);
+}
+
+/** The best-matching sentence start (see {@link rankAnchors}), or undefined. */
+export function bestAnchor(store: TokenStore, query: string, numPassages: number): AnchorCandidate | undefined {
+  return rankAnchors(store, query, numPassages, 1)[0];
 }
 
 /** The first token whose text starts at or after `from` and holds a non-space character. */
@@ -78,11 +83,25 @@ function firstTokenAt(charStart: Int32Array, charEnd: Int32Array, text: string, 
   return -1;
 }
 
+/** How many best-matching sentences the anchor may try at the first position. */
+export const ANCHOR_CANDIDATES = 3;
+
 /**
- * The anchored first draft: up to `maxSpan` tokens from the best-matching sentence start.
- * @returns undefined when no sentence matches (the step falls back to the loop's usual rule).
+ * The anchored first draft: up to `maxSpan` tokens from the best-matching sentence whose first
+ * token passes `firstTokenOk` (the verification of v_1 against the current state, so trying the
+ * next candidate costs no LM pass), among the {@link ANCHOR_CANDIDATES} best.
+ * @returns undefined when no candidate qualifies (the step falls back to the loop's usual rule).
  */
-export function anchorDraft(store: TokenStore, query: string, numPassages: number, maxSpan: number): Draft | undefined {
-  const a = bestAnchor(store, query, numPassages);
-  return a ? spanFrom(store, a.passage, a.startPos, maxSpan) : undefined;
+export function anchorDraft(
+  store: TokenStore,
+  query: string,
+  numPassages: number,
+  maxSpan: number,
+  firstTokenOk: (token: number) => boolean = () => true,
+): Draft | undefined {
+  for (const a of rankAnchors(store, query, numPassages, ANCHOR_CANDIDATES)) {
+    const d = spanFrom(store, a.passage, a.startPos, maxSpan);
+    if (d && firstTokenOk(d.tokens[0]!)) return d;
+  }
+  return undefined;
 }

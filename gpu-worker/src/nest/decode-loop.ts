@@ -12,7 +12,9 @@
  */
 import type { CausalLM, ForwardOutput } from "./causal-lm.ts";
 import { acceptsGreedy, acceptsToken, verifyDraft, type AcceptanceTest } from "./verify.ts";
-import { bestNeighbourFor, proposeSpan, spanFrom, type Draft } from "./draft.ts";
+import { bestNeighbourFor, cutDraft, nonRepeatingPrefix, proposeSpan, spanFrom, type Draft } from "./draft.ts";
+import { anchorDraft } from "./anchor.ts";
+import { SpeculationGate, type SpeculationMode } from "./speculation.ts";
 import { mixtureAt, type MixtureOptions, type PositionState, type StoreUse } from "./mixture.ts";
 import { keyOfToken, type TokenStore } from "./token-store.ts";
 import { tokenModeSource, type CommittedToken, type TokenSource } from "./attribution.ts";
@@ -33,9 +35,42 @@ export interface DecodeOptions extends MixtureOptions {
   readonly acceptance?: "relaxed" | "greedy";
   /** Maximum draft length n, tokens. */
   readonly maxSpan: number;
+  /**
+   * Passage prior (deviation, docs §14): spans are drafted only from the first `draftPassages`
+   * store passages, in first-stage rank order. Default: all (the paper).
+   */
+  readonly draftPassages?: number;
+  /**
+   * First-position guard (deviation, docs §14): at the first answer position the token is
+   * `argmax p_LM` (λ = 1) and no kNN-started span is proposed. Default false (the paper).
+   */
+  readonly firstTokenGuard?: boolean;
+  /**
+   * Question anchor (deviation, docs §14, `nest/anchor.ts`): the first draft is the retrieved
+   * sentence that best matches `query`, verified like any draft. Default false (the paper).
+   */
+  readonly anchor?: boolean;
+  /** The question, for the anchor. */
+  readonly query?: string;
+  /**
+   * Drafts are cut before a token that would repeat an n-gram of the generated text (deviation,
+   * docs §14). 0 = never (the paper).
+   */
+  readonly noRepeatNgram?: number;
+  /** `on` (default here; the paper), `off` (never draft) or `auto` (draft while it pays): `nest/speculation.ts`. */
+  readonly speculation?: SpeculationMode;
+  /** `c` of `auto`: extra cost of one more token in a verification pass, in one-token passes. Default {@link DRAFT_TOKEN_COST}. */
+  readonly draftTokenCost?: number;
   readonly maxNewTokens: number;
   readonly eosTokenIds: readonly number[];
 }
+
+/**
+ * Default `c` for `speculation: auto`: a verification pass over m tokens costs about
+ * `1 + 0.05·(m − 1)` one-token passes (a 64-token pass ≈ 4 passes). An estimate for a 135M model on
+ * CPU, where small batches are bound by reading the weights; docs/nest-algorithm.md §15.
+ */
+export const DRAFT_TOKEN_COST = 0.05;
 
 /** Why decoding stopped. */
 export type FinishReason = "stop" | "length";
@@ -85,7 +120,17 @@ export async function decodeNest(
   const sourceOf = (state: PositionState, token: number): TokenSource | undefined =>
     opts.storeUse === "none" ? undefined : tokenModeSource(store, state.neighbours, token, lastSource);
 
-  let cur = stateAt(await forward(promptIds, true), promptIds.length - 1);
+  const prefill = await forward(promptIds, true);
+  let cur = stateAt(prefill, promptIds.length - 1);
+  if (opts.firstTokenGuard && opts.storeUse === "nest") {
+    // λ = 1 at the first answer position: p_M = p_LM, neighbours kept for citations.
+    const lmOnly = { ...opts, storeUse: "knnlm" as const, fixedLambda: 1 };
+    cur = mixtureAt(store, prefill.logitsRow(promptIds.length - 1), prefill.hiddenRow(promptIds.length - 1), lmOnly, masked);
+  }
+  const draftPassages = opts.draftPassages ?? Infinity;
+  const gate = new SpeculationGate(opts.speculation ?? "on", opts.draftTokenCost ?? DRAFT_TOKEN_COST);
+  /** Committed token ids, for the repeated-n-gram check. */
+  const history: number[] = [];
   let generated = 0;
   /** Last accepted draft token, for continuation streaming (spec §5). */
   let streaming: TokenSource | undefined;
@@ -103,6 +148,7 @@ export async function decodeNest(
     lastSource = kept.at(-1)?.source;
     stats.completionTokens = generated;
     if (kept.length > 0) onTokens(kept);
+    for (const t of kept) history.push(t.id);
     if (stop >= 0) return "stop";
     if (generated >= opts.maxNewTokens) return "length";
     cur = known ?? stateAt(await forward([tokens.at(-1)!.id]), 0);
@@ -111,9 +157,17 @@ export async function decodeNest(
 
   while (generated < opts.maxNewTokens) {
     let draft: Draft | undefined;
-    if (opts.storeUse === "nest") {
+    /** The draft starts at a kNN neighbour carrying argmax p_M (not an anchor or a continuation). */
+    let kNnStarted = false;
+    if (opts.storeUse === "nest" && gate.allows()) {
+      const first = generated === 0;
       if (streaming) draft = spanFrom(store, streaming.passage, streaming.pos + 1, opts.maxSpan);
-      else if (cur.lambda <= opts.delta) draft = proposeSpan(store, cur.neighbours, cur.mixture.argmax, opts.maxSpan);
+      else if (first && opts.anchor && opts.query) draft = anchorDraft(store, opts.query, draftPassages, opts.maxSpan, (t) => accepts(cur.mixture, t));
+      if (!draft && !streaming && !(first && opts.firstTokenGuard) && cur.lambda <= opts.delta) {
+        draft = proposeSpan(store, cur.neighbours, cur.mixture.argmax, opts.maxSpan, draftPassages);
+        kNnStarted = draft !== undefined;
+      }
+      if (draft && opts.noRepeatNgram) draft = cutDraft(draft, nonRepeatingPrefix(history, draft.tokens, opts.noRepeatNgram));
     }
     streaming = undefined;
 
@@ -121,6 +175,7 @@ export async function decodeNest(
     if (!draft) {
       // Token mode: argmax p_M, cited when a neighbour carries it (spec §5, §7).
       const token = cur.mixture.argmax;
+      gate.onTokenStep();
       end = await settle([sourced(token, sourceOf(cur, token))]);
     } else {
       // Span mode: verify v_1 against the current state; when it passes, score v_1..v_m in one
@@ -133,11 +188,15 @@ export async function decodeNest(
       const verdict = verifyDraft(tokens, (i) => (i === 0 ? before : stateAt(pass!, i - 1)), accepts);
       const a = verdict.numAccepted;
       stats.observeDraft(m, a);
+      gate.observe(m, a);
       const copied: CommittedToken[] = Array.from(tokens.subarray(0, a), (id, i) => ({
         id,
         source: { passage: draft.passage, pos: draft.startPos + i, verified: true },
       }));
-      maskAccepted(store, masked, draft.passage, draft.startPos, a);
+      // Paper masking of copied n-grams (spec §5). A kNN-started span's v_1 is argmax p_M, the
+      // token that token mode commits too: alone, it is not a copy and masks nothing, so a draft
+      // that only confirms v_1 leaves the store as a token step would (docs §15).
+      if (a >= 2 || !kNnStarted) maskAccepted(store, masked, draft.passage, draft.startPos, a);
       if (a === m) {
         // Whole draft accepted: the pass already gave the next position (continuation streaming).
         end = await settle(copied, verdict.next);
@@ -148,6 +207,7 @@ export async function decodeNest(
         end = await settle([...copied, { id: verdict.next.mixture.argmax }]);
       }
     }
+    stats.pausedSteps = gate.pausedSteps;
     if (end) return { finishReason: end, stats };
   }
   return { finishReason: "length", stats };

@@ -59,6 +59,21 @@ export const DeltaEventSchema = z.object({
 });
 export type DeltaEvent = z.infer<typeof DeltaEventSchema>;
 
+/** Per-request speculation metrics, as vLLM reports them (docs/nest-algorithm.md §15). */
+export const SpeculationUsageSchema = z.object({
+  /** The request's `speculation` setting. */
+  mode: z.enum(["auto", "on", "off"]),
+  /** `1 + accepted_tokens / num_drafts` (tokens committed per verified draft, the recovered or bonus token included); null when num_drafts = 0. */
+  mean_acceptance_length: z.number().nonnegative().nullable(),
+  /** `accepted_tokens / drafted_tokens`; null when drafted_tokens = 0. */
+  acceptance_rate: z.number().min(0).max(1).nullable(),
+  /** Entry i = drafts whose token at position i + 1 was accepted; length = the longest accepted prefix. */
+  accepted_per_position: z.array(z.number().int().nonnegative()),
+  /** Token steps during which `auto` withheld drafting because drafts did not pay. */
+  paused_steps: z.number().int().nonnegative(),
+});
+export type SpeculationUsage = z.infer<typeof SpeculationUsageSchema>;
+
 export const UsageSchema = z.object({
   prompt_tokens: z.number().int().nonnegative(),
   completion_tokens: z.number().int().nonnegative(),
@@ -89,6 +104,8 @@ export const UsageSchema = z.object({
   citations: z.number().int().nonnegative().default(0),
   /** Citations that cover a single token. */
   single_token_citations: z.number().int().nonnegative().default(0),
+  /** Speculation metrics (vLLM's): absent for producers that do not decode (e.g. cached answers). */
+  speculation: SpeculationUsageSchema.optional(),
   /** Passages encoded into the token store and the number of keys in it. */
   store_passages: z.number().int().nonnegative(),
   store_keys: z.number().int().nonnegative(),

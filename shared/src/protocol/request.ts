@@ -89,6 +89,13 @@ export const NestParamsSchema = z.object({
   anchor: z.enum(["none", "question"]).default("none"),
   /** Drafts are cut before a token that repeats an n-gram already generated (docs §14); 0 = off (the paper). */
   no_repeat_ngram: z.number().int().min(0).max(16).default(0),
+  /**
+   * Speculation (docs §15): `on` drafts whenever span selection asks (the paper); `off` never drafts
+   * (token mode with the RRC mixture at every step: the "+ RRC" row of paper Table 3); `auto` drafts
+   * like `on` but pauses while drafts do not pay (accepted tokens per verification cost below plain
+   * decoding's one token per pass).
+   */
+  speculation: z.enum(["auto", "on", "off"]).default("auto"),
   /** Fixed λ (weight of p_LM) for `knnlm` mode (spec §9). */
   lambda: z.number().min(0).max(1).default(0.7),
   /** Temperature applied to the LM logits inside the mixture (repo detail, spec §4). */

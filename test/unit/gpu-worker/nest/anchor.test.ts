@@ -1,6 +1,6 @@
 /** The question anchor and the repeated-n-gram cut (docs/nest-algorithm.md §14), on hand-made stores. */
 import { describe, expect, it } from "vitest";
-import { anchorDraft, bestAnchor, wordsOf } from "../../../../gpu-worker/src/nest/anchor.ts";
+import { anchorDraft, bestAnchor, rankAnchors, wordsOf } from "../../../../gpu-worker/src/nest/anchor.ts";
 import { nonRepeatingPrefix, proposeSpan } from "../../../../gpu-worker/src/nest/draft.ts";
 import { charDecode, charPassage, store2d } from "./fixtures.ts";
 
@@ -31,6 +31,19 @@ describe("question anchor", () => {
     expect(bestAnchor(store, "Do dogs bark loudly?", 1)!.passage).toBe(0);
     // Equal scores ("dogs" alone, sentence 2 of p0 vs sentence 1 of p1): the higher-ranked passage wins.
     expect(bestAnchor(store, "dogs?", 2)).toMatchObject({ passage: 0, startPos: 11 });
+  });
+
+  it("ranks candidates and tries at most three whose first token the verifier accepts", () => {
+    const ranked = rankAnchors(store, "Which dogs bark loudly?", 2, 5);
+    // p0 "Dogs bark loudly." 1.058; p1 "Dogs bark at night." 0.365; then "dogs" alone (0.182):
+    // p1 "Dogs dig." — p0 has no other sentence with a question word.
+    expect(ranked.map((c) => [c.passage, c.startPos])).toEqual([[0, 11], [1, 10], [1, 0]]);
+    const tried: number[] = [];
+    expect(anchorDraft(store, "Which dogs bark loudly?", 2, 4, (t) => (tried.push(t), false))).toBeUndefined();
+    expect(tried).toHaveLength(3);
+    let calls = 0;
+    const second = anchorDraft(store, "Which dogs bark loudly?", 2, 4, () => ++calls === 2)!;
+    expect([second.passage, second.startPos, charDecode(Array.from(second.tokens))]).toEqual([1, 10, "Dogs"]);
   });
 
   it("gives nothing when no word is shared", () => {

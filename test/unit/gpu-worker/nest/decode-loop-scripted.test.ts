@@ -135,3 +135,82 @@ describe("decodeNest with a scripted LM", () => {
     expect(r.sources).toBe("0:1 0:2 0:3");
   });
 });
+
+describe("speculation on / off / auto (issue 13 item 4) with a scripted LM", () => {
+  // Every step starts on a key (span mode, v_1 = the key's value, always accepted) and the LM then
+  // disagrees with the passage (v_2 rejected): drafts never pay. Passage " a1b2…j0"; the LM wants
+  // "a x b y …": after letter i it says X[i], not the passage's digit.
+  const LETTERS = "abcdefghij";
+  const LM = "xyzwvutsrq";
+  const PASSAGE = " " + Array.from(LETTERS, (c, i) => c + String((i + 1) % 10)).join("");
+  const store = storeOf(PASSAGE);
+  const script: Array<[string, ScriptStep]> = [];
+  let text = "";
+  for (let i = 0; i < LETTERS.length; i++) {
+    script.push([text, { lm: LETTERS[i]!, hidden: [10 * (2 * i + 1), 0] }]); // on the key of value pos 2i+1
+    script.push([text + LETTERS[i]!, { lm: LM[i]!, hidden: FAR }]);
+    text += LETTERS[i]! + LM[i]!;
+  }
+  script.push([text, { lm: "$", hidden: FAR }]);
+  const EXPECTED = "axbyczdwevfugthsirjq";
+
+  it("off never drafts: token mode at every step, one pass per token", async () => {
+    const r = await run(store, script, { speculation: "off" });
+    expect(r.text).toBe(EXPECTED);
+    expect(r.stats).toMatchObject({ lmForwardPasses: 20, numDrafts: 0, draftedTokens: 0 });
+  });
+
+  it("on drafts at every span-mode step: same text, 68 draft tokens verified for 10 accepted", async () => {
+    const r = await run(store, script, { speculation: "on" });
+    expect(r.text).toBe(EXPECTED);
+    // Drafts start at value positions 1, 3, …, 19 with n = 8, cut at the passage end (20).
+    expect(r.stats).toMatchObject({ lmForwardPasses: 20, numDrafts: 10, draftedTokens: 68, acceptedTokens: 10 });
+  });
+
+  it("auto falls back after drafts that do not pay and gives the text of off", async () => {
+    const prompt = Array.from(PROMPT, (c) => c.charCodeAt(0));
+    const lm = new ScriptedLM(prompt.length, new Map(script));
+    const committed: number[] = [];
+    const { stats } = await decodeNest(lm, prompt, store, options({ speculation: "auto" }), (ts) => committed.push(...ts.map((t) => t.id)));
+    expect(String.fromCharCode(...committed)).toBe(EXPECTED);
+    // Draft at "" (m 8, a 1: saved 1 − 1 − 0.05·7 < 0) → pause 4 token steps (b y c z); draft at
+    // "axbycz" → pause 8 (e v f u g t h s); draft at "…ths" (m 4) → pause 16: j, q and the EOS step.
+    expect(stats.numDrafts).toBe(3);
+    expect(stats.draftedTokens).toBe(20);
+    expect(stats.acceptedTokens).toBe(3);
+    expect(stats.pausedSteps).toBe(15);
+    expect(stats.lmForwardPasses).toBe(20);
+    expect(stats.speculationUsage("auto")).toEqual({
+      mode: "auto",
+      mean_acceptance_length: 2, // 1 + 3/3
+      acceptance_rate: 3 / 20,
+      accepted_per_position: [3],
+      paused_steps: 15,
+    });
+  });
+
+  it("auto keeps drafting while drafts pay (the streaming passage of the full-accept case)", async () => {
+    const paris = storeOf(PARIS);
+    const r = await run(paris, [...follow(paris, 0, "", 1, 13), ["Paris is big.", { lm: "$", hidden: FAR }]], { maxSpan: 4, speculation: "auto" });
+    expect(r.text).toBe("Paris is big.");
+    // Drafts of 4, 4, 4 (saved 3 − 0.15 > 0 each), then "." alone (m 1, a 1: saved 0) → a pause
+    // that only the final EOS step sees.
+    expect(r.stats).toMatchObject({ lmForwardPasses: 4, numDrafts: 4, draftedTokens: 13, acceptedTokens: 13 });
+  });
+});
+
+describe("speculation metrics", () => {
+  it("null ratios without drafts; per-position counts as vLLM reports them", async () => {
+    const { DecodeStats } = await import("../../../../gpu-worker/src/nest/stats.ts");
+    const s = new DecodeStats();
+    expect(s.speculationUsage("on")).toEqual({
+      mode: "on", mean_acceptance_length: null, acceptance_rate: null, accepted_per_position: [], paused_steps: 0,
+    });
+    s.observeDraft(4, 2);
+    s.observeDraft(3, 3);
+    s.observeDraft(5, 0);
+    expect(s.speculationUsage("on")).toEqual({
+      mode: "on", mean_acceptance_length: 1 + 5 / 3, acceptance_rate: 5 / 12, accepted_per_position: [2, 2, 1], paused_steps: 0,
+    });
+  });
+});

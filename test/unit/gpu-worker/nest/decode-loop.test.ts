@@ -124,6 +124,23 @@ describe("decodeNest with the real model", () => {
     expect(r.finishReason).toBe("length");
   });
 
+  it("speculation auto falls back under a strict γ and gives the text of off (issue 13 item 4)", async () => {
+    // The strictest verification (greedy: only argmax-p_M tokens pass), λ kept near 1 (α = 0, so
+    // p_M ≈ p_LM) and span mode at every step (δ = 1), on a prompt the passages do not continue:
+    // each draft is a nearest neighbour's continuation that the LM does not follow past v_1.
+    const strict = { acceptance: "greedy" as const, alpha: 0, delta: 1, maxNewTokens: 32 };
+    const prompt = "Write one sentence about the weather today.";
+    const off = await run(prompt, { ...strict, speculation: "off" });
+    const auto = await run(prompt, { ...strict, speculation: "auto" });
+    const on = await run(prompt, { ...strict, speculation: "on" });
+    expect(on.stats.acceptedTokens).toBe(on.stats.numDrafts);
+    expect(off.stats.numDrafts).toBe(0);
+    expect(auto.stats.pausedSteps).toBeGreaterThan(0);
+    expect(auto.stats.draftedTokens).toBeLessThan(on.stats.draftedTokens);
+    expect(auto.violations).toEqual([]);
+    expect(auto.text).toBe(off.text);
+  });
+
   it("an empty store falls back to the LM (λ = 1)", async () => {
     const empty = (await new PassageEncoder(session, tok, manifest.bos_token_id, manifest.source.key).buildStore([])).store;
     const saved = store;
