@@ -189,7 +189,11 @@ async function readMeta(dir: string): Promise<CorpusKeyMeta | undefined> {
   }
 }
 
-/** Reads a corpus's pre-encoded keys by passage; re-reads its index when an encode has added to it. */
+/**
+ * Reads a corpus's pre-encoded keys by passage; re-reads its index when an encode has added to it.
+ * Holds no open files: each {@link getMany} opens the data files, reads its passages' rows by
+ * offset and closes them.
+ */
 export class CorpusKeyStore {
   private byId = new Map<string, IndexEntry>();
   private indexBytes = -1;
@@ -197,9 +201,6 @@ export class CorpusKeyStore {
   private constructor(
     readonly dir: string,
     readonly meta: CorpusKeyMeta,
-    private readonly keys: FileHandle,
-    private readonly tokens: FileHandle,
-    private readonly scales: FileHandle | undefined,
   ) {}
 
   /**
@@ -209,16 +210,9 @@ export class CorpusKeyStore {
   static async open(dir: string, expect: { modelKey: string; hiddenSize: number }): Promise<CorpusKeyStore | undefined> {
     const meta = await readMeta(dir);
     if (!meta || meta.modelKey !== expect.modelKey || meta.hiddenSize !== expect.hiddenSize) return undefined;
-    try {
-      const keys = await open(join(dir, "keys.bin"), "r");
-      const tokens = await open(join(dir, "tokens.bin"), "r");
-      const scales = meta.precision === "int8" ? await open(join(dir, "scales.bin"), "r") : undefined;
-      const store = new CorpusKeyStore(dir, meta, keys, tokens, scales);
-      await store.refresh();
-      return store;
-    } catch {
-      return undefined;
-    }
+    const store = new CorpusKeyStore(dir, meta);
+    await store.refresh();
+    return store;
   }
 
   /** Passages stored. */
@@ -239,24 +233,55 @@ export class CorpusKeyStore {
     return this.byId.get(passage.id)?.sha === textSha(passage.text);
   }
 
-  /**
-   * The stored encoding of `passage`, dequantised to float32, or undefined when it is not stored
-   * (or its text changed since it was encoded).
-   */
+  /** The stored encoding of `passage` (see {@link getMany}). */
   async get(passage: Passage): Promise<EncodedPassage | undefined> {
-    const e = this.byId.get(passage.id);
-    if (!e || e.sha !== textSha(passage.text)) return undefined;
+    return (await this.getMany([passage]))[0];
+  }
+
+  /**
+   * The stored encodings of `passages`, dequantised to float32; undefined for a passage that is not
+   * stored (or whose text changed since it was encoded), and for all of them when the data files
+   * cannot be read.
+   */
+  async getMany(passages: readonly Passage[]): Promise<(EncodedPassage | undefined)[]> {
+    const found = passages.map((p) => {
+      const e = this.byId.get(p.id);
+      return e && e.sha === textSha(p.text) ? e : undefined;
+    });
+    if (found.every((e) => e === undefined)) return found.map(() => undefined);
+    const files: FileHandle[] = [];
+    try {
+      const openFile = async (name: string) => {
+        const f = await open(join(this.dir, name), "r");
+        files.push(f);
+        return f;
+      };
+      const keys = await openFile("keys.bin");
+      const tokens = await openFile("tokens.bin");
+      const scales = this.meta.precision === "int8" ? await openFile("scales.bin") : undefined;
+      return await Promise.all(passages.map((p, i) => (found[i] ? this.read(p, found[i]!, keys, tokens, scales) : undefined)));
+    } catch {
+      return passages.map(() => undefined);
+    } finally {
+      await Promise.all(files.map((f) => f.close()));
+    }
+  }
+
+  private async read(passage: Passage, e: IndexEntry, keys: FileHandle, tokenFile: FileHandle, scaleFile?: FileHandle): Promise<EncodedPassage> {
     const h = this.meta.hiddenSize;
     const numKeys = Math.max(0, e.n - 1);
     const rb = rowBytes(this.meta.precision, h);
     const tok = new Int32Array(e.n * 3);
     const rows = new Uint8Array(numKeys * rb);
-    const scales = this.scales ? new Float32Array(numKeys) : undefined;
-    await Promise.all([
-      this.tokens.read(new Uint8Array(tok.buffer), 0, tok.byteLength, e.tok * 12),
-      numKeys > 0 ? this.keys.read(rows, 0, rows.byteLength, e.row * rb) : undefined,
-      scales && numKeys > 0 ? this.scales!.read(new Uint8Array(scales.buffer), 0, scales.byteLength, e.row * 4) : undefined,
+    const scales = scaleFile ? new Float32Array(numKeys) : undefined;
+    const reads = await Promise.all([
+      tokenFile.read(new Uint8Array(tok.buffer), 0, tok.byteLength, e.tok * 12),
+      numKeys > 0 ? keys.read(rows, 0, rows.byteLength, e.row * rb) : undefined,
+      scales && numKeys > 0 ? scaleFile!.read(new Uint8Array(scales.buffer), 0, scales.byteLength, e.row * 4) : undefined,
     ]);
+    if (reads[0].bytesRead !== tok.byteLength || (reads[1] && reads[1].bytesRead !== rows.byteLength)) {
+      throw new Error(`${this.dir}: short read for passage ${passage.id}`);
+    }
     const tokens = new Int32Array(e.n);
     const charStart = new Int32Array(e.n);
     const charEnd = new Int32Array(e.n);
@@ -266,10 +291,6 @@ export class CorpusKeyStore {
       charEnd[i] = tok[3 * i + 2]!;
     }
     return { passage, tokens, charStart, charEnd, citable: e.c, keys: dequantizeRows(rows, h, this.meta.precision, scales) };
-  }
-
-  async close(): Promise<void> {
-    await Promise.all([this.keys.close(), this.tokens.close(), this.scales?.close()]);
   }
 }
 

@@ -49,6 +49,12 @@ export const EncodeBatchOptionsSchema = z.object({
    * pass's activations (hidden states alone are `[batch, seq, hidden]` float32 per layer).
    */
   maxBatchTokens: z.number().int().min(MAX_PASSAGE_TOKENS + 1).max(1 << 20).default(4096),
+  /**
+   * Most padding in one pass, as a fraction of its real tokens: a batch's padding may reach
+   * `max(maxPaddingRatio × real tokens, 64)` tokens. Padding is computed like real tokens on a CPU,
+   * so a long passage is not batched with short ones.
+   */
+  maxPaddingRatio: z.number().min(0).max(100).default(0.25),
 });
 export type EncodeBatchOptions = z.infer<typeof EncodeBatchOptionsSchema>;
 
@@ -59,6 +65,7 @@ export type EncodeBatchOptions = z.infer<typeof EncodeBatchOptionsSchema>;
 export function encodeBatchOptions(overrides: Partial<EncodeBatchOptions> = {}, env: NodeJS.ProcessEnv = process.env): EncodeBatchOptions {
   const raw: Record<string, unknown> = {};
   if (env.NEST_ENCODE_BATCH) raw.maxBatchPassages = Number(env.NEST_ENCODE_BATCH);
+  if (env.NEST_ENCODE_PADDING) raw.maxPaddingRatio = Number(env.NEST_ENCODE_PADDING);
   if (env.NEST_ENCODE_BATCH_TOKENS) raw.maxBatchTokens = Number(env.NEST_ENCODE_BATCH_TOKENS);
   for (const [k, v] of Object.entries(overrides)) if (v !== undefined) raw[k] = v;
   return EncodeBatchOptionsSchema.parse(raw);
@@ -81,22 +88,34 @@ export interface PassageEncoderOptions {
   batch?: Partial<EncodeBatchOptions>;
 }
 
+/** Padding every batch may have whatever its size, in tokens (see `maxPaddingRatio`). */
+const PADDING_SLACK_TOKENS = 64;
+
 /**
- * Groups sequence lengths into batches: sorted by length (so a batch pads little), at most
- * `maxBatchPassages` per batch and `maxBatchTokens` padded tokens (count × longest).
+ * Groups sequence lengths into batches: sorted by length, at most `maxBatchPassages` per batch,
+ * `maxBatchTokens` padded tokens (count × longest) and `max(maxPaddingRatio × real, 64)` padding tokens.
  * @returns batches of indices into `lengths`, shortest first.
  */
 export function planBatches(lengths: readonly number[], opts: EncodeBatchOptions): number[][] {
   const order = lengths.map((_, i) => i).sort((a, b) => lengths[a]! - lengths[b]! || a - b);
   const batches: number[][] = [];
   let current: number[] = [];
+  let real = 0;
   for (const i of order) {
     const width = lengths[i]!; // sorted: the newest is the longest
-    if (current.length > 0 && (current.length >= opts.maxBatchPassages || (current.length + 1) * width > opts.maxBatchTokens)) {
+    const padded = (current.length + 1) * width;
+    const padding = padded - (real + width);
+    const full =
+      current.length >= opts.maxBatchPassages ||
+      padded > opts.maxBatchTokens ||
+      padding > Math.max(opts.maxPaddingRatio * (real + width), PADDING_SLACK_TOKENS);
+    if (current.length > 0 && full) {
       batches.push(current);
       current = [];
+      real = 0;
     }
     current.push(i);
+    real += width;
   }
   if (current.length > 0) batches.push(current);
   return batches;
@@ -139,25 +158,39 @@ export class PassageEncoder {
     const counts: EncodeCounts = { numEncoded: 0, numFromDisk: 0, numFromMemory: 0, numFromCorpus: 0, numEncodePasses: 0 };
     const corpusKeys = corpus === undefined ? undefined : await this.options.corpusKeys?.(corpus);
     const found = new Map<string, EncodedPassage>();
-    const missing = new Map<string, Passage>();
+    let missing = new Map<string, Passage>();
     for (const passage of passages) {
-      signal?.throwIfAborted();
       const key = this.cacheKey(passage);
       if (found.has(key) || missing.has(key)) continue;
       const hit = this.cache.get(key);
       if (hit) {
         counts.numFromMemory++;
         found.set(key, hit);
-        continue;
-      }
-      const stored = (await corpusKeys?.get(passage)) ?? undefined;
-      const tier = stored ? "numFromCorpus" : "numFromDisk";
-      const entry = stored ?? (await this.disk?.get(key, passage));
-      if (entry) {
-        counts[tier]++;
+      } else missing.set(key, passage);
+    }
+    signal?.throwIfAborted();
+    if (corpusKeys && missing.size > 0) {
+      const stored = await corpusKeys.getMany([...missing.values()]);
+      const rest = new Map<string, Passage>();
+      [...missing].forEach(([key, passage], i) => {
+        const entry = stored[i];
+        if (!entry) return void rest.set(key, passage);
+        counts.numFromCorpus++;
         this.cache.set(key, entry);
         found.set(key, entry);
-      } else missing.set(key, passage);
+      });
+      missing = rest;
+    }
+    if (this.disk) {
+      for (const [key, passage] of [...missing]) {
+        signal?.throwIfAborted();
+        const entry = await this.disk.get(key, passage);
+        if (!entry) continue;
+        counts.numFromDisk++;
+        this.cache.set(key, entry);
+        found.set(key, entry);
+        missing.delete(key);
+      }
     }
     if (missing.size > 0) {
       const keys = [...missing.keys()];
@@ -185,13 +218,19 @@ export class PassageEncoder {
 
   /**
    * Encodes `passages` with the LM, bypassing every cache (for `nestlm encode --corpus` and the tests).
+   * @param maxBatchPassages overrides the encoder's batch size for this call.
    * @returns one entry per passage, in order.
    */
-  async encode(passages: readonly Passage[], signal?: AbortSignal): Promise<EncodedPassage[]> {
-    return (await this.encodeWithPasses(passages, signal)).entries;
+  async encode(passages: readonly Passage[], signal?: AbortSignal, maxBatchPassages?: number): Promise<EncodedPassage[]> {
+    const batch = maxBatchPassages === undefined ? this.batch : encodeBatchOptions({ ...this.batch, maxBatchPassages });
+    return (await this.encodeWithPasses(passages, signal, batch)).entries;
   }
 
-  private async encodeWithPasses(passages: readonly Passage[], signal?: AbortSignal): Promise<{ entries: EncodedPassage[]; numPasses: number }> {
+  private async encodeWithPasses(
+    passages: readonly Passage[],
+    signal?: AbortSignal,
+    batch: EncodeBatchOptions = this.batch,
+  ): Promise<{ entries: EncodedPassage[]; numPasses: number }> {
     const bos = this.bosTokenId === null ? [] : [this.bosTokenId];
     const h = this.lm.hiddenSize;
     const tokenized = passages.map((passage) => {
@@ -209,7 +248,7 @@ export class PassageEncoder {
     }));
     // Passages of fewer than 2 tokens have no keys: nothing to run.
     const runnable = tokenized.map((x, i) => (x.n >= 2 ? i : -1)).filter((i) => i >= 0);
-    const plan = planBatches(runnable.map((i) => tokenized[i]!.seq.length), this.batch);
+    const plan = planBatches(runnable.map((i) => tokenized[i]!.seq.length), batch);
     for (const group of plan) {
       signal?.throwIfAborted();
       const members = group.map((g) => runnable[g]!);

@@ -46,10 +46,14 @@ beforeAll(async () => {
 
 describe("planBatches", () => {
   const opts = EncodeBatchOptionsSchema.parse({ maxBatchPassages: 3, maxBatchTokens: 600 });
-  it("sorts by length, caps passages per batch and padded tokens", () => {
+  it("sorts by length, caps passages per batch, padded tokens and padding", () => {
     // lengths 10, 300, 5, 20, 250, 7 → sorted 5(2) 7(5) 10(0) 20(3) 250(4) 300(1)
-    // [2,5,0] is 3 passages; [3,4]: 2 × 250 = 500 ≤ 600, adding 300 gives 3 × 300 = 900 > 600.
-    expect(planBatches([10, 300, 5, 20, 250, 7], opts)).toEqual([[2, 5, 0], [3, 4], [1]]);
+    // [2,5,0]: 3 passages (padding 30 − 22 = 8 ≤ 64); [3] + 250 would pad 500 − 270 = 230 > max(67.5, 64);
+    // [4,1]: 2 × 300 = 600 ≤ 600 tokens, padding 50 ≤ 137.5.
+    expect(planBatches([10, 300, 5, 20, 250, 7], opts)).toEqual([[2, 5, 0], [3], [4, 1]]);
+    const tight = EncodeBatchOptionsSchema.parse({ maxBatchPassages: 8, maxBatchTokens: 600 });
+    // 250 and 300: 600 ≤ 600; adding a third 300 gives 900 > 600 tokens.
+    expect(planBatches([250, 300, 300], tight)).toEqual([[0, 1], [2]]);
   });
   it("keeps equal lengths in input order and handles no input", () => {
     expect(planBatches([4, 4, 4, 4], opts)).toEqual([[0, 1, 2], [3]]);
@@ -60,7 +64,10 @@ describe("planBatches", () => {
 describe("batched passage encoding (real model)", () => {
   it("gives the keys and tokens of one-at-a-time encoding, in fewer passes", async () => {
     const single = new PassageEncoder(lm, tok, manifest.bos_token_id, "single", 0, undefined, { batch: { maxBatchPassages: 1 } });
-    const batched = new PassageEncoder(lm, tok, manifest.bos_token_id, "batched", 0, undefined, { batch: { maxBatchPassages: 8 } });
+    // Padding unbounded: all six in one pass, the short ones padded to the longest.
+    const batched = new PassageEncoder(lm, tok, manifest.bos_token_id, "batched", 0, undefined, {
+      batch: { maxBatchPassages: 8, maxPaddingRatio: 100 },
+    });
     const one = await single.buildStore(PASSAGES);
     const many = await batched.buildStore(PASSAGES);
     expect([one.numEncoded, one.numEncodePasses]).toEqual([6, 5]); // "x" has one token: no pass

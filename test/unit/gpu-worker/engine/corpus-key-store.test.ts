@@ -104,7 +104,6 @@ describe("store files", () => {
     expect(await store.get({ ...b.passage, text: "beta changed" })).toBeUndefined();
     expect(await store.get({ ...b.passage, id: "zzz" })).toBeUndefined();
     expect(await CorpusKeyStore.open(dir, { modelKey: "other", hiddenSize: H })).toBeUndefined();
-    await store.close();
   });
 
   it("resumes after an interrupted write: rows past the index are dropped, a torn index line too", async () => {
@@ -124,7 +123,6 @@ describe("store files", () => {
     // int8 row [0.1, 0.3, -0.35, 0.4]: scale 0.4/127, q = round([31.75, 95.25, -111.125, 127])
     expect(Array.from(gotB.keys).map((x) => Math.round((x * 127) / 0.4))).toEqual([32, 95, -111, 127]);
     await expect(CorpusKeyWriter.open(dir, { ...META, precision: "fp16" })).rejects.toThrow(/holds int8 keys/);
-    await store.close();
   });
 
   it("a reader sees passages appended after it opened", async () => {
@@ -136,7 +134,6 @@ describe("store files", () => {
     await w.append([b]);
     await store.refresh();
     expect(Array.from((await store.get(b.passage))!.keys)).toEqual(Array.from(b.keys));
-    await store.close();
   });
 });
 
