@@ -11,11 +11,11 @@
  * hidden state of the last committed position are at hand for the next step.
  */
 import type { CausalLM, ForwardOutput } from "./causal-lm.ts";
-import { acceptsGreedy, acceptsToken, verifyDraft, type AcceptanceTest } from "./verify.ts";
+import { acceptsGreedy, acceptsToken, verifyDraft, type AcceptanceTest, type DraftTokenTest } from "./verify.ts";
 import { bestNeighbourFor, cutDraft, nonRepeatingPrefix, proposeSpan, spanFrom, type Draft } from "./draft.ts";
 import { anchorDraft } from "./anchor.ts";
 import { SpeculationGate, type SpeculationMode } from "./speculation.ts";
-import { mixtureAt, type MixtureOptions, type PositionState, type StoreUse } from "./mixture.ts";
+import { lmMixture, mixtureAt, type MixtureOptions, type PositionState, type StoreUse } from "./mixture.ts";
 import { keyOfToken, type TokenStore } from "./token-store.ts";
 import { tokenModeSource, type CommittedToken, type TokenSource } from "./attribution.ts";
 import { DecodeStats } from "./stats.ts";
@@ -47,9 +47,15 @@ export interface DecodeOptions extends MixtureOptions {
   readonly firstTokenGuard?: boolean;
   /**
    * Question anchor (deviation, docs §14, `nest/anchor.ts`): the first draft is the retrieved
-   * sentence that best matches `query`, verified like any draft. Default false (the paper).
+   * sentence that best matches `query`. `verify`: its v_1 is verified and up to three sentences are
+   * tried; `trust`: the best sentence's v_1 is taken unchecked, the rest verified. Default none (the paper).
    */
-  readonly anchor?: boolean;
+  readonly anchor?: "trust" | "verify";
+  /**
+   * What verifies copies (anchor and continuation drafts; deviation, docs §14): `mixture` = p_M
+   * (the paper), `lm` = p_LM alone (λ = 1), so the kNN's view of other passages cannot cut a copy.
+   */
+  readonly copyVerify?: "mixture" | "lm";
   /** The question, for the anchor. */
   readonly query?: string;
   /**
@@ -71,6 +77,9 @@ export interface DecodeOptions extends MixtureOptions {
  * CPU, where small batches are bound by reading the weights; docs/nest-algorithm.md §15.
  */
 export const DRAFT_TOKEN_COST = 0.05;
+
+/** Where a draft comes from: a kNN neighbour (span mode), the question anchor, or the passage being copied (continuation). */
+type DraftKind = "knn" | "anchor" | "copy";
 
 /** Why decoding stopped. */
 export type FinishReason = "stop" | "length";
@@ -95,6 +104,16 @@ export async function decodeNest(
   const accepts: AcceptanceTest =
     opts.acceptance === "greedy" ? acceptsGreedy : (m, token) => acceptsToken(m, token, opts.gamma);
   const masked = new Uint8Array(store.numKeys);
+  /**
+   * Acceptance of draft token `v_{i+1}` (0-based `i`): Eq. 7 (or greedy) against p_M — or against
+   * p_LM alone for copies (anchor and continuation drafts) with `copyVerify: "lm"`; the anchor's
+   * v_1 passes unchecked with `anchor: "trust"` (docs §14).
+   */
+  const testDraftToken = (kind: DraftKind, state: PositionState, token: number, i: number): boolean => {
+    if (kind === "anchor" && i === 0 && opts.anchor === "trust") return true;
+    const mixture = opts.copyVerify === "lm" && kind !== "knn" ? lmMixture(state.logits, opts.lmTemperature) : state.mixture;
+    return accepts(mixture, token);
+  };
   stats.promptTokens = promptIds.length;
 
   const forward = async (ids: readonly number[], prefill = false): Promise<ForwardOutput> => {
@@ -157,15 +176,19 @@ export async function decodeNest(
 
   while (generated < opts.maxNewTokens) {
     let draft: Draft | undefined;
-    /** The draft starts at a kNN neighbour carrying argmax p_M (not an anchor or a continuation). */
-    let kNnStarted = false;
+    let kind: DraftKind = "knn";
     if (opts.storeUse === "nest" && gate.allows()) {
       const first = generated === 0;
-      if (streaming) draft = spanFrom(store, streaming.passage, streaming.pos + 1, opts.maxSpan);
-      else if (first && opts.anchor && opts.query) draft = anchorDraft(store, opts.query, draftPassages, opts.maxSpan, (t) => accepts(cur.mixture, t));
+      if (streaming) {
+        draft = spanFrom(store, streaming.passage, streaming.pos + 1, opts.maxSpan);
+        kind = "copy";
+      } else if (first && opts.anchor && opts.query) {
+        draft = anchorDraft(store, opts.query, draftPassages, opts.maxSpan, (t) => testDraftToken("anchor", cur, t, 0));
+        if (draft) kind = "anchor";
+      }
       if (!draft && !streaming && !(first && opts.firstTokenGuard) && cur.lambda <= opts.delta) {
         draft = proposeSpan(store, cur.neighbours, cur.mixture.argmax, opts.maxSpan, draftPassages);
-        kNnStarted = draft !== undefined;
+        kind = "knn";
       }
       if (draft && opts.noRepeatNgram) draft = cutDraft(draft, nonRepeatingPrefix(history, draft.tokens, opts.noRepeatNgram));
     }
@@ -183,9 +206,10 @@ export async function decodeNest(
       const tokens = draft.tokens.subarray(0, opts.maxNewTokens - generated);
       const m = tokens.length;
       const cached = lm.cacheLength;
-      const pass = accepts(cur.mixture, tokens[0]!) ? await forward(Array.from(tokens)) : undefined;
+      const test: DraftTokenTest = (state, token, i) => testDraftToken(kind, state, token, i);
+      const pass = test(cur, tokens[0]!, 0) ? await forward(Array.from(tokens)) : undefined;
       const before = cur;
-      const verdict = verifyDraft(tokens, (i) => (i === 0 ? before : stateAt(pass!, i - 1)), accepts);
+      const verdict = verifyDraft(tokens, (i) => (i === 0 ? before : stateAt(pass!, i - 1)), test);
       const a = verdict.numAccepted;
       stats.observeDraft(m, a);
       gate.observe(m, a);
@@ -196,7 +220,7 @@ export async function decodeNest(
       // Paper masking of copied n-grams (spec §5). A kNN-started span's v_1 is argmax p_M, the
       // token that token mode commits too: alone, it is not a copy and masks nothing, so a draft
       // that only confirms v_1 leaves the store as a token step would (docs §15).
-      if (a >= 2 || !kNnStarted) maskAccepted(store, masked, draft.passage, draft.startPos, a);
+      if (a >= 2 || kind !== "knn") maskAccepted(store, masked, draft.passage, draft.startPos, a);
       if (a === m) {
         // Whole draft accepted: the pass already gave the next position (continuation streaming).
         end = await settle(copied, verdict.next);

@@ -141,6 +141,8 @@ export interface PositionState {
   /** λ, the weight of p_LM (1 without a store). */
   readonly lambda: number;
   readonly neighbours: Neighbours;
+  /** The LM logits at the position (a reference, not a copy). @shape [vocab] */
+  readonly logits: Float32Array;
 }
 
 const NO_NEIGHBOURS: Neighbours = { keys: new Int32Array(0), distances: new Float64Array(0) };
@@ -159,7 +161,7 @@ export function mixtureAt(
   opts: MixtureOptions,
   masked?: Uint8Array,
 ): PositionState {
-  if (opts.storeUse === "none") return { mixture: greedyOnly(logits), lambda: 1, neighbours: NO_NEIGHBOURS };
+  if (opts.storeUse === "none") return { mixture: greedyOnly(logits), lambda: 1, neighbours: NO_NEIGHBOURS, logits };
   const neighbours = searchKnn(store, hidden, opts.k, masked);
   const lambda =
     neighbours.keys.length === 0
@@ -168,7 +170,7 @@ export function mixtureAt(
         ? opts.fixedLambda
         : rrcLambda(relativeRetrievalConfidence(neighbours), opts.alpha, opts.tau);
   const pKnn = knnDistribution(store, neighbours, neighbourWeights(neighbours, store.hiddenSize));
-  return { mixture: mixDistributions(lmDistribution(logits, opts.lmTemperature), pKnn, lambda), lambda, neighbours };
+  return { mixture: mixDistributions(lmDistribution(logits, opts.lmTemperature), pKnn, lambda), lambda, neighbours, logits };
 }
 
 /** Greedy p_LM without a softmax: only the argmax matters when no store is used. */
@@ -178,4 +180,12 @@ function greedyOnly(logits: Float32Array): Mixture {
   const probs = new Float64Array(logits.length);
   probs[argmax] = 1;
   return { probs, argmax, max: 1 };
+}
+
+/** p_LM alone at a position (softmax(logits / T)) as a {@link Mixture}: λ = 1. */
+export function lmMixture(logits: Float32Array, temperature: number): Mixture {
+  const probs = lmDistribution(logits, temperature);
+  let argmax = 0;
+  for (let i = 1; i < probs.length; i++) if (probs[i]! > probs[argmax]!) argmax = i;
+  return { probs, argmax, max: probs[argmax]! };
 }

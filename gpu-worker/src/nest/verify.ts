@@ -24,6 +24,9 @@ export function acceptsGreedy(mixture: Mixture, token: number): boolean {
 /** An acceptance test of one draft token against p_M at its position (Eq. 7 or greedy). */
 export type AcceptanceTest = (mixture: Mixture, token: number) => boolean;
 
+/** The test of draft token `v_{i+1}` (0-based `i`) against the state at its position. */
+export type DraftTokenTest = (state: PositionState, token: number, i: number) => boolean;
+
 /** The outcome of verifying one draft (vLLM's vocabulary: accepted tokens, then a recovered one). */
 export interface Verdict {
   /** Draft length m. */
@@ -46,12 +49,12 @@ export interface Verdict {
 export function verifyDraft(
   tokens: ArrayLike<number>,
   stateAt: (i: number) => PositionState,
-  accepts: AcceptanceTest,
+  accepts: DraftTokenTest,
 ): Verdict {
   const m = tokens.length;
   let a = 0;
   let state = stateAt(0);
-  while (a < m && accepts(state.mixture, tokens[a]!)) {
+  while (a < m && accepts(state, tokens[a]!, a)) {
     a++;
     state = stateAt(a);
   }

@@ -83,10 +83,17 @@ export const NestParamsSchema = z.object({
    */
   first_token: z.enum(["mixture", "lm"]).default("mixture"),
   /**
-   * Question anchor (docs §14): with `question` the first draft is the retrieved sentence that best
-   * matches the question (IDF-weighted word overlap), verified like any draft; `none` = the paper.
+   * Question anchor (docs §14): the first draft is the retrieved sentence that best matches the
+   * question (IDF-weighted word overlap). `question`: its first token is verified and up to three
+   * sentences are tried; `question-trust`: the best sentence's first token is taken unchecked, the
+   * rest verified; `none` = the paper.
    */
-  anchor: z.enum(["none", "question"]).default("none"),
+  anchor: z.enum(["none", "question", "question-trust"]).default("none"),
+  /**
+   * What verifies copies (anchor and continuation drafts; docs §14): `mixture` = p_M (the paper),
+   * `lm` = p_LM alone, so the kNN's view of other passages cannot cut a copy short.
+   */
+  copy_verify: z.enum(["mixture", "lm"]).default("mixture"),
   /** Drafts are cut before a token that repeats an n-gram already generated (docs §14); 0 = off (the paper). */
   no_repeat_ngram: z.number().int().min(0).max(16).default(0),
   /**

@@ -214,3 +214,46 @@ describe("speculation metrics", () => {
     });
   });
 });
+
+describe("question anchor and copy verification in the loop (docs §14)", () => {
+  const store = storeOf(PARIS);
+  const query = "Is Paris big?";
+
+  it("anchor verify: the sentence's v_1 fails against the LM's choice, so the step is a token step", async () => {
+    const r = await run(store, [["", { lm: "T", hidden: FAR }], ["T", { lm: "$", hidden: FAR }]], { anchor: "verify", query });
+    expect(r.text).toBe("T");
+    expect(r.stats).toMatchObject({ numDrafts: 0, lmForwardPasses: 1 });
+  });
+
+  it("anchor trust: the best sentence is copied from its first token, then streamed on", async () => {
+    const r = await run(store, [["", { lm: "T", hidden: FAR }], ...follow(store, 0, "", 1, 13).slice(1), ["Paris is big.", { lm: "$", hidden: FAR }]], {
+      anchor: "trust", query,
+    });
+    expect(r.text).toBe("Paris is big.");
+    // Anchor "Paris is" (n = 8) in one pass, then the continuation " big." (5 tokens, passage end).
+    expect(r.passes).toEqual(['0+"Q:"/1', '2+"Paris is"/8', '10+" big."/5']);
+    expect(r.stats).toMatchObject({ numDrafts: 2, draftedTokens: 13, acceptedTokens: 13 });
+    expect(r.sources).toBe("0:1 0:2 0:3 0:4 0:5 0:6 0:7 0:8 0:9 0:10 0:11 0:12 0:13");
+  });
+
+  // After "Paris" the kNN is sure of another passage's token ("X"), the LM agrees with the copy.
+  const two = storeOf(PARIS, " X.");
+  const script: Array<[string, ScriptStep]> = [
+    ...follow(two, 0, "", 1, 13),
+    ["Paris", { lm: " ", hidden: [1000 + 10, 0] }], // on passage 1's key of value pos 1 ("X")
+    ["ParisX", { lm: "$", hidden: FAR }],
+    ["Paris is big.", { lm: "$", hidden: FAR }],
+  ];
+
+  it("copy_verify mixture (the paper): the kNN's other passage cuts the continuation", async () => {
+    const r = await run(two, script, { maxSpan: 5 });
+    expect(r.text).toBe("ParisX");
+    expect(r.stats).toMatchObject({ numDrafts: 2, draftedTokens: 10, acceptedTokens: 5 });
+  });
+
+  it("copy_verify lm: p_LM alone verifies the continuation, so the copy goes on", async () => {
+    const r = await run(two, script, { maxSpan: 5, copyVerify: "lm" });
+    expect(r.text).toBe("Paris is big.");
+    expect(r.stats).toMatchObject({ numDrafts: 3, draftedTokens: 13, acceptedTokens: 13 });
+  });
+});
