@@ -22,11 +22,14 @@ function send(m: ChildMessage): void {
   if (process.connected) process.send?.(m, undefined, {}, () => {});
 }
 
-let closing: Promise<void> | undefined;
+let closing = false;
 let close: (() => Promise<void>) | undefined;
 
+/** Closes the worker once (later signals are ignored), then exits with `code`. */
 function shutdown(code: number): void {
-  closing ??= (close?.() ?? Promise.resolve()).then(
+  if (closing) return;
+  closing = true;
+  (close?.() ?? Promise.resolve()).then(
     () => process.exit(code),
     () => process.exit(1),
   );

@@ -17,6 +17,7 @@ const cheap = { mode: "base", max_new_tokens: 2 };
 async function post(path: string, body: string, headers: Record<string, string> = { ...auth, "content-type": "application/json" }) {
   const res = await fetch(`${serve.edgeUrl}${path}`, { method: "POST", headers, body });
   const text = await res.text();
+  // biome-ignore lint/suspicious/noExplicitAny: response bodies of many shapes, checked field by field
   let json: any;
   try {
     json = JSON.parse(text);
