@@ -18,8 +18,9 @@
  *             from the store, no LM encoding
  *   nest-warm the same request again: keys from the worker's memory LRU
  *   rag-nest  rag prompt + nest decoding, on the encoded-corpus stack
- * The questions' retrieved passages are encoded into the corpus store first unless already there
- * (a full `nestlm encode --corpus factbook` covers them; otherwise only these passages are added).
+ * The passages the edge retrieves for the questions (read from a 1-token `rag` request) are encoded
+ * into the corpus store first unless already there (a full `nestlm encode --corpus factbook` covers
+ * them; otherwise only these passages are added).
  * Two stacks run side by side (the cold one and the encoded one); only one works at a time.
  *
  * Per request: latency (request sent → `done` read), TTFT (→ first `delta`), completion tokens,
@@ -37,10 +38,9 @@ import { startStack, type Stack } from "@nest/cli/stack";
 import { hashApiKey } from "@nest/cli/api-key";
 import { encodeCorpus } from "@nest/cli/encode";
 import { nestHome, REPO_ROOT } from "@nest/corpus/home";
-import { findCorpusDir } from "@nest/corpus/layout";
-import { openLanceIndex } from "@nest/corpus/lancedb-index";
 import { readGenerateEvents } from "@nest/edge/route/read-sse";
 import type { DoneEvent } from "@nest/shared/protocol/events";
+import type { Passage } from "@nest/shared/protocol/passage";
 import type { KeyPrecision } from "@nest/gpu-worker/engine/corpus-key-store";
 
 const { values } = parseArgs({
@@ -77,16 +77,6 @@ const median = (xs: number[]) => {
 };
 const fmt = (x: number, d = 0) => (Number.isFinite(x) ? x.toFixed(d) : "–");
 
-// ---- 1. the encoded corpus covers the questions' passages -----------------------------------------
-const index = await openLanceIndex(await findCorpusDir("factbook"), "factbook");
-const wanted = new Map<string, { id: string; title: string; text: string; source: string }>();
-for (const q of QUESTIONS) for (const { id, title, text, source } of await index.search(q, PASSAGES)) wanted.set(id, { id, title, text, source });
-await index.close?.();
-if (!values["skip-encode"]) {
-  const r = await encodeCorpus({ corpus: "factbook", passages: [...wanted.values()], precision: values.precision as KeyPrecision, log: () => {} });
-  console.log(`corpus store (${r.precision}): ${wanted.size} passages of the questions, ${r.encoded} encoded now, ${r.cached} already stored (${r.dir})`);
-}
-
 // ---- 2. two stacks ------------------------------------------------------------------------------------
 const KEY = `bench-${randomBytes(8).toString("hex")}`;
 const quiet = { home: nestHome(), port: 0, workerPort: 0, host: "127.0.0.1", apiKeyHashes: [hashApiKey(KEY)] };
@@ -102,6 +92,29 @@ async function stackWith(env: Record<string, string>): Promise<Stack> {
 }
 const cold = await stackWith({ NEST_KEY_CACHE_MB: "0", NEST_KEY_CACHE: "0", NEST_CORPUS_KEYS: "0" });
 const encoded = await stackWith({ NEST_KEY_CACHE: "0", NEST_CORPUS_KEYS: "1" });
+
+// ---- the encoded corpus covers the passages the edge retrieves for the questions ----------------
+/** The passages the edge retrieves for `question` (one `rag` request of 1 token, cold stack: no encoding). */
+async function retrieved(question: string): Promise<Passage[]> {
+  const res = await fetch(`${cold.edgeUrl}/v1/generate`, {
+    method: "POST",
+    headers: { authorization: `Bearer ${KEY}`, "content-type": "application/json", "cache-control": "no-store" },
+    body: JSON.stringify({ prompt: question, mode: "rag", max_new_tokens: 1, passages: PASSAGES }),
+  });
+  if (res.status !== 200) throw new Error(`edge answered ${res.status}: ${await res.text()}`);
+  let out: Passage[] = [];
+  for await (const ev of readGenerateEvents(res.body!)) {
+    if (ev.event === "retrieval") out = ev.data.passages.map(({ id, title, source, text }) => ({ id, title, source, text: text ?? "" }));
+  }
+  if (out.some((p) => p.text === "")) throw new Error("the retrieval event carries no passage text");
+  return out;
+}
+if (!values["skip-encode"]) {
+  const wanted = new Map<string, Passage>();
+  for (const q of QUESTIONS) for (const p of await retrieved(q)) wanted.set(p.id, p);
+  const r = await encodeCorpus({ corpus: "factbook", passages: [...wanted.values()], precision: values.precision as KeyPrecision, log: () => {} });
+  console.log(`corpus store (${r.precision}): ${wanted.size} passages of the questions, ${r.encoded} encoded now, ${r.cached} already stored (${r.dir})`);
+}
 
 async function ask(stack: Stack, question: string, mode: string): Promise<Measure> {
   const body = { prompt: question, mode, max_new_tokens: MAX_NEW, passages: PASSAGES };
