@@ -16,6 +16,8 @@ import { HTTPException } from "hono/http-exception";
 import { NestError, toNestError } from "@nest/shared/protocol/errors";
 import { keyAuth, type RateLimiter } from "./middleware/keys.ts";
 import { requireContentType } from "./middleware/content-type.ts";
+import { documentsBodyLimit } from "./middleware/documents-limit.ts";
+import { MAX_DOCUMENTS_BODY_BYTES } from "@nest/shared/protocol/documents";
 import { allowedMethods } from "./middleware/methods.ts";
 import type { Scope } from "./keys/keys.ts";
 import type { KvStore } from "./store/kv.ts";
@@ -86,8 +88,10 @@ export function createApp(deps: AppDeps): Hono<EdgeEnv> {
   });
   registerPlayground(app);
 
-  app.post("/v1/generate", auth("generate"), json, limit, generateHandler(deps));
-  app.route("/v1", openAiRoutes(deps, [auth("generate"), json, limit]));
+  // Requests that carry `documents` may be larger (issue 15): only they.
+  const generationLimit = documentsBodyLimit(maxSize, Math.max(maxSize, MAX_DOCUMENTS_BODY_BYTES));
+  app.post("/v1/generate", auth("generate"), json, generationLimit, generateHandler(deps));
+  app.route("/v1", openAiRoutes(deps, [auth("generate"), json, generationLimit]));
   if (deps.batchPoolUrl) {
     registerBatchRoutes(app, { poolUrl: deps.batchPoolUrl, fetch: deps.batchFetch, auth: auth("batch") });
     registerFaqRoutes(app, deps, { poolUrl: deps.batchPoolUrl, fetch: deps.batchFetch, guard: [auth("admin"), limit], json });

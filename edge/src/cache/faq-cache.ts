@@ -11,6 +11,7 @@ import type { GenerateRequest } from "@nest/shared/protocol/request";
 import type { GenerateEvent } from "@nest/shared/protocol/events";
 import { sha256Hex } from "../middleware/auth.ts";
 import type { KvStore } from "../store/kv.ts";
+import { documentsHash } from "@nest/shared/protocol/documents";
 
 /** Default time to live of a cached answer, in seconds (1 day). */
 export const DEFAULT_FAQ_TTL_S = 86_400;
@@ -35,7 +36,9 @@ export interface AnswerContext {
  * messages, corpus, corpus version, model, mode and decoding parameters, keys sorted).
  */
 export async function faqCacheKey(req: GenerateRequest, ctx: AnswerContext): Promise<string> {
-  const { prompt, messages, ...params } = req;
+  const { prompt, messages, documents, ...rest } = req;
+  // A request's documents enter the key as their hash (protocol/documents.ts documentsHash).
+  const params = documents ? { ...rest, documents: await documentsHash(documents) } : rest;
   const question = prompt !== undefined
     ? normalizeQuestion(prompt)
     : (messages ?? []).map((m) => `${m.role}:${normalizeQuestion(m.content)}`).join("\n");

