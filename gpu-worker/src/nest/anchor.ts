@@ -7,13 +7,18 @@
  * question, so the first draft starts in the middle of whatever passage sits nearest in hidden-state
  * space. The anchor instead proposes the passage **sentence** that best matches the question:
  *
- *   score(s) = Σ_{w ∈ words(q) ∩ words(s)} idf(w),   idf(w) = ln((N + 1) / (df(w) + 0.5))
+ *   score(s) = Σ_{w ∈ words(q) ∩ words(s)} idf(w) + Σ_{w ∈ words(q) ∩ words(title(s))} idf(w),
+ *   idf(w) = ln((N + 1) / (df(w) + 0.5)),  words = lower-cased letter/digit runs, stop words out, Porter-stemmed,
  *
+ * times the first-stage rank prior `1 / (1 + rank/10)` (rank 0-based), (the title term, like BM25F's title field, breaks the tie between "Australia, capital: name:
+ * Canberra" and Kiribati's "the capital Tarawa is … between Hawaii and Australia")
  * over the sentences `s` of the first `numPassages` store passages (first-stage rank order), with
  * `df` counted over the N store passages (so words every retrieved passage shares weigh ~0). The
  * draft starts at the sentence's first token and goes through relaxed verification like any other
  * draft (spec §6): the LM can still refuse it.
  */
+import { stemmer } from "stemmer";
+import { eng as ENGLISH_STOP_WORDS } from "stopword";
 import type { Draft } from "./draft.ts";
 import { spanFrom } from "./draft.ts";
 import type { TokenStore } from "./token-store.ts";
@@ -22,9 +27,15 @@ import type { TokenStore } from "./token-store.ts";
 const SENTENCE_END = /[.!?;](?=\s)|\n/g;
 const WORD = /[\p{L}\p{N}]+/gu;
 
-/** Lower-cased words (letters and digits) of `text`. */
+const STOP_WORDS: ReadonlySet<string> = new Set(ENGLISH_STOP_WORDS);
+
+/**
+ * Lower-cased words (letters and digits) of `text` without English stop words (`stopword`
+ * package), Porter-stemmed (`stemmer` package). Stop words must go: in structured text such as the
+ * factbook, "the" and "is" are rare and would otherwise weigh most.
+ */
 export function wordsOf(text: string): string[] {
-  return (text.toLowerCase().match(WORD) ?? []);
+  return (text.toLowerCase().match(WORD) ?? []).filter((w) => !STOP_WORDS.has(w)).map((w) => stemmer(w));
 }
 
 /** One anchor candidate: where it starts and its question-overlap score. */
@@ -32,6 +43,8 @@ export interface AnchorCandidate {
   readonly passage: number;
   /** Token position of the sentence's first token. */
   readonly startPos: number;
+  /** Token position just past the sentence (its end, or the passage end). */
+  readonly endPos: number;
   readonly score: number;
 }
 
@@ -54,6 +67,8 @@ export function rankAnchors(store: TokenStore, query: string, numPassages: numbe
   for (let p = 0; p < Math.min(numPassages, n); p++) {
     const sp = store.passages[p]!;
     const text = sp.passage.text;
+    let titleScore = 0;
+    for (const w of new Set(wordsOf(sp.passage.title))) if (qWords.has(w)) titleScore += idf(w);
     const starts = [0];
     for (const m of text.matchAll(SENTENCE_END)) starts.push(m.index! + 1);
     for (let i = 0; i < starts.length; i++) {
@@ -61,8 +76,13 @@ export function rankAnchors(store: TokenStore, query: string, numPassages: numbe
       let score = 0;
       for (const w of new Set(wordsOf(text.slice(from, starts[i + 1] ?? text.length)))) if (qWords.has(w)) score += idf(w);
       if (score <= 0) continue;
+      score = (score + titleScore) * rankPrior(p);
       const startPos = firstTokenAt(sp.charStart, sp.charEnd, text, from);
-      if (startPos >= 0) found.push({ passage: p, startPos, score });
+      if (startPos < 0) continue;
+      const to = starts[i + 1] ?? text.length;
+      let endPos = startPos + 1;
+      while (endPos < sp.tokens.length && sp.charStart[endPos]! < to) endPos++;
+      found.push({ passage: p, startPos, endPos, score });
     }
   }
   // Stable sort: equal scores keep rank order, then sentence order.
@@ -83,6 +103,20 @@ function firstTokenAt(charStart: Int32Array, charEnd: Int32Array, text: string, 
   return -1;
 }
 
+/**
+ * First-stage rank prior `1 / (1 + rank / RANK_PRIOR_SCALE)` (rank 0-based): the 10th passage's
+ * sentences count 0.5×, so a sentence from a lower-ranked passage must match clearly better.
+ */
+export const RANK_PRIOR_SCALE = 10;
+function rankPrior(rank: number): number {
+  return 1 / (1 + rank / RANK_PRIOR_SCALE);
+}
+
+/** An anchor draft: the draft plus the length of its sentence in tokens (≤ or > the draft). */
+export interface AnchorDraft extends Draft {
+  readonly sentenceTokens: number;
+}
+
 /** How many best-matching sentences the anchor may try at the first position. */
 export const ANCHOR_CANDIDATES = 3;
 
@@ -98,10 +132,10 @@ export function anchorDraft(
   numPassages: number,
   maxSpan: number,
   firstTokenOk: (token: number) => boolean = () => true,
-): Draft | undefined {
+): AnchorDraft | undefined {
   for (const a of rankAnchors(store, query, numPassages, ANCHOR_CANDIDATES)) {
     const d = spanFrom(store, a.passage, a.startPos, maxSpan);
-    if (d && firstTokenOk(d.tokens[0]!)) return d;
+    if (d && firstTokenOk(d.tokens[0]!)) return { ...d, sentenceTokens: a.endPos - a.startPos };
   }
   return undefined;
 }

@@ -48,14 +48,17 @@ export interface DecodeOptions extends MixtureOptions {
   /**
    * Question anchor (deviation, docs §14, `nest/anchor.ts`): the first draft is the retrieved
    * sentence that best matches `query`. `verify`: its v_1 is verified and up to three sentences are
-   * tried; `trust`: the best sentence's v_1 is taken unchecked, the rest verified. Default none (the paper).
+   * tried; `trust`: the best sentence's v_1 is taken unchecked, the rest verified; `sentence`: the
+   * best sentence is copied unchecked (a verbatim, cited quote), what follows is verified. Default
+   * none (the paper).
    */
-  readonly anchor?: "trust" | "verify";
+  readonly anchor?: "trust" | "verify" | "sentence";
   /**
    * What verifies copies (anchor and continuation drafts; deviation, docs §14): `mixture` = p_M
-   * (the paper), `lm` = p_LM alone (λ = 1), so the kNN's view of other passages cannot cut a copy.
+   * (the paper), `lm` = p_LM alone (λ = 1), `either` = accepted by p_M or by p_LM alone, so the kNN's
+   * view of other passages can extend a copy but not cut it.
    */
-  readonly copyVerify?: "mixture" | "lm";
+  readonly copyVerify?: "mixture" | "lm" | "either";
   /** The question, for the anchor. */
   readonly query?: string;
   /**
@@ -105,14 +108,18 @@ export async function decodeNest(
     opts.acceptance === "greedy" ? acceptsGreedy : (m, token) => acceptsToken(m, token, opts.gamma);
   const masked = new Uint8Array(store.numKeys);
   /**
-   * Acceptance of draft token `v_{i+1}` (0-based `i`): Eq. 7 (or greedy) against p_M — or against
-   * p_LM alone for copies (anchor and continuation drafts) with `copyVerify: "lm"`; the anchor's
+   * Acceptance of draft token `v_{i+1}` (0-based `i`): Eq. 7 (or greedy) against p_M — for copies
+   * (anchor and continuation drafts) against p_LM alone with `copyVerify: "lm"`, or against either
+   * with `copyVerify: "either"`; the anchor's
    * v_1 passes unchecked with `anchor: "trust"` (docs §14).
    */
   const testDraftToken = (kind: DraftKind, state: PositionState, token: number, i: number): boolean => {
     if (kind === "anchor" && i === 0 && opts.anchor === "trust") return true;
-    const mixture = opts.copyVerify === "lm" && kind !== "knn" ? lmMixture(state.logits, opts.lmTemperature) : state.mixture;
-    return accepts(mixture, token);
+    if (kind === "anchor" && i < anchorSentenceTokens && opts.anchor === "sentence") return true;
+    const copy = kind !== "knn";
+    if (copy && opts.copyVerify === "lm") return accepts(lmMixture(state.logits, opts.lmTemperature), token);
+    if (accepts(state.mixture, token)) return true;
+    return copy && opts.copyVerify === "either" && accepts(lmMixture(state.logits, opts.lmTemperature), token);
   };
   stats.promptTokens = promptIds.length;
 
@@ -147,6 +154,8 @@ export async function decodeNest(
     cur = mixtureAt(store, prefill.logitsRow(promptIds.length - 1), prefill.hiddenRow(promptIds.length - 1), lmOnly, masked);
   }
   const draftPassages = opts.draftPassages ?? Infinity;
+  /** Tokens of the anchor's sentence (copied unchecked with `anchor: "sentence"`). */
+  let anchorSentenceTokens = 0;
   const gate = new SpeculationGate(opts.speculation ?? "on", opts.draftTokenCost ?? DRAFT_TOKEN_COST);
   /** Committed token ids, for the repeated-n-gram check. */
   const history: number[] = [];
@@ -183,8 +192,12 @@ export async function decodeNest(
         draft = spanFrom(store, streaming.passage, streaming.pos + 1, opts.maxSpan);
         kind = "copy";
       } else if (first && opts.anchor && opts.query) {
-        draft = anchorDraft(store, opts.query, draftPassages, opts.maxSpan, (t) => testDraftToken("anchor", cur, t, 0));
-        if (draft) kind = "anchor";
+        const anchor = anchorDraft(store, opts.query, draftPassages, opts.maxSpan, (t) => testDraftToken("anchor", cur, t, 0));
+        if (anchor) {
+          draft = anchor;
+          kind = "anchor";
+          anchorSentenceTokens = anchor.sentenceTokens;
+        }
       }
       if (!draft && !streaming && !(first && opts.firstTokenGuard) && cur.lambda <= opts.delta) {
         draft = proposeSpan(store, cur.neighbours, cur.mixture.argmax, opts.maxSpan, draftPassages);
