@@ -2,9 +2,14 @@
  * @module ask
  * `nestlm ask`: POST a question to the edge's `/v1/generate`, stream the answer as it arrives with
  * copied spans marked inline (`[n]`, underlined on a TTY), then list the sources and the usage and
- * timing summary. `--json` prints the raw events as JSON lines instead.
+ * timing summary. `--json` prints the raw events as JSON lines instead. `--doc FILE` (repeatable)
+ * sends files as the request's `documents` (README "Your own documents"): the answer is over them,
+ * its sources cite into the files' text.
  */
+import { readFile } from "node:fs/promises";
+import { basename } from "node:path";
 import type { Writable } from "node:stream";
+import type { RequestDocument } from "@nest/shared/protocol/documents";
 import type { Citation, DoneEvent, GenerateEvent, RetrievalEvent } from "@nest/shared/protocol/events";
 import type { Mode } from "@nest/shared/protocol/request";
 import { NestError } from "@nest/shared/protocol/errors";
@@ -19,6 +24,8 @@ export interface AskOptions {
   maxNewTokens?: number;
   passages?: number;
   gamma?: number;
+  /** Files sent as `documents` (UTF-8; id = the path as given, title = its base name), in order. */
+  doc?: string[];
   /** Print raw events as JSON lines. */
   json?: boolean;
   /** Where to write (default stdout); ANSI styling only when it is a TTY. */
@@ -47,8 +54,14 @@ export class AskHttpError extends Error {
 
 const ANSI = { underline: "\x1b[4m", noUnderline: "\x1b[24m", dim: "\x1b[2m", normal: "\x1b[22m" };
 
-/** `[n] title (source) chars a–b: "text"` for citation number `n` (1-based). */
+/**
+ * `[n] title (source) chars a–b: "text"` for citation number `n` (1-based); a citation into a
+ * request document: `[n] title (documents[i]) chars a–b: "text"`, a–b in the document's own text.
+ */
 export function formatSource(n: number, c: Citation, text: string): string {
+  if (c.document_index !== undefined && c.start !== undefined && c.end !== undefined) {
+    return `[${n}] ${c.document_title ?? c.document_id ?? c.title} (documents[${c.document_index}]) chars ${c.start}–${c.end}: ${JSON.stringify(text)}`;
+  }
   return `[${n}] ${c.title} (${c.source}) chars ${c.passage_start}–${c.passage_end}: ${JSON.stringify(text)}`;
 }
 
@@ -80,6 +93,7 @@ export async function ask(opts: AskOptions): Promise<AskResult> {
   if (opts.maxNewTokens !== undefined) body.max_new_tokens = opts.maxNewTokens;
   if (opts.passages !== undefined) body.passages = opts.passages;
   if (opts.gamma !== undefined) body.gamma = opts.gamma;
+  if (opts.doc && opts.doc.length > 0) body.documents = await readDocuments(opts.doc);
 
   let res: Response;
   try {
@@ -106,6 +120,15 @@ export async function ask(opts: AskOptions): Promise<AskResult> {
     for (const line of formatSummary(result.done)) out.write(`${tty ? ANSI.dim : ""}${line}${tty ? ANSI.normal : ""}\n`);
   }
   return result;
+}
+
+/**
+ * The `documents` of `--doc` files: UTF-8 text as read (CRLF kept: offsets are into the file's
+ * text), id = the path as given, title = its base name.
+ * @throws the file system's errors (ENOENT, ...)
+ */
+export async function readDocuments(paths: readonly string[]): Promise<RequestDocument[]> {
+  return Promise.all(paths.map(async (path) => ({ id: path, title: basename(path), text: await readFile(path, "utf8") })));
 }
 
 function collect(ev: GenerateEvent, result: AskResult): void {

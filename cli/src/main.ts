@@ -90,7 +90,7 @@ async function serve(opts: { port: number; workerPort: number; host: string; ver
 }
 
 async function askCommand(question: string, opts: {
-  url: string; mode: Mode; json?: boolean; maxNewTokens?: number; passages?: number; gamma?: number; key?: string;
+  url: string; mode: Mode; json?: boolean; maxNewTokens?: number; passages?: number; gamma?: number; key?: string; doc?: string[];
 }): Promise<void> {
   const home = nestHome();
   const key = opts.key ?? findApiKey(home)?.key;
@@ -147,6 +147,7 @@ export function buildProgram(): Command {
     .option("--max-new-tokens <n>", "tokens to generate at most", parseIntArg)
     .option("--passages <n>", "first-stage passages", parseIntArg)
     .option("--gamma <g>", "relaxed-acceptance leniency γ ∈ (0, 1]", parseNumberArg)
+    .option("--doc <file>", "answer over this file instead of the corpus (repeatable)", (f: string, prev: string[] = []) => [...prev, f])
     .action(askCommand);
 
   program.command("demo").description("set up if needed, start the stack, ask one question in nest mode, stop")

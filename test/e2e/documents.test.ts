@@ -7,6 +7,11 @@
  * document keeps the worker's disk key cache and the FAQ cache from answering for an earlier run.
  */
 import { randomBytes } from "node:crypto";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { Writable } from "node:stream";
+import { ask as askCli } from "@nest/cli/ask";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import OpenAI from "openai";
 import { startEdge, type RunningEdge } from "@nest/edge/adapters/node/server";
@@ -186,5 +191,31 @@ describe("OpenAI-compatible route with the official client (nest.documents)", ()
       .catch((e: unknown) => e);
     expect(bad).toBeInstanceOf(OpenAI.BadRequestError);
     expect((bad as InstanceType<typeof OpenAI.BadRequestError>).param).toBe("nest.documents.0.text");
+  }, 300_000);
+});
+
+describe("nestlm ask --doc FILE (repeatable)", () => {
+  it("sends the files as documents and lists sources with offsets into the files", async () => {
+    const dir = await mkdtemp(join(tmpdir(), "nest-docs-"));
+    try {
+      const [lib, bakery] = [join(dir, "library.txt"), join(dir, "bakery.txt")];
+      await writeFile(lib, LIBRARY);
+      await writeFile(bakery, BAKERY);
+      let printed = "";
+      const out = new Writable({ write: (chunk, _enc, cb) => ((printed += String(chunk)), cb()) });
+      const result = await askCli({ url: edge.url, key: KEY, question: QUESTION, mode: "rag-nest", maxNewTokens: 48, doc: [lib, bakery], out });
+      expect(result.text).toContain("smoked cardamom");
+      const bakeryCites = result.citations.filter((c) => c.document_index === 1);
+      expect(bakeryCites.length).toBeGreaterThan(0);
+      for (const c of result.citations) {
+        expect([LIBRARY, BAKERY][c.document_index!]!.slice(c.start, c.end)).toBe(c.cited_text);
+        expect(c.document_id).toBe([lib, bakery][c.document_index!]);
+        expect(c.document_title).toBe(["library.txt", "bakery.txt"][c.document_index!]);
+      }
+      const c = bakeryCites[0]!;
+      expect(printed).toContain(`bakery.txt (documents[1]) chars ${c.start}–${c.end}: ${JSON.stringify(c.cited_text)}`);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   }, 300_000);
 });
