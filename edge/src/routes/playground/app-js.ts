@@ -3,9 +3,12 @@
  * The playground's controller, as the source text of an ES module served at `playground/app.js`:
  * the form (API key kept in `sessionStorage` only, gamma default per mode), one or two concurrent
  * `POST /v1/generate` streams (side-by-side view), the sources panel (one number and colour per
- * cited passage across both panes), the hover/focus tooltip and click/Enter pinning. Worker-safe: a
+ * cited passage across both panes), the hover/focus tooltip and click/Enter pinning, and the
+ * documents panel (pasted documents sent as `documents`; cited ranges marked in them). Worker-safe: a
  * plain string.
  */
+import { DOCUMENT_LIMITS } from "@nest/shared/protocol/documents";
+
 export const APP_JS = String.raw`// nest playground: controller.
 import { readSse } from "./sse.js";
 import { createPane, fillCitation } from "./render.js";
@@ -26,6 +29,8 @@ const tip = $("tip");
 const pinned = $("pinned");
 const sourceList = $("source-list");
 const noSources = $("no-sources");
+const docList = $("doc-list");
+const MAX_DOC_CHARS = ${DOCUMENT_LIMITS.maxDocumentChars};
 
 let gammaTouched = false;
 let sources = new Map(); // passage_id -> {n, colour, title, source, text, uses: Map(mode -> count), item}
@@ -183,6 +188,73 @@ document.addEventListener("keydown", (e) => {
   if (e.key === "Escape") hideTip();
 });
 
+// Documents panel (issue 15): each document has a title, a text and a view of its text with the
+// cited ranges (citation start/end, offsets into the document) marked in their source's colour.
+function addDoc() {
+  const li = document.createElement("li");
+  li.className = "doc";
+  const n = docList.children.length + 1;
+  const title = document.createElement("input");
+  title.className = "doc-title";
+  title.placeholder = "Title (optional)";
+  title.setAttribute("aria-label", "Document " + n + " title");
+  const text = document.createElement("textarea");
+  text.className = "doc-text";
+  text.rows = 4;
+  text.maxLength = MAX_DOC_CHARS;
+  text.setAttribute("aria-label", "Document " + n + " text");
+  const view = document.createElement("div");
+  view.className = "doc-view";
+  view.hidden = true;
+  const remove = document.createElement("button");
+  remove.type = "button";
+  remove.textContent = "Remove";
+  remove.addEventListener("click", () => li.remove());
+  li.append(title, text, view, remove);
+  li.marks = [];
+  docList.append(li);
+  text.focus();
+}
+$("add-doc").addEventListener("click", addDoc);
+
+/** The documents to send (blank ones skipped) and the list items they came from, in order. */
+function documentsOf() {
+  const items = Array.from(docList.children).filter((li) => li.querySelector(".doc-text").value.trim() !== "");
+  const docs = items.map((li) => {
+    const title = li.querySelector(".doc-title").value.trim();
+    const d = { text: li.querySelector(".doc-text").value };
+    if (title) d.title = title;
+    return d;
+  });
+  return { docs, items };
+}
+
+/** Renders a document's text with its cited ranges marked (overlapping ranges: the first wins). */
+function renderDoc(li) {
+  const view = li.querySelector(".doc-view");
+  const text = li.sent;
+  const marks = li.marks.slice().sort((a, b) => a.start - b.start);
+  view.replaceChildren();
+  let at = 0;
+  for (const m of marks) {
+    if (m.start < at) continue;
+    view.append(document.createTextNode(text.slice(at, m.start)));
+    const mark = document.createElement("mark");
+    mark.className = "doc-cite c" + m.colour;
+    mark.dataset.n = String(m.n);
+    mark.dataset.start = String(m.start);
+    mark.dataset.end = String(m.end);
+    mark.title = "[" + m.n + "] characters " + m.start + "–" + m.end;
+    mark.textContent = text.slice(m.start, m.end);
+    view.append(mark);
+    at = m.end;
+  }
+  view.append(document.createTextNode(text.slice(at)));
+  view.hidden = false;
+}
+
+let docItems = [];
+
 async function run(pane, body, key, signal) {
   let res;
   try {
@@ -223,6 +295,11 @@ async function run(pane, body, key, signal) {
         if (c) {
           const s = sourceFor(c, pane.passages.get(c.passage_id), pane.mode);
           s.last = pane.appendCited(data.text, c, s);
+          const li = c.document_index !== undefined ? docItems[c.document_index] : undefined;
+          if (li && c.start !== undefined && c.end !== undefined) {
+            li.marks.push({ start: c.start, end: c.end, colour: s.colour, n: s.n });
+            renderDoc(li);
+          }
         } else {
           pane.appendText(data.text);
         }
@@ -269,6 +346,14 @@ form.addEventListener("submit", async (e) => {
     passages: Number($("passages").value),
   };
   if (gammaTouched) base.gamma = Number(gamma.value);
+  const { docs, items } = documentsOf();
+  for (const li of docList.children) {
+    li.marks = [];
+    li.querySelector(".doc-view").hidden = true;
+  }
+  docItems = items;
+  items.forEach((li, i) => (li.sent = docs[i].text));
+  if (docs.length > 0) base.documents = docs;
   runBtn.disabled = true;
   stopBtn.disabled = false;
   const runs = modes.map((mode) => run(createPane(panes, mode), Object.assign({ mode }, base), key, signal));

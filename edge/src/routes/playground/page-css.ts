@@ -97,5 +97,12 @@ mark.cite:hover, mark.cite.pinned { outline: 2px solid var(--ul); outline-offset
 .tip { position: fixed; z-index: 20; max-width: min(34rem, calc(100vw - 16px)); background: #fff; color: var(--fg);
   border: 1px solid #767676; border-radius: 6px; padding: .5rem .75rem; box-shadow: 0 6px 20px rgba(0,0,0,.18); }
 .tip .muted { margin: .35rem 0 0; font-size: .8rem; }
+.documents { margin: 1rem 0; } .documents h2 { font-size: 1rem; margin: 0 0 .25rem; }
+.doc-list { list-style: none; margin: .5rem 0; padding: 0; display: grid; gap: .5rem; }
+.doc { display: grid; gap: .25rem; border: 1px solid #767676; border-radius: 6px; padding: .5rem; }
+.doc-text { width: 100%; font: inherit; } .doc .doc-title { font: inherit; }
+.doc-view { white-space: pre-wrap; overflow-wrap: anywhere; max-height: 16rem; overflow: auto; background: var(--panel); padding: .5rem; border-radius: 4px; }
+mark.doc-cite { background: var(--bg); color: var(--fg); border-radius: 2px; box-shadow: inset 0 -2px 0 var(--ul); }
+mark.doc-cite::after { content: attr(data-n); font-size: .7em; vertical-align: super; margin-left: .1em; color: var(--ul); }
 [hidden] { display: none !important; }
 `;

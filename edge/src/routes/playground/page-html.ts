@@ -5,6 +5,7 @@
  * a path prefix; nothing is loaded from another origin. Worker-safe: a plain string.
  */
 import { LIMITS } from "@nest/shared/protocol/request";
+import { DOCUMENT_LIMITS } from "@nest/shared/protocol/documents";
 
 const MODES = ["base", "rag", "knnlm", "nest", "rag-nest"] as const;
 
@@ -55,6 +56,13 @@ export const PAGE_HTML = `<!doctype html>
         <button id="stop" type="button" disabled>Stop</button>
       </div>
     </form>
+    <section id="documents" class="documents" aria-labelledby="documents-h">
+      <h2 id="documents-h">Documents</h2>
+      <p class="hints" id="documents-hint">Paste your own documents to answer over them instead of the corpus
+        (at most ${DOCUMENT_LIMITS.maxDocuments}, ${DOCUMENT_LIMITS.maxDocumentChars} characters each); cited ranges are highlighted in them.</p>
+      <ol id="doc-list" class="doc-list"></ol>
+      <button id="add-doc" type="button">Add document</button>
+    </section>
     <div id="answers" class="panes" tabindex="-1"></div>
   </div>
   <aside class="sources" aria-labelledby="sources-h">
