@@ -2,88 +2,50 @@
  * @module routes/playground/sse-js
  * The playground's browser-side Server-Sent Events reader, as the source text of an ES module served
  * at `playground/sse.js`. `EventSource` cannot POST or send an `Authorization` header, so the page
- * reads `POST /v1/generate` with `fetch` and this parser (the WHATWG "event stream interpretation":
- * lines end with CRLF, LF or CR, a CR at the end of one chunk and an LF at the start of the next are
- * one line end; `data:` lines are joined with "\n"; comments and unknown fields are ignored; an event
- * is dispatched on a blank line, and only if it has data; an unterminated event at the end of the
- * stream is dropped). Worker-safe: a plain string.
+ * reads `POST /v1/generate` with `fetch` and parses the stream with `eventsource-parser` (the
+ * parser the edge uses, issue 11 item 6), inlined into the module text from
+ * {@link EVENTSOURCE_PARSER_JS} (3.7 kB, no imports; the page loads nothing from elsewhere). The
+ * WHATWG "event stream interpretation" holds: lines end with CRLF, LF or CR (also when a CR and
+ * its LF arrive in different chunks); `data:` lines are joined with "\n"; comments and unknown
+ * fields are ignored; an event is dispatched on a blank line, and only if it has data; an
+ * unterminated event at the end of the stream is dropped. The thin wrapper adds what
+ * eventsource-parser leaves to its caller: the last event id carried over to later events, a
+ * leading U+FEFF dropped from decoded text, and a CR that ends the stream taken as a line end.
+ * Worker-safe: a plain string.
  *
  * Exports of the served module:
  * - `createSseParser(onEvent)` → `{ push(text), end() }`; `onEvent({event, data, id})` per message,
- *   `event` defaulting to `"message"`.
+ *   `event` defaulting to `"message"`, `id` the last id seen (`""` before any).
  * - `readSse(body, onEvent)`: decodes a `ReadableStream<Uint8Array>` as UTF-8 and feeds the parser;
  *   resolves when the stream ends, rejects with the reader's error.
  */
-export const SSE_JS = String.raw`// nest playground: SSE parser (fetch + ReadableStream; EventSource cannot POST).
+import { EVENTSOURCE_PARSER_JS, EVENTSOURCE_PARSER_LICENSE, EVENTSOURCE_PARSER_VERSION } from "./eventsource-parser-js.ts";
+
+const WRAPPER_JS = String.raw`
 export function createSseParser(onEvent) {
-  let pending = "";        // the current line so far
-  let skipLF = false;      // the previous chunk ended with CR: a leading LF belongs to it
-  let started = false;     // a leading BOM is dropped once
-  let eventName = "";
   let lastId = "";
-  let data = [];
-  let hasData = false;
-
-  function line(l) {
-    if (l === "") {
-      if (hasData) onEvent({ event: eventName || "message", data: data.join("\n"), id: lastId });
-      data = [];
-      hasData = false;
-      eventName = "";
-      return;
-    }
-    if (l.charCodeAt(0) === 58) return; // ":" comment
-    const colon = l.indexOf(":");
-    let field = l;
-    let value = "";
-    if (colon >= 0) {
-      field = l.slice(0, colon);
-      value = l.slice(colon + 1);
-      if (value.charCodeAt(0) === 32) value = value.slice(1);
-    }
-    if (field === "data") {
-      data.push(value);
-      hasData = true;
-    } else if (field === "event") {
-      eventName = value;
-    } else if (field === "id") {
-      if (value.indexOf("\u0000") < 0) lastId = value;
-    }
-  }
-
+  let started = false;     // a leading BOM is dropped once
+  let endsWithCR = false;  // the text so far ends with CR: at the end of the stream, that is a line end
+  const parser = createParser({
+    onEvent(msg) {
+      if (msg.id !== undefined) lastId = msg.id;
+      onEvent({ event: msg.event || "message", data: msg.data, id: lastId });
+    },
+  });
   return {
     push(chunk) {
-      let i = 0;
       if (!started && chunk.length > 0) {
         started = true;
-        if (chunk.charCodeAt(0) === 0xfeff) i = 1;
+        if (chunk.charCodeAt(0) === 0xfeff) chunk = chunk.slice(1);
       }
-      if (skipLF && i < chunk.length) {
-        skipLF = false;
-        if (chunk.charCodeAt(i) === 10) i++;
-      }
-      let start = i;
-      for (; i < chunk.length; i++) {
-        const c = chunk.charCodeAt(i);
-        if (c !== 10 && c !== 13) continue;
-        line(pending + chunk.slice(start, i));
-        pending = "";
-        if (c === 13) {
-          if (i + 1 < chunk.length) {
-            if (chunk.charCodeAt(i + 1) === 10) i++;
-          } else {
-            skipLF = true;
-          }
-        }
-        start = i + 1;
-      }
-      pending += chunk.slice(start);
+      if (chunk.length === 0) return;
+      endsWithCR = chunk.charCodeAt(chunk.length - 1) === 13;
+      parser.feed(chunk);
     },
     end() {
-      pending = "";
-      data = [];
-      hasData = false;
-      eventName = "";
+      if (endsWithCR) parser.feed("\n");
+      endsWithCR = false;
+      parser.reset();
     },
   };
 }
@@ -105,3 +67,9 @@ export async function readSse(body, onEvent) {
   }
 }
 `;
+
+export const SSE_JS =
+  "// nest playground: SSE parser (fetch + ReadableStream; EventSource cannot POST).\n" +
+  `/* eventsource-parser ${EVENTSOURCE_PARSER_VERSION}, inlined:\n${EVENTSOURCE_PARSER_LICENSE.replace(/\*\//g, "* /")}\n*/\n` +
+  EVENTSOURCE_PARSER_JS +
+  WRAPPER_JS;

@@ -6,6 +6,10 @@
 import { describe, expect, it } from "vitest";
 import { SSE_JS } from "@nest/edge/routes/playground/sse-js";
 import { RENDER_JS } from "@nest/edge/routes/playground/render-js";
+import { EVENTSOURCE_PARSER_JS, EVENTSOURCE_PARSER_VERSION } from "@nest/edge/routes/playground/eventsource-parser-js";
+import { distPath, inlineableParser } from "../../../../../scripts/vendor-eventsource-parser.ts";
+import { readFileSync } from "node:fs";
+import { createRequire } from "node:module";
 
 interface Msg {
   event: string;
@@ -71,6 +75,16 @@ describe("createSseParser", () => {
 
   it("drops a leading BOM", () => {
     expect(parse(["\ufeffdata: a\n\n"])).toEqual([{ event: "message", data: "a", id: "" }]);
+  });
+});
+
+describe("the inlined eventsource-parser", () => {
+  it("is the installed package's build (else run `node --import tsx scripts/vendor-eventsource-parser.ts`)", () => {
+    const installed = createRequire(import.meta.url)("eventsource-parser/package.json") as { version: string };
+    expect(EVENTSOURCE_PARSER_VERSION).toBe(installed.version);
+    expect(EVENTSOURCE_PARSER_JS).toBe(inlineableParser(readFileSync(distPath(), "utf8")));
+    expect(SSE_JS).toContain(EVENTSOURCE_PARSER_JS);
+    expect(SSE_JS).toContain("Copyright (c) 2025 Espen Hovlandsdal");
   });
 });
 
