@@ -229,27 +229,33 @@ function documentsOf() {
   return { docs, items };
 }
 
-/** Renders a document's text with its cited ranges marked (overlapping ranges: the first wins). */
+/**
+ * Renders a document's text with its cited ranges marked: the text is cut at every citation
+ * boundary and each piece covered by a citation is one mark, in the colour and number of the
+ * earliest citation covering it (citations may overlap: a later copy can restart inside an earlier one).
+ */
 function renderDoc(li) {
   const view = li.querySelector(".doc-view");
   const text = li.sent;
-  const marks = li.marks.slice().sort((a, b) => a.start - b.start);
+  const cuts = Array.from(new Set([0, text.length].concat(li.marks.flatMap((m) => [m.start, m.end])))).sort((a, b) => a - b);
   view.replaceChildren();
-  let at = 0;
-  for (const m of marks) {
-    if (m.start < at) continue;
-    view.append(document.createTextNode(text.slice(at, m.start)));
+  for (let i = 0; i + 1 < cuts.length; i++) {
+    const from = cuts[i];
+    const to = cuts[i + 1];
+    const m = li.marks.find((c) => c.start <= from && c.end >= to);
+    if (!m) {
+      view.append(document.createTextNode(text.slice(from, to)));
+      continue;
+    }
     const mark = document.createElement("mark");
     mark.className = "doc-cite c" + m.colour;
     mark.dataset.n = String(m.n);
-    mark.dataset.start = String(m.start);
-    mark.dataset.end = String(m.end);
-    mark.title = "[" + m.n + "] characters " + m.start + "–" + m.end;
-    mark.textContent = text.slice(m.start, m.end);
+    mark.dataset.start = String(from);
+    mark.dataset.end = String(to);
+    mark.title = "[" + m.n + "] cited characters " + m.start + "\u2013" + m.end;
+    mark.textContent = text.slice(from, to);
     view.append(mark);
-    at = m.end;
   }
-  view.append(document.createTextNode(text.slice(at)));
   view.hidden = false;
 }
 
