@@ -202,7 +202,12 @@ describe("nestlm ask --doc FILE (repeatable)", () => {
       await writeFile(lib, LIBRARY);
       await writeFile(bakery, BAKERY);
       let printed = "";
-      const out = new Writable({ write: (chunk, _enc, cb) => ((printed += String(chunk)), cb()) });
+      const out = new Writable({
+        write: (chunk, _enc, cb) => {
+          printed += String(chunk);
+          cb();
+        },
+      });
       const result = await askCli({ url: edge.url, key: KEY, question: QUESTION, mode: "rag-nest", maxNewTokens: 48, doc: [lib, bakery], out });
       expect(result.text).toContain("smoked cardamom");
       const bakeryCites = result.citations.filter((c) => c.document_index === 1);

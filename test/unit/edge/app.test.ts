@@ -109,7 +109,11 @@ describe("createApp", () => {
   it("413 for a body over 64 KiB", async () => {
     const res = await post(JSON.stringify({ prompt: "x".repeat(64 * 1024) }));
     expect(res.status).toBe(413);
-    expect(await res.json()).toEqual({ error: { code: "payload_too_large", message: "request body exceeds 65536 bytes" } });
+    expect(await res.json()).toEqual({ error: { code: "payload_too_large", message: "request body exceeds 65536 bytes (up to 1265536 are accepted for requests that carry `documents`)" } });
+    // With documents the limit is MAX_DOCUMENTS_BODY_BYTES (issue 15): the same size passes the limit (and is validated).
+    const withDocs = await post(JSON.stringify({ prompt: "x".repeat(64 * 1024), documents: [{ text: "d" }] }));
+    expect(withDocs.status).toBe(400);
+    expect(((await withDocs.json()) as { error: { message: string } }).error.message).toMatch(/^field `prompt`/);
   });
 
   it("404 JSON for unknown routes; 405 with Allow for a known path and another method", async () => {
