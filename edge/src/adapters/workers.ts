@@ -56,7 +56,7 @@ function appFor(env: WorkerEnv): Hono<EdgeEnv> {
     pool: createPoolRouter({ pools: pools.length ? pools : ["http://unconfigured.invalid"], fetch: poolFetch }),
     keys: env.NEST_KEYS ? workersKv(env.NEST_KEYS) : undefined,
     limiter: env.NEST_RATE_LIMITER ? bindingRateLimiter(env.NEST_RATE_LIMITER) : undefined,
-    faqCache: env.NEST_CACHE ? new FaqCache(workersKv(env.NEST_CACHE), vars.NEST_FAQ_TTL_S) : undefined,
+    faqCache: env.NEST_CACHE ? new FaqCache(workersKv(env.NEST_CACHE), vars.NEST_FAQ_TTL_S, (line) => console.log(line)) : undefined,
     corpusVersion: async (corpus) => (Object.hasOwn(versions, corpus) ? versions[corpus] : undefined),
     indexFor: async (corpus) => {
       if (upstash) {

@@ -25,6 +25,13 @@ export function normalizeQuestion(text: string): string {
   return text.normalize("NFKC").toLowerCase().replace(/[^\p{L}\p{N}\p{M}]+/gu, " ").trim();
 }
 
+/**
+ * Version of the stored answer's shape (events, citation rule). Part of every key, so answers
+ * cached by an older release (e.g. before citations became evidence, issue 12) are never replayed
+ * after an upgrade. Bump it whenever what a cached answer contains changes.
+ */
+export const ANSWER_FORMAT_VERSION = 2;
+
 /** What identifies an answer besides the question. */
 export interface AnswerContext {
   corpusVersion: string;
@@ -33,7 +40,8 @@ export interface AnswerContext {
 
 /**
  * The cache key of `req` (`faq:` + hex SHA-256 of a canonical JSON of the normalised question or
- * messages, corpus, corpus version, model, mode and decoding parameters, keys sorted).
+ * messages, the answer format version, corpus, corpus version, model, mode and decoding
+ * parameters, keys sorted).
  */
 export async function faqCacheKey(req: GenerateRequest, ctx: AnswerContext): Promise<string> {
   const { prompt, messages, documents, ...rest } = req;
@@ -43,7 +51,7 @@ export async function faqCacheKey(req: GenerateRequest, ctx: AnswerContext): Pro
     ? normalizeQuestion(prompt)
     : (messages ?? []).map((m) => `${m.role}:${normalizeQuestion(m.content)}`).join("\n");
   const sorted = Object.fromEntries(Object.entries(params).sort(([a], [b]) => a.localeCompare(b)));
-  return `faq:${await sha256Hex(JSON.stringify({ q: question, v: ctx.corpusVersion, m: ctx.model, p: sorted }))}`;
+  return `faq:${await sha256Hex(JSON.stringify({ f: ANSWER_FORMAT_VERSION, q: question, v: ctx.corpusVersion, m: ctx.model, p: sorted }))}`;
 }
 
 /** Stored answers over a {@link KvStore}. Store failures never fail a request: they count as misses. */
