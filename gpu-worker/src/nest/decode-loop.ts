@@ -114,7 +114,7 @@ export async function decodeNest(
    * v_1 passes unchecked with `anchor: "trust"` (docs §14).
    */
   const testDraftToken = (kind: DraftKind, state: PositionState, token: number, i: number): boolean => {
-    if (kind === "anchor" && i === 0 && opts.anchor === "trust") return true;
+    if (kind === "anchor" && i === 0 && (opts.anchor === "trust" || opts.anchor === "sentence")) return true;
     if (kind === "anchor" && i < anchorSentenceTokens && opts.anchor === "sentence") return true;
     const copy = kind !== "knn";
     if (copy && opts.copyVerify === "lm") return accepts(lmMixture(state.logits, opts.lmTemperature), token);

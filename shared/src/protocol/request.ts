@@ -88,10 +88,11 @@ export const NestParamsSchema = z.object({
    * question (IDF-weighted word overlap). `question`: its first token is verified and up to three
    * sentences are tried; `question-trust`: the best sentence's first token is taken unchecked, the
    * rest verified; `question-sentence`: the best sentence is copied unchecked (a cited quote), the
-   * continuation verified; `none` = the paper. Default `question-trust`: on SQuAD tune questions it raised
-   * ALR from 20.0 to 45.0 % (nest) and from 22.5 to 55.0 % (rag-nest); docs §14.
+   * continuation verified; `none` = the paper. Default `question-sentence`: on 40 SQuAD tune
+   * questions it raised ALR from 20.0 to 70.0 % (nest) and from 22.5 to 70.0 % (rag-nest), against
+   * 37.5 % for rag (`question-trust`: 50.0 / 57.5 %); docs/nest-algorithm.md §14.
    */
-  anchor: z.enum(["none", "question", "question-trust", "question-sentence"]).default("question-trust"),
+  anchor: z.enum(["none", "question", "question-trust", "question-sentence"]).default("question-sentence"),
   /**
    * What verifies copies (anchor and continuation drafts; docs §14): `mixture` = p_M (the paper),
    * `lm` = p_LM alone; `either` = accepted by p_M or by p_LM alone (the kNN's view of other

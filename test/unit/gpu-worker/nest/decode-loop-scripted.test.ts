@@ -236,6 +236,17 @@ describe("question anchor and copy verification in the loop (docs §14)", () => 
     expect(r.sources).toBe("0:1 0:2 0:3 0:4 0:5 0:6 0:7 0:8 0:9 0:10 0:11 0:12 0:13");
   });
 
+  it("anchor sentence: the whole best sentence is copied unchecked, verification resumes after it", async () => {
+    const two = storeOf(" Paris is big. It rains.");
+    // The LM wants "?" everywhere after its first choice "T": only the quote gets through.
+    const r = await run(two, [["", { lm: "T", hidden: FAR }]], { anchor: "sentence", query, maxSpan: 16, maxNewTokens: 15 });
+    expect(r.text).toBe("Paris is big.??");
+    // The draft (n = 16) is cut to the 15-token budget; " " after the sentence is rejected.
+    expect(r.passes).toEqual(['0+"Q:"/1', '2+"Paris is big. I"/15', '15+"?"/1']);
+    expect(r.truncations).toEqual([15]);
+    expect(r.stats).toMatchObject({ numDrafts: 1, draftedTokens: 15, acceptedTokens: 13, completionTokens: 15 });
+  });
+
   // After "Paris" the kNN is sure of another passage's token ("X"), the LM agrees with the copy.
   const two = storeOf(PARIS, " X.");
   const script: Array<[string, ScriptStep]> = [
