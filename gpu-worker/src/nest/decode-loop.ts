@@ -12,7 +12,7 @@
  */
 import type { CausalLM, ForwardOutput } from "./causal-lm.ts";
 import { acceptsGreedy, acceptsToken, verifyDraft, type AcceptanceTest, type DraftTokenTest } from "./verify.ts";
-import { bestNeighbourFor, cutDraft, nonRepeatingPrefix, proposeSpan, spanFrom, type Draft } from "./draft.ts";
+import { cutDraft, nonRepeatingPrefix, proposeSpan, spanFrom, type Draft } from "./draft.ts";
 import { anchorDraft } from "./anchor.ts";
 import { SpeculationGate, type SpeculationMode } from "./speculation.ts";
 import { lmMixture, mixtureAt, type MixtureOptions, type PositionState, type StoreUse } from "./mixture.ts";

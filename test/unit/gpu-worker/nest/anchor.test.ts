@@ -48,7 +48,10 @@ describe("question anchor", () => {
     // p1 "Dogs dig." — p0 has no other sentence with a question word.
     expect(ranked.map((c) => [c.passage, c.startPos])).toEqual([[0, 11], [1, 10], [1, 0]]);
     const tried: number[] = [];
-    expect(anchorDraft(store, "Which dogs bark loudly?", 2, 4, (t) => (tried.push(t), false))).toBeUndefined();
+    expect(anchorDraft(store, "Which dogs bark loudly?", 2, 4, (t) => {
+      tried.push(t);
+      return false;
+    })).toBeUndefined();
     expect(tried).toHaveLength(3);
     let calls = 0;
     const second = anchorDraft(store, "Which dogs bark loudly?", 2, 4, () => ++calls === 2)!;

@@ -142,7 +142,7 @@ describe("speculation on / off / auto (issue 13 item 4) with a scripted LM", () 
   // "a x b y …": after letter i it says X[i], not the passage's digit.
   const LETTERS = "abcdefghij";
   const LM = "xyzwvutsrq";
-  const PASSAGE = " " + Array.from(LETTERS, (c, i) => c + String((i + 1) % 10)).join("");
+  const PASSAGE = ` ${Array.from(LETTERS, (c, i) => c + String((i + 1) % 10)).join("")}`;
   const store = storeOf(PASSAGE);
   const script: Array<[string, ScriptStep]> = [];
   let text = "";
