@@ -27,6 +27,8 @@ export class InferenceHost {
   private nextId = 1;
   private running: Pending | undefined;
   private readonly queue: Pending[] = [];
+  /** Resolvers of `close()` waiting for the running job to end. */
+  private readonly idleWaiters: (() => void)[] = [];
   private dead: Error | undefined;
 
   private constructor(
@@ -110,9 +112,25 @@ export class InferenceHost {
     }
   }
 
-  /** Stops the inference thread. */
-  async close(): Promise<void> {
+  /**
+   * Stops the inference thread: refuses new jobs, ends queued ones, cancels the running job and
+   * waits (at most `drainMs`) until the thread reports it ended, then terminates the thread.
+   * Terminating while an onnxruntime `run()` is in flight lets its completion call into a torn-down
+   * environment: node-addon-api then throws `Napi::Error` outside any handler and the whole process
+   * aborts (exit 134) — seen at the end of test runs that cancel a stream just before teardown.
+   * @param drainMs how long to wait for the running job, ms (default 30,000).
+   */
+  async close(drainMs = 30_000): Promise<void> {
     this.dead ??= new Error("closed");
+    for (const p of this.queue.splice(0)) p.push(null);
+    const running = this.running;
+    if (running) {
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const ended = new Promise<void>((resolve) => this.idleWaiters.push(resolve));
+      this.post({ type: "cancel", id: running.id });
+      await Promise.race([ended, new Promise<void>((resolve) => (timer = setTimeout(resolve, drainMs)))]);
+      clearTimeout(timer);
+    }
     await this.worker.terminate();
   }
 
@@ -143,12 +161,18 @@ export class InferenceHost {
     }
     this.running = undefined;
     p.push(null);
+    this.notifyIdle();
     this.pump();
   }
 
+  /** Wakes `close()` once no job is running. */
+  private notifyIdle(): void {
+    for (const wake of this.idleWaiters.splice(0)) wake();
+  }
+
   private fail(err: Error): void {
-    if (this.dead) return;
-    this.dead = err;
+    // While closing (`dead` already set) the thread's exit still ends whatever it was running.
+    this.dead ??= err;
     const error = { event: "error" as const, data: { error: { code: "internal", message: `inference thread failed: ${err.message}` } } };
     for (const p of [this.running, ...this.queue]) {
       if (!p) continue;
@@ -157,6 +181,7 @@ export class InferenceHost {
     }
     this.running = undefined;
     this.queue.length = 0;
+    this.notifyIdle();
   }
 
   private post(m: HostMessage): void {
