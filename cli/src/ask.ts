@@ -72,10 +72,10 @@ export function formatSummary(done: DoneEvent): string[] {
   const pct = (x: number | null) => (x === null ? "n/a" : `${(x * 100).toFixed(1)}%`);
   return [
     `${u.completion_tokens} tokens (prompt ${u.prompt_tokens}) · ` +
-      `${u.cited_tokens} cited in ${u.citations} citations (${pct(u.cited_ratio)}; ${u.single_token_citations} of one token) · ` +
+      `${u.cited_tokens} cited in ${u.citations} citation${u.citations === 1 ? "" : "s"} (${pct(u.cited_ratio)}; ${u.single_token_citations} of one token) · ` +
       `${u.copied_tokens} copied through verified spans (${pct(u.copied_ratio)}) · ` +
       `attribution ${pct(u.attribution_ratio)} (${u.attributed_tokens} with provenance) · ` +
-      `${u.lm_forward_passes} LM passes · drafted ${u.drafted_tokens}, accepted ${u.accepted_tokens} · ${done.mode} · ${done.model} · finish ${done.finish_reason}`,
+      `${u.lm_forward_passes} LM ${u.lm_forward_passes === 1 ? "pass" : "passes"} · drafted ${u.drafted_tokens}, accepted ${u.accepted_tokens} · ${done.mode} · ${done.model} · finish ${done.finish_reason}`,
     `timings ms: retrieval ${t.retrieval} · encoding ${t.encoding} · knn ${t.knn} · lm ${t.lm} · total ${t.total}`,
   ];
 }
