@@ -161,7 +161,7 @@ export class WorkerMetrics {
     });
     this.passageKeyCache = new Counter({
       name: "nest_worker_passage_key_cache_lookups_total",
-      help: "Passages of token stores by where their keys came from: hit (in-memory or disk passage-key cache) or miss (encoded by the LM)",
+      help: "Passages of token stores by where their keys came from: hit (passage-key cache: memory, disk or corpus key store) or miss (encoded by the LM; usage.encoded_passages)",
       labelNames: ["result"] as const,
       registers,
     });
@@ -291,8 +291,10 @@ export class WorkerMetrics {
     a.accepted += u.accepted_tokens;
     a.drafts += u.num_drafts ?? 0;
     this.acceptance.set(labels.mode, a);
-    // store_passages_cached: passages whose keys came from the passage-key cache (memory or disk).
-    const cached = Math.min((u as { store_passages_cached?: number }).store_passages_cached ?? 0, u.store_passages);
+    // Passages not encoded by the LM came from the passage-key cache (memory, disk or the corpus
+    // key store): usage.encoded_passages counts the misses.
+    const encoded = Math.min(u.encoded_passages ?? u.store_passages, u.store_passages);
+    const cached = u.store_passages - encoded;
     if (cached > 0) this.passageKeyCache.inc({ result: "hit" }, cached);
     if (u.store_passages - cached > 0) this.passageKeyCache.inc({ result: "miss" }, u.store_passages - cached);
   }

@@ -18,7 +18,7 @@ import { Hono } from "hono";
 
 const usage = {
   prompt_tokens: 10, completion_tokens: 6, lm_forward_passes: 3, drafted_tokens: 5, accepted_tokens: 4, num_drafts: 2,
-  attributed_tokens: 4, attribution_ratio: 4 / 6, store_passages: 3, store_keys: 90, store_passages_cached: 2, cited_tokens: 3,
+  attributed_tokens: 4, attribution_ratio: 4 / 6, store_passages: 3, store_keys: 90, encoded_passages: 1, cited_tokens: 3,
 };
 const timings_ms = { retrieval: 0, encoding: 1, knn: 1, lm: 1, total: 3 };
 
