@@ -16,6 +16,7 @@
  * explains most of the spread.
  */
 import { parseArgs } from "node:util";
+import { mulberry32 } from "@nest/gpu-worker/eval/stats";
 import { existsSync } from "node:fs";
 import { mkdir, readFile, readdir, rm, stat, writeFile } from "node:fs/promises";
 import { cpus, loadavg } from "node:os";
@@ -38,17 +39,8 @@ const SEED = Number(values.seed);
 const K = 40;
 const WARMUP = 10;
 
-/** mulberry32: a small seeded PRNG, floats in [0, 1). */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** The seeded PRNG of the evaluation harness (mulberry32), floats in [0, 1). */
+const rng = mulberry32;
 
 const SYLLABLES = ["ka", "lo", "mi", "ren", "to", "sa", "vel", "dor", "qui", "ne", "bra", "sto", "fi", "gul", "ha", "jor",
   "pe", "tri", "zan", "wo", "ul", "es", "ar", "in", "mon", "ric", "tes", "ba", "cu", "dra"];
