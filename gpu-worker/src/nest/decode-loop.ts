@@ -146,13 +146,6 @@ export async function decodeNest(
   const sourceOf = (state: PositionState, token: number): TokenSource | undefined =>
     opts.storeUse === "none" ? undefined : tokenModeSource(store, state.neighbours, token, lastSource);
 
-  const prefill = await forward(promptIds, true);
-  let cur = stateAt(prefill, promptIds.length - 1);
-  if (opts.firstTokenGuard && opts.storeUse === "nest") {
-    // λ = 1 at the first answer position: p_M = p_LM, neighbours kept for citations.
-    const lmOnly = { ...opts, storeUse: "knnlm" as const, fixedLambda: 1 };
-    cur = mixtureAt(store, prefill.logitsRow(promptIds.length - 1), prefill.hiddenRow(promptIds.length - 1), lmOnly, masked);
-  }
   const draftPassages = opts.draftPassages ?? Infinity;
   /** Tokens of the anchor's sentence (copied unchecked with `anchor: "sentence"`). */
   let anchorSentenceTokens = 0;
@@ -164,29 +157,78 @@ export async function decodeNest(
   let streaming: TokenSource | undefined;
 
   /**
-   * The tail of every step: commit `tokens` (up to an EOS), stop at EOS or the token budget, else
-   * move `cur` to the position after them: `known` when the verification pass already computed it,
-   * otherwise one LM pass over the last token (the only committed token not yet in the KV cache).
-   * @returns the finish reason, or undefined to go on.
+   * Commits `tokens` up to an EOS (EOS excluded) to the output.
+   * @returns "stop" at an EOS, "length" at the token budget, else undefined.
    */
-  const settle = async (tokens: CommittedToken[], known?: PositionState): Promise<FinishReason | undefined> => {
+  const commit = (tokens: readonly CommittedToken[]): FinishReason | undefined => {
     const stop = tokens.findIndex((t) => eos.has(t.id));
     const kept = stop >= 0 ? tokens.slice(0, stop) : tokens;
     generated += kept.length;
-    lastSource = kept.at(-1)?.source;
+    if (kept.length > 0) lastSource = kept.at(-1)?.source;
     stats.completionTokens = generated;
-    if (kept.length > 0) onTokens(kept);
+    if (kept.length > 0) onTokens([...kept]);
     for (const t of kept) history.push(t.id);
     if (stop >= 0) return "stop";
     if (generated >= opts.maxNewTokens) return "length";
+    return undefined;
+  };
+
+  /**
+   * The tail of every step: commit `tokens` after the first `precommitted` (already streamed), stop
+   * at EOS or the token budget, else move `cur` to the position after them: `known` when the
+   * verification pass already computed it, otherwise one LM pass over the last token (the only
+   * committed token not yet in the KV cache).
+   * @returns the finish reason, or undefined to go on.
+   */
+  const settle = async (tokens: CommittedToken[], known?: PositionState, precommitted = 0): Promise<FinishReason | undefined> => {
+    const end = commit(tokens.slice(precommitted));
+    if (end) return end;
     cur = known ?? stateAt(await forward([tokens.at(-1)!.id]), 0);
     return undefined;
   };
 
+  /**
+   * Sentence anchor (docs §14): its sentence is copied unchecked, so neither the anchor nor its
+   * quote depends on an LM state. It is chosen and streamed before the prefill: the first tokens
+   * reach the client after the store is built, not after two LM passes. The verification pass
+   * that follows scores the whole draft as before, so the commits are the same.
+   */
+  let early: { draft: Draft; precommitted: number } | undefined;
+  if (opts.storeUse === "nest" && opts.anchor === "sentence" && opts.query && gate.allows()) {
+    const anchor = anchorDraft(store, opts.query, draftPassages, opts.maxSpan);
+    if (anchor) {
+      const quote = anchor.tokens.subarray(0, Math.min(anchor.sentenceTokens, opts.maxNewTokens));
+      const copied = Array.from(quote, (id, i): CommittedToken => ({ id, source: { passage: anchor.passage, pos: anchor.startPos + i, verified: true } }));
+      const end = commit(copied);
+      if (end) {
+        // The whole answer fits in the quote: no LM pass at all.
+        stats.observeDraft(copied.length, copied.length);
+        maskAccepted(store, masked, anchor.passage, anchor.startPos, copied.length);
+        return { finishReason: end, stats };
+      }
+      early = { draft: anchor, precommitted: quote.length };
+      anchorSentenceTokens = anchor.sentenceTokens;
+    }
+  }
+
+  const prefill = await forward(promptIds, true);
+  let cur = stateAt(prefill, promptIds.length - 1);
+  if (opts.firstTokenGuard && opts.storeUse === "nest") {
+    // λ = 1 at the first answer position: p_M = p_LM, neighbours kept for citations.
+    const lmOnly = { ...opts, storeUse: "knnlm" as const, fixedLambda: 1 };
+    cur = mixtureAt(store, prefill.logitsRow(promptIds.length - 1), prefill.hiddenRow(promptIds.length - 1), lmOnly, masked);
+  }
+
   while (generated < opts.maxNewTokens) {
     let draft: Draft | undefined;
     let kind: DraftKind = "knn";
-    if (opts.storeUse === "nest" && gate.allows()) {
+    /** Leading draft tokens already streamed (the sentence anchor's quote). */
+    let precommitted = 0;
+    if (early) {
+      ({ draft, precommitted } = early);
+      kind = "anchor";
+      early = undefined;
+    } else if (opts.storeUse === "nest" && gate.allows()) {
       const first = generated === 0;
       if (streaming) {
         draft = spanFrom(store, streaming.passage, streaming.pos + 1, opts.maxSpan);
@@ -216,13 +258,14 @@ export async function decodeNest(
     } else {
       // Span mode: verify v_1 against the current state; when it passes, score v_1..v_m in one
       // pass, whose row i−1 gives p_M at the position of v_{i+1} (and row m−1 the next position).
-      const tokens = draft.tokens.subarray(0, opts.maxNewTokens - generated);
+      const tokens = draft.tokens.subarray(0, opts.maxNewTokens - generated + precommitted);
       const m = tokens.length;
       const cached = lm.cacheLength;
       const test: DraftTokenTest = (state, token, i) => testDraftToken(kind, state, token, i);
       const pass = test(cur, tokens[0]!, 0) ? await forward(Array.from(tokens)) : undefined;
       const before = cur;
-      const verdict = verifyDraft(tokens, (i) => (i === 0 ? before : stateAt(pass!, i - 1)), test);
+      const unchecked = kind === "anchor" && opts.anchor === "sentence" ? anchorSentenceTokens : 0;
+      const verdict = verifyDraft(tokens, (i) => (i === 0 ? before : stateAt(pass!, i - 1)), test, unchecked);
       const a = verdict.numAccepted;
       stats.observeDraft(m, a);
       gate.observe(m, a);
@@ -236,12 +279,12 @@ export async function decodeNest(
       if (a >= 2 || kind !== "knn") maskAccepted(store, masked, draft.passage, draft.startPos, a);
       if (a === m) {
         // Whole draft accepted: the pass already gave the next position (continuation streaming).
-        end = await settle(copied, verdict.next);
+        end = await settle(copied, verdict.next, precommitted);
         streaming = { passage: draft.passage, pos: draft.startPos + m - 1 };
       } else {
         // Rejection at v_{a+1}: keep KV only for v_1..v_a, commit the replacement (no source).
         if (pass) lm.truncate(cached + a);
-        end = await settle([...copied, { id: verdict.next.mixture.argmax }]);
+        end = await settle([...copied, { id: verdict.next.mixture.argmax }], undefined, precommitted);
       }
     }
     stats.pausedSteps = gate.pausedSteps;

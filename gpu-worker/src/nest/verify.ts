@@ -44,16 +44,21 @@ export interface Verdict {
  * The longest accepted prefix of a draft (spec §6): `v_i` is tested against the state at its own
  * position, `stateAt(i − 1)`, and verification stops at the first rejection.
  * @param stateAt p_M at the position of `v_{i+1}`: `stateAt(0)` is the state before the draft,
- *   `stateAt(i)` (i ≥ 1) the verification pass's row `i − 1`. Called for i = 0..a only.
+ *   `stateAt(i)` (i ≥ 1) the verification pass's row `i − 1`. Called for i = u..a only.
+ * @param unchecked `u`: the first `u` tokens are accepted without a test (the sentence anchor's
+ *   quote, docs §14); 0 (default) = every token is tested, as in the paper.
  */
 export function verifyDraft(
   tokens: ArrayLike<number>,
   stateAt: (i: number) => PositionState,
   accepts: DraftTokenTest,
+  unchecked = 0,
 ): Verdict {
   const m = tokens.length;
-  let a = 0;
-  let state = stateAt(0);
+  // Tokens taken unchecked need no state: p_M (a kNN search and two softmaxes) is computed from
+  // the first checked position on.
+  let a = Math.min(Math.max(0, unchecked), m);
+  let state = stateAt(a);
   while (a < m && accepts(state, tokens[a]!, a)) {
     a++;
     state = stateAt(a);

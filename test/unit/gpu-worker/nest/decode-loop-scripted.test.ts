@@ -247,6 +247,32 @@ describe("question anchor and copy verification in the loop (docs §14)", () => 
     expect(r.stats).toMatchObject({ numDrafts: 1, draftedTokens: 15, acceptedTokens: 13, completionTokens: 15 });
   });
 
+  it("anchor sentence: the quote is streamed before the first LM pass (time to first token)", async () => {
+    const two = storeOf(" Paris is big. It rains.");
+    const prompt = Array.from(PROMPT, (c) => c.charCodeAt(0));
+    const lm = new ScriptedLM(prompt.length, new Map<string, ScriptStep>([["", { lm: "T", hidden: FAR }]]));
+    const calls: Array<{ text: string; passesBefore: number }> = [];
+    await decodeNest(lm, prompt, two, options({ anchor: "sentence", query, maxSpan: 16, maxNewTokens: 15 }), (ts) =>
+      calls.push({ text: String.fromCharCode(...ts.map((t) => t.id)), passesBefore: lm.passes.length }),
+    );
+    // The 13-token sentence goes out with no LM pass run; the rest after the verification pass.
+    expect(calls).toEqual([
+      { text: "Paris is big.", passesBefore: 0 },
+      { text: "?", passesBefore: 2 },
+      { text: "?", passesBefore: 3 },
+    ]);
+  });
+
+  it("anchor sentence: a budget inside the quote needs no LM pass at all", async () => {
+    const two = storeOf(" Paris is big. It rains.");
+    const r = await run(two, [], { anchor: "sentence", query, maxSpan: 16, maxNewTokens: 5 });
+    expect(r.text).toBe("Paris");
+    expect(r.finishReason).toBe("length");
+    expect(r.passes).toEqual([]);
+    expect(r.sources).toBe("0:1 0:2 0:3 0:4 0:5");
+    expect(r.stats).toMatchObject({ numDrafts: 1, draftedTokens: 5, acceptedTokens: 5, completionTokens: 5, prefillPasses: 0 });
+  });
+
   // After "Paris" the kNN is sure of another passage's token ("X"), the LM agrees with the copy.
   const two = storeOf(PARIS, " X.");
   const script: Array<[string, ScriptStep]> = [
