@@ -20,10 +20,15 @@ describe("verifyDraft", () => {
     return { mixture: { probs, argmax: 10 + i, max: 1 }, lambda: 0, neighbours: { keys: new Int32Array(0), distances: new Float64Array(0) }, logits: new Float32Array(0) };
   };
   const relaxed = (s: ReturnType<typeof stateOf>, token: number) => acceptsToken(s.mixture, token, 0.5);
+  /** stateOf, recording which positions were asked for. */
+  const recorder = (asked: number[]) => (i: number) => {
+    asked.push(i);
+    return stateOf(i);
+  };
 
   it("tests every token from v_1 on and stops at the first rejection (the paper)", () => {
     const asked: number[] = [];
-    const v = verifyDraft([10, 11, 5, 13], (i) => (asked.push(i), stateOf(i)), relaxed);
+    const v = verifyDraft([10, 11, 5, 13], recorder(asked), relaxed);
     expect(v.numAccepted).toBe(2);
     expect(v.next.mixture.argmax).toBe(12);
     expect(asked).toEqual([0, 1, 2]);
@@ -32,7 +37,7 @@ describe("verifyDraft", () => {
   it("takes the first `unchecked` tokens without computing their states (sentence anchor)", () => {
     const asked: number[] = [];
     // v_1..v_3 would all fail the test; unchecked, they pass and no state is computed for them.
-    const v = verifyDraft([0, 0, 0, 13, 14, 9], (i) => (asked.push(i), stateOf(i)), relaxed, 3);
+    const v = verifyDraft([0, 0, 0, 13, 14, 9], recorder(asked), relaxed, 3);
     expect(v.numAccepted).toBe(5);
     expect(asked).toEqual([3, 4, 5]);
     expect(v.next.mixture.argmax).toBe(15);
@@ -40,7 +45,7 @@ describe("verifyDraft", () => {
 
   it("an unchecked count beyond the draft accepts it whole and asks only for the next state", () => {
     const asked: number[] = [];
-    const v = verifyDraft([0, 0], (i) => (asked.push(i), stateOf(i)), relaxed, 5);
+    const v = verifyDraft([0, 0], recorder(asked), relaxed, 5);
     expect(v.numAccepted).toBe(2);
     expect(asked).toEqual([2]);
   });
