@@ -17,7 +17,7 @@
 import { createHash } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { readFile, readdir, writeFile } from "node:fs/promises";
-import { join } from "node:path";
+import { basename, join } from "node:path";
 import { z } from "zod";
 import { NestError } from "@nest/shared/protocol/errors";
 import type { Passage } from "@nest/shared/protocol/passage";
@@ -97,11 +97,16 @@ export async function writeCurrent(name: string, current: CorpusCurrent, home?: 
   await writeFile(join(corpusRoot(name, home), CURRENT_FILE), `${JSON.stringify(current, null, 2)}\n`);
 }
 
-/** `current.json` of corpus `name`, or null when absent or malformed. */
+/**
+ * `current.json` of corpus `name`, or null when absent or malformed. `dir` is the index folder of
+ * that name inside this corpus root, wherever `$NEST_HOME` was when it was written (a home copied
+ * to a volume or baked into an image is mounted at another path, e.g. /var/lib/nest).
+ */
 export async function readCurrent(name: string, home?: string): Promise<CorpusCurrent | null> {
   try {
-    const r = CorpusCurrentSchema.safeParse(JSON.parse(await readFile(join(corpusRoot(name, home), CURRENT_FILE), "utf8")));
-    return r.success ? r.data : null;
+    const root = corpusRoot(name, home);
+    const r = CorpusCurrentSchema.safeParse(JSON.parse(await readFile(join(root, CURRENT_FILE), "utf8")));
+    return r.success ? { ...r.data, dir: join(root, basename(r.data.dir)) } : null;
   } catch {
     return null;
   }
