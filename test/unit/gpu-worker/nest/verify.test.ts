@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { acceptsGreedy, acceptsToken, verifyDraft } from "@nest/gpu-worker/nest/verify";
+import type { PositionState } from "@nest/gpu-worker/nest/mixture";
 
 const mixture = { probs: Float64Array.from([0.5, 0.3, 0.2]), argmax: 0, max: 0.5 };
 
@@ -14,12 +15,12 @@ describe("draft acceptance", () => {
 
 describe("verifyDraft", () => {
   // State i carries p_M one-hot on token 10 + i: draft token v_{i+1} = 10 + i passes, anything else fails.
-  const stateOf = (i: number) => {
+  const stateOf = (i: number): PositionState => {
     const probs = new Float64Array(32);
     probs[10 + i] = 1;
     return { mixture: { probs, argmax: 10 + i, max: 1 }, lambda: 0, neighbours: { keys: new Int32Array(0), distances: new Float64Array(0) }, logits: new Float32Array(0) };
   };
-  const relaxed = (s: ReturnType<typeof stateOf>, token: number) => acceptsToken(s.mixture, token, 0.5);
+  const relaxed = (s: PositionState, token: number) => acceptsToken(s.mixture, token, 0.5);
   /** stateOf, recording which positions were asked for. */
   const recorder = (asked: number[]) => (i: number) => {
     asked.push(i);
