@@ -8,6 +8,7 @@ import { randomBytes, createHash } from "node:crypto";
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { dirname } from "node:path";
 import { cachePaths } from "@nest/corpus/home";
+import type { CliEnv } from "@nest/shared/config/node-env";
 
 export interface ApiKey {
   key: string;
@@ -34,8 +35,9 @@ export function readApiKeyFile(file: string): string | undefined {
 
 /**
  * The key a client should send: `NEST_API_KEY`, else the key file's content, else `undefined`.
+ * @param env the `cli` slice of `nodeEnv(process.env)` (`@nest/shared/config/node-env`)
  */
-export function findApiKey(home: string, env: NodeJS.ProcessEnv = process.env): ApiKey | undefined {
+export function findApiKey(home: string, env: CliEnv): ApiKey | undefined {
   const file = cachePaths(home).apiKeyFile;
   if (env.NEST_API_KEY) return { key: env.NEST_API_KEY, origin: "env", file };
   const key = readApiKeyFile(file);
@@ -47,7 +49,7 @@ export function findApiKey(home: string, env: NodeJS.ProcessEnv = process.env): 
  * mode 0600) when there is neither an environment key nor a file.
  * @throws filesystem errors other than a missing file.
  */
-export function loadOrCreateApiKey(home: string, env: NodeJS.ProcessEnv = process.env): ApiKey {
+export function loadOrCreateApiKey(home: string, env: CliEnv): ApiKey {
   const found = findApiKey(home, env);
   if (found) return found;
   const file = cachePaths(home).apiKeyFile;

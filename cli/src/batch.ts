@@ -11,6 +11,7 @@ import type { BatchStatus, SubmitResponse } from "@nest/gpu-worker/batch/protoco
 import { nestHome } from "@nest/corpus/home";
 import { findApiKey } from "./api-key.ts";
 import { AskHttpError } from "./ask.ts";
+import { nodeEnv } from "@nest/shared/config/node-env";
 
 /** Where and as whom to call the edge. */
 export interface BatchClientOptions {
@@ -105,8 +106,9 @@ function progressBar(): { update(s: BatchStatus): void; stop(): void } {
 }
 
 function clientOptions(opts: { url: string; key?: string }): BatchClientOptions {
-  const home = nestHome();
-  const key = opts.key ?? findApiKey(home)?.key;
+  const env = nodeEnv(process.env);
+  const home = nestHome(env.home);
+  const key = opts.key ?? findApiKey(home, env.cli)?.key;
   if (!key) throw new Error(`no API key: set NEST_API_KEY or start \`nestlm serve\` once (it writes ${home}/api-key)`);
   return { url: opts.url, key };
 }

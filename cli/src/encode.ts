@@ -23,6 +23,7 @@ import {
   KEY_PRECISIONS,
   type KeyPrecision,
 } from "@nest/gpu-worker/engine/corpus-key-store";
+import { nodeEnv } from "@nest/shared/config/node-env";
 
 /** Every passage of a prepared corpus, in table order (`limit` first ones when given). */
 export async function corpusPassages(corpus: string, limit?: number): Promise<Passage[]> {
@@ -71,7 +72,8 @@ export async function encodeCorpus(opts: EncodeCorpusOptions): Promise<EncodeCor
   const log = opts.log ?? ((s: string) => process.stderr.write(`${s}\n`));
   const precision = opts.precision ?? "fp16";
   const passages = opts.passages ?? (await corpusPassages(opts.corpus, opts.limit));
-  const engine = await Engine.load(await findModelDir(), { diskKeyCache: false, corpusKeys: false, home: opts.keysHome });
+  // An Engine creation site: the decoder and the encoder's batching read the environment, parsed here.
+  const engine = await Engine.load(await findModelDir(), { diskKeyCache: false, corpusKeys: false, home: opts.keysHome }, nodeEnv(process.env));
   const encoder = engine.passageEncoder;
   const hiddenSize = engine.manifest.hidden_size;
   const dir = corpusKeysDir(join(cachePaths(opts.keysHome).home, "keys", encoder.modelKey), opts.corpus);

@@ -21,6 +21,7 @@ import type { Passage } from "@nest/shared/protocol/passage";
 import { DEFAULT_CHUNK_WORDS } from "@nest/shared/corpus/chunk";
 import { upsertPassages, upstashClient, type UpstashConfig } from "@nest/edge/retrieve/upstash-index";
 import { nestHome } from "@nest/corpus/home";
+import { nodeEnv } from "@nest/shared/config/node-env";
 import { readSource } from "@nest/corpus/sources";
 import { buildCorpusIndex, type BuildProgress } from "@nest/corpus/corpus-index";
 import { contentVersion } from "@nest/corpus/layout";
@@ -42,7 +43,10 @@ export interface IngestOptions {
   maxWords?: number;
   home?: string;
   log?: (line: string) => void;
-  /** Upstash connection (default from `UPSTASH_VECTOR_REST_URL` / `_TOKEN`). */
+  /**
+   * Upstash connection, needed by `target: "upstash"` (`nestlm ingest` builds it from
+   * `UPSTASH_VECTOR_REST_URL` / `_TOKEN`, the `upstash` slice of `@nest/shared/config/node-env`).
+   */
   upstash?: UpstashConfig;
   /** Passages embedded per checkpointed batch (local). @defaultValue 256 */
   batchSize?: number;
@@ -110,11 +114,8 @@ export async function ingest(opts: IngestOptions): Promise<IngestSummary> {
 }
 
 async function ingestUpstash(passages: Passage[], namespace: string, version: string, home: string, opts: IngestOptions, log: (s: string) => void): Promise<number> {
-  const cfg = opts.upstash ?? {
-    url: process.env.UPSTASH_VECTOR_REST_URL ?? "",
-    token: process.env.UPSTASH_VECTOR_REST_TOKEN ?? "",
-  };
-  if (!cfg.url || !cfg.token) throw new NestError("invalid_request", "--target upstash needs UPSTASH_VECTOR_REST_URL and UPSTASH_VECTOR_REST_TOKEN");
+  const cfg = opts.upstash;
+  if (!cfg?.url || !cfg.token) throw new NestError("invalid_request", "--target upstash needs UPSTASH_VECTOR_REST_URL and UPSTASH_VECTOR_REST_TOKEN");
   const dir = join(home, "ingest");
   await mkdir(dir, { recursive: true });
   const record = join(dir, `upstash-${namespace}.json`);
@@ -162,7 +163,11 @@ export function addIngestCommand(program: Command): void {
     .option("--dry-run", "read and chunk only; print what would be written")
     .option("--max-words <n>", "word budget per passage", parsePositive, DEFAULT_CHUNK_WORDS)
     .action(async (source: string, o: { target: "local" | "upstash"; namespace?: string; dryRun?: boolean; maxWords: number }) => {
-      const s = await ingest({ source, target: o.target, namespace: o.namespace, dryRun: o.dryRun, maxWords: o.maxWords });
+      const env = nodeEnv(process.env);
+      const { UPSTASH_VECTOR_REST_URL: url = "", UPSTASH_VECTOR_REST_TOKEN: token = "" } = env.upstash;
+      const s = await ingest({
+        source, target: o.target, namespace: o.namespace, dryRun: o.dryRun, maxWords: o.maxWords, home: nestHome(env.home), upstash: { url, token },
+      });
       const what = s.dryRun ? "would write" : s.written ? "wrote" : "unchanged,";
       console.log(`ingest ${s.target} "${s.namespace}": ${s.passages} passages, ${what} ${s.written || (s.dryRun ? s.passages : 0)} in ${s.seconds} s; version ${s.contentVersion.slice(0, 12)}${s.dir ? `; index ${s.dir}` : ""}`);
       if (s.target === "local" && !s.dryRun) console.log(`use it: POST /v1/generate {"corpus": "${s.namespace}", ...} (restart \`nestlm serve\`)`);

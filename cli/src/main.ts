@@ -8,6 +8,7 @@ import { randomBytes } from "node:crypto";
 import { Command, InvalidArgumentError, Option } from "commander";
 import { ModeSchema, type Mode } from "@nest/shared/protocol/request";
 import { nestHome } from "@nest/corpus/home";
+import { nodeEnv } from "@nest/shared/config/node-env";
 import { PRECISIONS, type Precision } from "@nest/gpu-worker/runtime/session-options";
 import { prepareModel } from "@nest/gpu-worker/runtime/prepare-model";
 import { prepareCorpus } from "@nest/corpus/prepare-corpus";
@@ -58,10 +59,12 @@ export async function setup(
 }
 
 async function serve(opts: { port: number; workerPort: number; host: string; verbose?: boolean }): Promise<void> {
-  const home = nestHome();
-  const apiKey = loadOrCreateApiKey(home);
+  const env = nodeEnv(process.env);
+  const home = nestHome(env.home);
+  const apiKey = loadOrCreateApiKey(home, env.cli);
   const stack = await startStack({
     home,
+    env,
     port: opts.port,
     workerPort: opts.workerPort,
     host: opts.host,
@@ -92,20 +95,22 @@ async function serve(opts: { port: number; workerPort: number; host: string; ver
 async function askCommand(question: string, opts: {
   url: string; mode: Mode; json?: boolean; maxNewTokens?: number; passages?: number; gamma?: number; key?: string; doc?: string[];
 }): Promise<void> {
-  const home = nestHome();
-  const key = opts.key ?? findApiKey(home)?.key;
+  const env = nodeEnv(process.env);
+  const home = nestHome(env.home);
+  const key = opts.key ?? findApiKey(home, env.cli)?.key;
   if (!key) throw new Error(`no API key: set NEST_API_KEY or start \`nestlm serve\` once (it writes ${home}/api-key)`);
   const result = await ask({ ...opts, key, question });
   if (result.error) process.exitCode = 1;
 }
 
 async function demo(opts: { verbose?: boolean }): Promise<void> {
-  const home = nestHome();
+  const env = nodeEnv(process.env);
+  const home = nestHome(env.home);
   err("nest demo: checking the model and the corpus (only the first run downloads and exports the model: a few minutes)");
-  await setup(home);
+  await setup(home, err, { dense: env.corpus.NEST_FACTBOOK_DENSE });
   const key = randomBytes(24).toString("base64url");
   const stack = await startStack({
-    home, port: 0, workerPort: 0, host: "127.0.0.1", apiKeyHashes: [hashApiKey(key)],
+    home, env, port: 0, workerPort: 0, host: "127.0.0.1", apiKeyHashes: [hashApiKey(key)],
     log: opts.verbose ? (line) => err(`  ${line}`) : undefined,
   });
   err(`stack up: edge ${stack.edgeUrl}, gpu-worker ${stack.workerUrl}\n`);
@@ -129,8 +134,10 @@ export function buildProgram(): Command {
   program.command("setup").description("prepare the model (ONNX export) and the default corpus in $NEST_HOME")
     .option("--dense", "also embed the factbook passages for hybrid retrieval (10-60 min on 2 cores)")
     .option("--precision <list>", "also prepare these decoder precisions, comma-separated: int8,int4,fp16", parsePrecisions)
-    .action((o: { dense?: boolean; precision?: Precision[] }) =>
-      setup(nestHome(), err, { dense: o.dense, precisions: o.precision }));
+    .action((o: { dense?: boolean; precision?: Precision[] }) => {
+      const env = nodeEnv(process.env);
+      return setup(nestHome(env.home), err, { dense: o.dense ?? env.corpus.NEST_FACTBOOK_DENSE, precisions: o.precision });
+    });
 
   program.command("serve").description("start the gpu-worker and the edge in this process")
     .option("--port <port>", "edge port", parseIntArg, 8787)

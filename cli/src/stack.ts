@@ -11,6 +11,7 @@ import { DEFAULT_CORPUS, findCorpusDir, listCorpora } from "@nest/corpus/layout"
 import { randomBytes } from "node:crypto";
 import { join } from "node:path";
 import { batchConfigFromEnv, consumerTimingFromEnv } from "@nest/gpu-worker/batch/config";
+import { nodeEnv, type NodeEnv } from "@nest/shared/config/node-env";
 
 export { DEFAULT_CORPUS };
 
@@ -26,6 +27,13 @@ export interface StackOptions {
   apiKeyHashes: string[];
   /** Edge → worker HMAC secret; default `NEST_POOL_SECRET`, else a fresh random one per start. */
   poolSecret?: string;
+  /**
+   * The parsed environment (`stack`: pool secret, FAQ TTL; `batch`: Redis, prefix, consumer
+   * timing; `corpus`: fusion). @defaultValue `nodeEnv(process.env)`, parsed at this start (the
+   * worker child's inference thread parses its copy of the environment for the decoder and the
+   * passage encoder: `runtime`, `encode`)
+   */
+  env?: NodeEnv;
   log?: (line: string) => void;
 }
 
@@ -42,22 +50,25 @@ export interface Stack {
 
 /**
  * Starts the supervised worker, then the edge. Resolves once both listen.
- * @throws NestError `model_not_prepared` (model) or `not_found` (corpus) when `nestlm setup` has not
- *   run; listen errors.
+ * @throws RangeError naming a malformed environment variable; NestError `model_not_prepared`
+ *   (model) or `not_found` (corpus) when `nestlm setup` has not run; listen errors.
  */
 export async function startStack(opts: StackOptions): Promise<Stack> {
+  const env = opts.env ?? nodeEnv(process.env);
   const modelDir = await findModelDir(opts.home);
   // The default corpus must be prepared; corpora added by `nestlm ingest` are discovered in $NEST_HOME/corpora.
   const corpusDirs = { ...(await listCorpora(opts.home)), [DEFAULT_CORPUS]: await findCorpusDir(DEFAULT_CORPUS, opts.home) };
-  const secret = opts.poolSecret ?? (process.env.NEST_POOL_SECRET || randomBytes(32).toString("base64url"));
-  const batch = batchConfigFromEnv();
+  const secret = opts.poolSecret ?? env.stack.NEST_POOL_SECRET ?? randomBytes(32).toString("base64url");
+  const batch = batchConfigFromEnv(env.batch);
+  const fusion = env.corpus.NEST_FUSION;
   const worker = await superviseWorker({
     secret,
     port: opts.workerPort,
     host: "127.0.0.1",
     modelDir,
     corpusDirs,
-    batch: { ...batch, ...consumerTimingFromEnv() },
+    fusion,
+    batch: { ...batch, ...consumerTimingFromEnv(env.batch) },
   }, opts.log);
   try {
     const edge = await startEdge({
@@ -65,11 +76,12 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
       host: opts.host,
       poolUrl: worker.url,
       corpusDirs,
+      fusion,
       apiKeyHashes: opts.apiKeyHashes,
       poolSecret: secret,
       keysFile: join(opts.home, "keys.json"),
       redisUrl: batch.redisUrl,
-      faqTtlS: process.env.NEST_FAQ_TTL_S ? Number(process.env.NEST_FAQ_TTL_S) : undefined,
+      faqTtlS: env.stack.NEST_FAQ_TTL_S,
       log: opts.log,
     });
     return {

@@ -12,9 +12,14 @@ import { fileURLToPath } from "node:url";
 /** Repository root (two levels above `corpus/src`). */
 export const REPO_ROOT = resolve(fileURLToPath(new URL("../..", import.meta.url)));
 
-/** The cache folder for models, corpora indexes, the Python virtualenv and local secrets. */
-export function nestHome(env: NodeJS.ProcessEnv = process.env): string {
-  return resolve(env.NEST_HOME ?? join(homedir(), ".cache", "nest"));
+/**
+ * The cache folder for models, corpora indexes, the Python virtualenv and local secrets: `NEST_HOME`
+ * (declared in `@nest/shared/config/node-env`; empty = unset), else `~/.cache/nest`.
+ * @param env the `home` slice of `nodeEnv(process.env)` from an entry point; default `process.env`
+ *   (every cache path defaults to this folder, so library code may call it without a slice)
+ */
+export function nestHome(env: { readonly NEST_HOME?: string } = process.env): string {
+  return resolve(env.NEST_HOME || join(homedir(), ".cache", "nest"));
 }
 
 /** Paths inside the cache folder. */

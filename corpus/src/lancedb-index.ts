@@ -23,8 +23,7 @@ import { Field, FixedSizeList, Float32, Schema, Utf8 } from "apache-arrow";
 import type { Passage, ScoredPassage } from "@nest/shared/protocol/passage";
 import { NestError } from "@nest/shared/protocol/errors";
 import { type PassageIndex, checkPassages, sanitizeQuery, withRanks } from "@nest/shared/retrieve/passage-index";
-import { DEFAULT_FUSION_DEPTH, type FusionMethod, type Hit, fuse } from "@nest/shared/retrieve/fusion";
-import { nodeEnv } from "@nest/shared/config/node-env";
+import { DEFAULT_FUSION, DEFAULT_FUSION_DEPTH, type FusionMethod, type Hit, fuse } from "@nest/shared/retrieve/fusion";
 import { sharedEmbedder } from "./embedder.ts";
 
 /** Name of the passages table inside the index folder. */
@@ -190,7 +189,11 @@ export interface LancePassageIndex extends PassageIndex {
 export interface OpenLanceOptions {
   /** Query embedder; default: the one named in `index.json` (loaded once per process). */
   embedder?: TextEmbedder;
-  /** Fusion when `search` is not given one. @defaultValue `NEST_FUSION` or `DEFAULT_FUSION` */
+  /**
+   * Fusion of a hybrid index when `search` is not given one (entry points pass `NEST_FUSION`, the
+   * `corpus` slice of `@nest/shared/config/node-env`); a BM25-only index always uses `bm25`.
+   * @defaultValue `DEFAULT_FUSION` (`rrf`)
+   */
   fusion?: FusionMethod;
   /** Candidates per retriever before fusion. @defaultValue 200 */
   depth?: number;
@@ -243,7 +246,7 @@ export async function openLanceIndex(dir: string, corpus: string, opts: OpenLanc
       throw err;
     }
   }
-  const defaultFusion = opts.fusion ?? (hasVectors ? parseFusionEnv() : "bm25");
+  const defaultFusion = hasVectors ? (opts.fusion ?? DEFAULT_FUSION) : "bm25";
   const depth = opts.depth ?? DEFAULT_FUSION_DEPTH;
   const cols = ["id", "title", "text", "source"];
 
@@ -291,9 +294,4 @@ export async function openLanceIndex(dir: string, corpus: string, opts: OpenLanc
       db.close();
     },
   };
-}
-
-/** `NEST_FUSION` from the environment (parsed once, `config/node-env`), else `rrf`. @throws RangeError on an unknown name */
-function parseFusionEnv(): FusionMethod {
-  return nodeEnv(process.env).NEST_FUSION;
 }

@@ -10,7 +10,6 @@
  * at the last prepared version (see `layout`); ingested corpora use the same layout.
  */
 import { DEFAULT_CHUNK_WORDS } from "@nest/shared/corpus/chunk";
-import { nodeEnv } from "@nest/shared/config/node-env";
 import type { Passage } from "@nest/shared/protocol/passage";
 import { FACTBOOK_PACKAGE, readFactbook } from "./factbook.ts";
 import { BuildBusyError, buildCorpusIndex } from "./corpus-index.ts";
@@ -29,7 +28,8 @@ export interface PrepareCorpusOptions {
   /**
    * Also embed every passage with the dense embedder (hybrid retrieval). Off by default: the
    * ~40k factbook passages take 10–60 min on 2 cores, too long for a first run; BM25 alone finds
-   * the demo questions' passages. @defaultValue `NEST_FACTBOOK_DENSE=1` in the environment
+   * the demo questions' passages (`nestlm setup` passes `--dense` or `NEST_FACTBOOK_DENSE`, the
+   * `corpus` slice of `@nest/shared/config/node-env`). @defaultValue false
    */
   dense?: boolean;
 }
@@ -47,7 +47,7 @@ export async function prepareCorpus(
 ): Promise<{ dir: string; version: string; passages: number }> {
   const log = opts.log ?? ((s: string) => process.stderr.write(`${s}\n`));
   const maxWords = opts.maxWords ?? DEFAULT_CHUNK_WORDS;
-  const dense = opts.dense ?? nodeEnv(process.env).NEST_FACTBOOK_DENSE;
+  const dense = opts.dense ?? false;
   // The embedder is prepared in any case: queries of ingested (hybrid) corpora need it.
   const prepared = await prepareEmbedder({ home: opts.home, log });
   const embedder = dense ? prepared : null;

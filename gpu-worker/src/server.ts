@@ -12,6 +12,7 @@ import type { AddressInfo } from "node:net";
 import { NestError, toNestError } from "@nest/shared/protocol/errors";
 import { DecodeJobSchema, RetrieveRequestSchema } from "@nest/shared/protocol/worker";
 import type { PassageIndex } from "@nest/shared/retrieve/passage-index";
+import type { FusionMethod } from "@nest/shared/retrieve/fusion";
 import { openLanceIndex } from "@nest/corpus/lancedb-index";
 import {
   NONCE_HEADER, ReplayGuard, SIGNATURE_HEADER, TIMESTAMP_HEADER, checkSignatureHeaders, verifyRequest, type SignatureHeaders,
@@ -34,6 +35,8 @@ export interface WorkerServerOptions {
   readonly corpusDirs?: Record<string, string>;
   /** onnxruntime intra-op threads (0 = its default). */
   readonly threads?: number;
+  /** Fusion of a hybrid corpus index when a retrieve request names none (`NEST_FUSION`). @defaultValue `rrf` */
+  readonly fusion?: FusionMethod;
   readonly log?: (line: string) => void;
   /** Batch jobs: job API routes (/v1/batches…) + an in-process BullMQ consumer on this host; undefined = off. */
   readonly batch?: BatchServiceOptions;
@@ -212,7 +215,7 @@ export async function startWorker(opts: WorkerServerOptions): Promise<{ url: str
     const dirs = opts.corpusDirs ?? {};
     if (!Object.hasOwn(dirs, corpus)) return undefined;
     const dir = dirs[corpus]!;
-    if (!indexes.has(corpus)) indexes.set(corpus, openLanceIndex(dir, corpus));
+    if (!indexes.has(corpus)) indexes.set(corpus, openLanceIndex(dir, corpus, { fusion: opts.fusion }));
     return indexes.get(corpus);
   };
   const consume = opts.batch !== undefined && opts.batch.consume !== false;

@@ -5,13 +5,13 @@
  *
  *   node --import tsx gpu-worker/src/worker-main.ts
  *
- * Configuration, from the environment (parsed once, {@link WorkerEnvSchema}):
- * `NEST_WORKER_HOST` (default 127.0.0.1; the image sets 0.0.0.0), `NEST_WORKER_PORT` (8788),
- * `NEST_POOL_SECRET` (the edge's HMAC secret, required unless `NEST_ALLOW_UNSIGNED=1`),
- * `NEST_REDIS_URL` (turns on the batch job API `/v1/batches`), `NEST_BATCH_PREFIX` (nest),
- * `NEST_BATCH_CONSUME` (1: also decode batch items here; 0: leave them to the batch consumers),
- * `NEST_MODEL_DIR` (default: the model `nestlm setup` prepared in `$NEST_HOME`), `NEST_THREADS`,
- * `NEST_WARMUP` (1). Corpora: every one prepared in `$NEST_HOME/corpora`.
+ * Configuration, from the environment, parsed once at start (`@nest/shared/config/node-env`, where
+ * each variable's default and meaning live; a malformed one exits 1 naming it): the `worker` slice
+ * (`NEST_WORKER_HOST`, `NEST_WORKER_PORT`, `NEST_POOL_SECRET`, required unless
+ * `NEST_ALLOW_UNSIGNED=1`, `NEST_BATCH_CONSUME`, `NEST_MODEL_DIR`, `NEST_WARMUP`), the `batch` slice
+ * (`NEST_REDIS_URL` turns on the batch job API `/v1/batches`; `NEST_BATCH_PREFIX`), `NEST_THREADS`
+ * of the `runtime` slice and `NEST_FUSION`; the inference thread reads the `runtime` and `encode`
+ * slices. Corpora: every one prepared in `$NEST_HOME/corpora`.
  *
  * Lifecycle: load the model, listen, run one warm-up generation through its own `/v1/decode`
  * (signed like the edge's calls), then `/readyz` answers 200 and `gpu-worker ready` is printed on
@@ -19,34 +19,27 @@
  * finish, exit 0; a second signal exits 1 at once. Exit 1 on a start-up failure, reason on stderr.
  */
 import { pathToFileURL } from "node:url";
-import { z } from "zod";
+import { nodeEnv, type WorkerEnv } from "@nest/shared/config/node-env";
 import { GenerateRequestSchema } from "@nest/shared/protocol/request";
 import { NONCE_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, newNonce, signRequest } from "@nest/shared/protocol/hmac";
 import { listCorpora } from "@nest/corpus/layout";
+import { nestHome } from "@nest/corpus/home";
 import { findModelDir } from "./runtime/prepare-model.ts";
 import { startWorker } from "./server.ts";
+import { consumerTimingFromEnv } from "./batch/config.ts";
 import { WorkerMetrics, queueDepthSource, type QueueDepthSource } from "./metrics.ts";
 import { Readiness } from "./ops.ts";
 
-const flag = z.enum(["0", "1"]).transform((v) => v === "1");
-
-/** The environment of a worker process. */
-export const WorkerEnvSchema = z.object({
-  NEST_WORKER_HOST: z.string().min(1).default("127.0.0.1"),
-  NEST_WORKER_PORT: z.coerce.number().int().min(0).max(65535).default(8788),
-  NEST_POOL_SECRET: z.string().min(16, "NEST_POOL_SECRET must be at least 16 characters").optional(),
-  NEST_ALLOW_UNSIGNED: flag.default(false),
-  NEST_REDIS_URL: z.string().regex(/^rediss?:\/\//, "NEST_REDIS_URL must be a redis:// or rediss:// URL").optional(),
-  NEST_BATCH_PREFIX: z.string().min(1).default("nest"),
-  NEST_BATCH_CONSUME: flag.default(true),
-  NEST_MODEL_DIR: z.string().min(1).optional(),
-  NEST_THREADS: z.coerce.number().int().min(0).max(256).default(0),
-  NEST_WARMUP: flag.default(true),
-}).refine((e) => e.NEST_POOL_SECRET !== undefined || e.NEST_ALLOW_UNSIGNED, {
-  message: "NEST_POOL_SECRET is required (the edge's HMAC secret); NEST_ALLOW_UNSIGNED=1 runs an open pool (tests only)",
-  path: ["NEST_POOL_SECRET"],
-});
-export type WorkerEnv = z.infer<typeof WorkerEnvSchema>;
+/**
+ * The pool's HMAC secret: a worker process refuses to start open unless asked to.
+ * @throws Error when `NEST_POOL_SECRET` is unset and `NEST_ALLOW_UNSIGNED` is not `1`
+ */
+export function poolSecret(env: WorkerEnv): string | undefined {
+  if (env.NEST_POOL_SECRET === undefined && !env.NEST_ALLOW_UNSIGNED) {
+    throw new Error("NEST_POOL_SECRET is required (the edge's HMAC secret); NEST_ALLOW_UNSIGNED=1 runs an open pool (tests only)");
+  }
+  return env.NEST_POOL_SECRET;
+}
 
 const err = (line: string) => process.stderr.write(`${line}\n`);
 
@@ -72,20 +65,24 @@ export async function warmUp(url: string, secret: string | undefined): Promise<v
 
 async function main(): Promise<void> {
   // An empty variable counts as unset (e.g. `NEST_REDIS_URL=` in a manifest).
-  const parsed = WorkerEnvSchema.safeParse(Object.fromEntries(Object.entries(process.env).filter(([, v]) => v !== "")));
-  if (!parsed.success) throw new Error(parsed.error.issues.map((i) => `${i.path.join(".")}: ${i.message}`).join("; "));
-  const env = parsed.data;
-  const depth: QueueDepthSource | undefined = env.NEST_REDIS_URL ? queueDepthSource(env.NEST_REDIS_URL, env.NEST_BATCH_PREFIX) : undefined;
+  const env = nodeEnv(process.env);
+  const { worker: w, batch: b } = env;
+  const secret = poolSecret(w);
+  const home = nestHome(env.home);
+  const depth: QueueDepthSource | undefined = b.NEST_REDIS_URL ? queueDepthSource(b.NEST_REDIS_URL, b.NEST_BATCH_PREFIX) : undefined;
   const metrics = new WorkerMetrics({ queueDepth: depth });
   const readiness = new Readiness();
   const worker = await startWorker({
-    port: env.NEST_WORKER_PORT,
-    host: env.NEST_WORKER_HOST,
-    modelDir: env.NEST_MODEL_DIR ?? (await findModelDir()),
-    corpusDirs: await listCorpora(),
-    threads: env.NEST_THREADS,
-    secret: env.NEST_POOL_SECRET,
-    batch: env.NEST_REDIS_URL ? { redisUrl: env.NEST_REDIS_URL, prefix: env.NEST_BATCH_PREFIX, consume: env.NEST_BATCH_CONSUME, log: err } : undefined,
+    port: w.NEST_WORKER_PORT,
+    host: w.NEST_WORKER_HOST,
+    modelDir: w.NEST_MODEL_DIR ?? (await findModelDir(home)),
+    corpusDirs: await listCorpora(home),
+    threads: env.runtime.NEST_THREADS,
+    fusion: env.corpus.NEST_FUSION,
+    secret,
+    batch: b.NEST_REDIS_URL
+      ? { redisUrl: b.NEST_REDIS_URL, prefix: b.NEST_BATCH_PREFIX, ...consumerTimingFromEnv(b), consume: w.NEST_BATCH_CONSUME, log: err }
+      : undefined,
     metrics,
     readiness,
     log: err,
@@ -113,7 +110,7 @@ async function main(): Promise<void> {
   process.on("SIGINT", () => stop("SIGINT"));
 
   const self = worker.url.replace("://0.0.0.0:", "://127.0.0.1:").replace("://[::]:", "://[::1]:");
-  if (env.NEST_WARMUP) await warmUp(self, env.NEST_POOL_SECRET);
+  if (w.NEST_WARMUP) await warmUp(self, secret);
   metrics.registry.resetMetrics(); // counters start at ready: the warm-up is not traffic
   readiness.markReady();
   process.stdout.write(`gpu-worker ready ${worker.url} pid=${process.pid}\n`);

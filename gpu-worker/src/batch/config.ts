@@ -1,8 +1,10 @@
 /**
  * @module batch/config
  * Batch-queue configuration: the Redis address (`NEST_REDIS_URL`, default `redis://127.0.0.1:6379`),
- * the key prefix, retries and retention, and the Redis key names used beside BullMQ's own.
+ * the key prefix, retries and retention, and the Redis key names used beside BullMQ's own. The
+ * environment's part is the `batch` slice of `@nest/shared/config/node-env`.
  */
+import type { BatchEnv } from "@nest/shared/config/node-env";
 
 /** Redis used when nothing is configured (what `nestlm serve` uses). */
 export const DEFAULT_REDIS_URL = "redis://127.0.0.1:6379";
@@ -43,26 +45,21 @@ export const DEFAULT_SUBMIT_CONFIG: Omit<BatchSubmitConfig, keyof BatchQueueConf
   maxItems: 10_000,
 };
 
-/** Queue config from the environment: `NEST_REDIS_URL`, `NEST_BATCH_PREFIX`. */
-export function batchConfigFromEnv(env: NodeJS.ProcessEnv = process.env): BatchQueueConfig {
-  return { redisUrl: env.NEST_REDIS_URL || DEFAULT_REDIS_URL, prefix: env.NEST_BATCH_PREFIX || DEFAULT_PREFIX };
+/**
+ * Queue config from the environment's `batch` slice: `NEST_REDIS_URL` (unset:
+ * {@link DEFAULT_REDIS_URL}) and `NEST_BATCH_PREFIX`.
+ */
+export function batchConfigFromEnv(env: BatchEnv): BatchQueueConfig {
+  return { redisUrl: env.NEST_REDIS_URL ?? DEFAULT_REDIS_URL, prefix: env.NEST_BATCH_PREFIX };
 }
 
 /**
- * Consumer lock timing from the environment: `NEST_BATCH_LOCK_MS` (job lock, default 30000) and
- * `NEST_BATCH_STALLED_INTERVAL_MS` (stalled-job check period, default 30000). An item whose
- * consumer died is taken up again within about lock + interval ms.
- * @throws Error for a value that is not a positive integer
+ * Consumer lock timing from the environment's `batch` slice, in ms: `NEST_BATCH_LOCK_MS` (job lock)
+ * and `NEST_BATCH_STALLED_INTERVAL_MS` (stalled-job check period), 30000 each by default. An item
+ * whose consumer died is taken up again within about lock + interval ms.
  */
-export function consumerTimingFromEnv(env: NodeJS.ProcessEnv = process.env): { lockMs?: number; stalledIntervalMs?: number } {
-  const num = (name: string): number | undefined => {
-    const v = env[name];
-    if (v === undefined || v === "") return undefined;
-    const n = Number(v);
-    if (!Number.isInteger(n) || n <= 0) throw new Error(`${name} must be a positive integer (ms), got ${v}`);
-    return n;
-  };
-  return { lockMs: num("NEST_BATCH_LOCK_MS"), stalledIntervalMs: num("NEST_BATCH_STALLED_INTERVAL_MS") };
+export function consumerTimingFromEnv(env: BatchEnv): { lockMs: number; stalledIntervalMs: number } {
+  return { lockMs: env.NEST_BATCH_LOCK_MS, stalledIntervalMs: env.NEST_BATCH_STALLED_INTERVAL_MS };
 }
 
 /** Our Redis keys (BullMQ's live under `<prefix>:batch-items:*`). */

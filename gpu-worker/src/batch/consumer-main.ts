@@ -9,9 +9,12 @@
  * `--hosts` inference hosts (one model copy and worker thread each, `--threads` onnxruntime threads
  * each) serve `--concurrency` items at once.
  *
- * Redis address and prefix default to `NEST_REDIS_URL` / `NEST_BATCH_PREFIX`, else
- * `redis://127.0.0.1:6379` / `nest`. The model and corpora are the ones `nestlm setup` prepared in
- * `$NEST_HOME`. It checks Redis's eviction policy before loading the model, prints
+ * The environment is parsed once at start (`@nest/shared/config/node-env`; a malformed variable
+ * exits 1 naming it): Redis address and prefix default to `NEST_REDIS_URL` / `NEST_BATCH_PREFIX`,
+ * else `redis://127.0.0.1:6379` / `nest`; `--lock-ms` / `--stalled-interval-ms` to
+ * `NEST_BATCH_LOCK_MS` / `NEST_BATCH_STALLED_INTERVAL_MS` (30000 each); the decoder reads the
+ * `runtime` and `encode` variables, indexes `NEST_FUSION`. The model and corpora are the ones
+ * `nestlm setup` prepared in `$NEST_HOME`. It checks Redis's eviction policy before loading the model, prints
  * `batch consumer ready` on stdout once consuming, and on SIGTERM/SIGINT drains (running items
  * finish, nothing new starts) and exits 0; a second signal exits 1 at once. Exit code 1 on start-up
  * failure, with the reason on stderr. With `NEST_METRICS_PORT` set, `/healthz`, `/readyz` (ready
@@ -20,11 +23,14 @@
  */
 import { parseArgs } from "node:util";
 import { Redis } from "ioredis";
+import { nodeEnv } from "@nest/shared/config/node-env";
+import type { FusionMethod } from "@nest/shared/retrieve/fusion";
+import { nestHome } from "@nest/corpus/home";
 import type { PassageIndex } from "@nest/shared/retrieve/passage-index";
 import { openLanceIndex } from "@nest/corpus/lancedb-index";
 import { findModelDir } from "../runtime/prepare-model.ts";
 import { findCorpusDir } from "@nest/corpus/layout";
-import { batchConfigFromEnv } from "./config.ts";
+import { batchConfigFromEnv, consumerTimingFromEnv } from "./config.ts";
 import { assertNoEviction, redactRedisUrl } from "./redis-policy.ts";
 import { DecoderPool } from "./decoder-pool.ts";
 import { startBatchConsumer } from "./consumer.ts";
@@ -40,8 +46,8 @@ function positiveInt(name: string, v: string | undefined, dflt: number, min = 1)
   return n;
 }
 
-/** Opens local corpus indexes on first use; a corpus not prepared here is unknown (undefined). */
-function corpusIndexes() {
+/** Opens local corpus indexes in `home` on first use; a corpus not prepared here is unknown (undefined). */
+function corpusIndexes(home: string, fusion: FusionMethod) {
   const open = new Map<string, Promise<PassageIndex>>();
   return {
     indexFor: async (corpus: string): Promise<PassageIndex | undefined> => {
@@ -49,11 +55,11 @@ function corpusIndexes() {
       if (!p) {
         let dir: string;
         try {
-          dir = await findCorpusDir(corpus);
+          dir = await findCorpusDir(corpus, home);
         } catch {
           return undefined;
         }
-        p = openLanceIndex(dir, corpus);
+        p = openLanceIndex(dir, corpus, { fusion });
         p.catch(() => open.delete(corpus));
         open.set(corpus, p);
       }
@@ -78,9 +84,12 @@ async function main(): Promise<void> {
       "max-stalled": { type: "string" },
     },
   });
-  const env = batchConfigFromEnv();
-  const redisUrl = values["redis-url"] ?? env.redisUrl;
-  const prefix = values.prefix ?? env.prefix;
+  const env = nodeEnv(process.env);
+  const home = nestHome(env.home);
+  const queue = batchConfigFromEnv(env.batch);
+  const timing = consumerTimingFromEnv(env.batch);
+  const redisUrl = values["redis-url"] ?? queue.redisUrl;
+  const prefix = values.prefix ?? queue.prefix;
   const concurrency = positiveInt("concurrency", values.concurrency, 1);
   const hosts = positiveInt("hosts", values.hosts, 1);
 
@@ -97,13 +106,14 @@ async function main(): Promise<void> {
   const depth = queueDepthSource(redisUrl, prefix);
   const metrics = new WorkerMetrics({ queueDepth: depth });
   const readiness = new Readiness();
-  const ops = process.env.NEST_METRICS_PORT ? await serveOps(Number(process.env.NEST_METRICS_PORT), process.env.NEST_METRICS_HOST ?? "0.0.0.0", { metrics, readiness }) : undefined;
-  const decoder = await DecoderPool.start(await findModelDir(), hosts, positiveInt("threads", values.threads, 0, 0));
-  const corpora = corpusIndexes();
+  const { NEST_METRICS_PORT: opsPort, NEST_METRICS_HOST: opsHost } = env.metrics;
+  const ops = opsPort !== undefined ? await serveOps(opsPort, opsHost, { metrics, readiness }) : undefined;
+  const decoder = await DecoderPool.start(await findModelDir(home), hosts, positiveInt("threads", values.threads, 0, 0));
+  const corpora = corpusIndexes(home, env.corpus.NEST_FUSION);
   const consumer = await startBatchConsumer({
     redisUrl, prefix, decoder: metrics.observed(decoder, "batch"), indexFor: corpora.indexFor, concurrency,
-    lockMs: positiveInt("lock-ms", values["lock-ms"], 30_000),
-    stalledIntervalMs: positiveInt("stalled-interval-ms", values["stalled-interval-ms"], 30_000),
+    lockMs: positiveInt("lock-ms", values["lock-ms"], timing.lockMs),
+    stalledIntervalMs: positiveInt("stalled-interval-ms", values["stalled-interval-ms"], timing.stalledIntervalMs),
     maxStalledCount: positiveInt("max-stalled", values["max-stalled"], 2),
     log: err,
   });

@@ -20,8 +20,12 @@ import { DiskKeyStore } from "./key-store.ts";
 import { corpusKeyResolver } from "./corpus-key-store.ts";
 import { join } from "node:path";
 import { cachePaths } from "@nest/corpus/home";
-import { nodeEnv } from "@nest/shared/config/node-env";
+import { DEFAULT_NODE_ENV, type NodeEnv } from "@nest/shared/config/node-env";
+import { runtimeOptions } from "../runtime/session-options.ts";
 import type { Passage } from "@nest/shared/protocol/passage";
+
+/** The environment an {@link Engine} reads: the decoder session's and the passage encoder's slices. */
+export type EngineEnv = Pick<NodeEnv, "runtime" | "encode">;
 
 /** Engine options: the session's, plus the disk tier of the passage-key cache. */
 export interface EngineOptions extends SessionOptions {
@@ -39,7 +43,7 @@ export interface EngineOptions extends SessionOptions {
  * 0.4 GB at 2,048 tokens), so the bound protects the worker.
  */
 export const MAX_PROMPT_TOKENS = 2048;
-import { PassageEncoder } from "./passage-encoder.ts";
+import { PassageEncoder, defaultCacheBytes, encodeBatchOptions } from "./passage-encoder.ts";
 
 /** Receives the events of one job. */
 export interface JobSink {
@@ -58,20 +62,24 @@ export class Engine {
 
   /**
    * Loads the prepared model in `modelDir`.
+   * @param opts explicit options; they win over `env`
+   * @param env the `runtime` (decoder session) and `encode` (batching, key caches) slices of
+   *   `nodeEnv(process.env)`, parsed by the caller's entry point; default: the schema's defaults
    * @throws NestError `model_not_prepared` without a manifest; Error when the model cannot be loaded.
    */
-  static async load(modelDir: string, opts: EngineOptions = {}): Promise<Engine> {
+  static async load(modelDir: string, opts: EngineOptions = {}, env: EngineEnv = DEFAULT_NODE_ENV): Promise<Engine> {
     const manifest = await readManifest(modelDir);
-    const [lm, tokenizer] = await Promise.all([DecoderSession.load(modelDir, manifest, opts), ModelTokenizer.load(modelDir, manifest)]);
+    const session = runtimeOptions(opts, env.runtime);
+    const [lm, tokenizer] = await Promise.all([DecoderSession.load(modelDir, manifest, session), ModelTokenizer.load(modelDir, manifest)]);
     // Keys depend on the exact weights: the export's key and the precision name the model.
     const modelKey = `${manifest.source.key.slice(0, 12)}-${lm.options.precision}-${tokenizer.cacheTag}`;
-    const env = nodeEnv(process.env);
-    const diskCache = opts.diskKeyCache ?? env.NEST_KEY_CACHE;
+    const diskCache = opts.diskKeyCache ?? env.encode.NEST_KEY_CACHE;
     const keysDir = join(cachePaths(opts.home).home, "keys", modelKey);
     const disk = diskCache ? new DiskKeyStore(keysDir, manifest.hidden_size) : undefined;
-    const useCorpusKeys = opts.corpusKeys ?? env.NEST_CORPUS_KEYS;
+    const useCorpusKeys = opts.corpusKeys ?? env.encode.NEST_CORPUS_KEYS;
     const corpusKeys = useCorpusKeys ? corpusKeyResolver(keysDir, { modelKey, hiddenSize: manifest.hidden_size }) : undefined;
-    const encoder = new PassageEncoder(lm, tokenizer, manifest.bos_token_id, modelKey, undefined, disk, { corpusKeys });
+    const batch = encodeBatchOptions({}, env.encode);
+    const encoder = new PassageEncoder(lm, tokenizer, manifest.bos_token_id, modelKey, defaultCacheBytes(env.encode), disk, { corpusKeys, batch });
     return new Engine(manifest, lm, tokenizer, encoder);
   }
 

@@ -4,6 +4,7 @@
  * runs decode jobs one at a time, and posts their events back. Started by `inference-host.ts`.
  */
 import { parentPort, workerData } from "node:worker_threads";
+import { nodeEnv } from "@nest/shared/config/node-env";
 import { toNestError } from "@nest/shared/protocol/errors";
 import type { DecodeJob } from "@nest/shared/protocol/worker";
 import { Engine } from "./engine.ts";
@@ -18,7 +19,8 @@ const controllers = new Map<number, AbortController>();
 let engine: Engine;
 
 try {
-  engine = await Engine.load(modelDir, { threads });
+  // The thread's copy of the process environment (taken when the thread started), parsed once here.
+  engine = await Engine.load(modelDir, { threads }, nodeEnv(process.env));
   post({ type: "ready", model: engine.manifest.name });
 } catch (err) {
   const e = toNestError(err);

@@ -11,6 +11,7 @@
 import { createHash } from "node:crypto";
 import { LRUCache } from "lru-cache";
 import { z } from "zod";
+import { DEFAULT_NODE_ENV, type EncodeEnv } from "@nest/shared/config/node-env";
 import type { Passage } from "@nest/shared/protocol/passage";
 import type { CausalLM } from "../nest/causal-lm.ts";
 import { buildTokenStore, type EncodedPassage, type TokenStore } from "../nest/token-store.ts";
@@ -59,26 +60,28 @@ export const EncodeBatchOptionsSchema = z.object({
 export type EncodeBatchOptions = z.infer<typeof EncodeBatchOptionsSchema>;
 
 /**
- * Batch options from the environment, `overrides` on top.
- * @throws ZodError naming the field when a value is out of range.
+ * Batch options: the environment's `encode` slice (`NEST_ENCODE_BATCH`, `NEST_ENCODE_PADDING`,
+ * `NEST_ENCODE_BATCH_TOKENS`), `overrides` on top.
+ * @param env the `encode` slice of `nodeEnv(process.env)`; default: the schema's defaults (no
+ *   environment is read here)
+ * @throws ZodError naming the field when an override is out of range.
  */
-export function encodeBatchOptions(overrides: Partial<EncodeBatchOptions> = {}, env: NodeJS.ProcessEnv = process.env): EncodeBatchOptions {
-  const raw: Record<string, unknown> = {};
-  if (env.NEST_ENCODE_BATCH) raw.maxBatchPassages = Number(env.NEST_ENCODE_BATCH);
-  if (env.NEST_ENCODE_PADDING) raw.maxPaddingRatio = Number(env.NEST_ENCODE_PADDING);
-  if (env.NEST_ENCODE_BATCH_TOKENS) raw.maxBatchTokens = Number(env.NEST_ENCODE_BATCH_TOKENS);
+export function encodeBatchOptions(overrides: Partial<EncodeBatchOptions> = {}, env: EncodeEnv = DEFAULT_NODE_ENV.encode): EncodeBatchOptions {
+  const raw: Record<string, unknown> = {
+    maxBatchPassages: env.NEST_ENCODE_BATCH,
+    maxPaddingRatio: env.NEST_ENCODE_PADDING,
+    maxBatchTokens: env.NEST_ENCODE_BATCH_TOKENS,
+  };
   for (const [k, v] of Object.entries(overrides)) if (v !== undefined) raw[k] = v;
   return EncodeBatchOptionsSchema.parse(raw);
 }
 
 /**
- * Bound of the in-memory key LRU, in bytes: `NEST_KEY_CACHE_MB` MiB (0 turns it off), default 256 MiB.
- * @throws Error when the variable is not a non-negative number.
+ * Bound of the in-memory key LRU, in bytes: `NEST_KEY_CACHE_MB` MiB of the `encode` slice (0 turns
+ * it off; the schema's default 256 MiB when no slice is given).
  */
-export function defaultCacheBytes(env: NodeJS.ProcessEnv = process.env): number {
-  const mb = env.NEST_KEY_CACHE_MB === undefined || env.NEST_KEY_CACHE_MB === "" ? 256 : Number(env.NEST_KEY_CACHE_MB);
-  if (!Number.isFinite(mb) || mb < 0) throw new Error(`NEST_KEY_CACHE_MB: expected a number of MiB ≥ 0, got ${env.NEST_KEY_CACHE_MB}`);
-  return Math.floor(mb * 1024 * 1024);
+export function defaultCacheBytes(env: EncodeEnv = DEFAULT_NODE_ENV.encode): number {
+  return Math.floor(env.NEST_KEY_CACHE_MB * 1024 * 1024);
 }
 
 /** Optional tiers and batching of a {@link PassageEncoder}. */

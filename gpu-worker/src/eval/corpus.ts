@@ -12,20 +12,22 @@ import { buildLanceIndex, openLanceIndex, type LancePassageIndex } from "@nest/c
 import { BM25_ONLY, INDEX_FORMAT } from "@nest/corpus/corpus-index";
 import { corpusRoot, findCorpusDir, readReady, writeReady } from "@nest/corpus/layout";
 import type { EvalTask } from "./tasks.ts";
+import type { FusionMethod } from "@nest/shared/retrieve/fusion";
 
 /**
  * Opens (building first if needed) the index for `task`.
  * @param corpus for tasks without passages: the prepared corpus name (e.g. `factbook`).
  * @param indexDir for tasks without passages: an explicit LanceDB folder (wins over `corpus`).
+ * @param fusion of a hybrid index when a request names none (`NEST_FUSION`); default `rrf`.
  * @throws NestError `not_found` when the named corpus is not prepared.
  */
 export async function openTaskIndex(
-  task: EvalTask, opts: { home: string; corpus?: string; indexDir?: string; log?: (line: string) => void },
+  task: EvalTask, opts: { home: string; corpus?: string; indexDir?: string; fusion?: FusionMethod; log?: (line: string) => void },
 ): Promise<{ index: LancePassageIndex; dir: string; built: boolean }> {
   if (!task.passages || !task.corpusVersion) {
     const corpus = opts.corpus ?? "factbook";
     const dir = opts.indexDir ?? (await findCorpusDir(corpus, opts.home));
-    return { index: await openLanceIndex(dir, corpus), dir, built: false };
+    return { index: await openLanceIndex(dir, corpus, { fusion: opts.fusion }), dir, built: false };
   }
   const name = `eval-${task.name}`;
   const dir = join(corpusRoot(name, opts.home), task.corpusVersion.slice(0, 12));
@@ -55,5 +57,5 @@ export async function openTaskIndex(
     built = true;
     opts.log?.(`indexed ${task.passages.length} passages in ${((performance.now() - t0) / 1000).toFixed(1)} s: ${dir}`);
   }
-  return { index: await openLanceIndex(dir, name), dir, built };
+  return { index: await openLanceIndex(dir, name, { fusion: opts.fusion }), dir, built };
 }

@@ -18,6 +18,7 @@ import { pairedAlr, summarize, type PairedAlr, type VariantSummary } from "./sum
 import { loadJsonl, loadSquad, loadWikitext, type EvalTask, type SquadSplit, type TaskName, type WikitextStore } from "./tasks.ts";
 import { planVariants, type PlannedVariants } from "./variants.ts";
 import { mainTable, writeReport } from "./report.ts";
+import { nodeEnv } from "@nest/shared/config/node-env";
 
 export interface EvaluateOptions {
   task: TaskName;
@@ -94,8 +95,12 @@ export async function evaluate(opts: EvaluateOptions): Promise<EvaluateResult> {
   log(`task ${task.name}: ${task.examples.length} examples${task.passages ? `, ${task.passages.length} passages` : ""}; ${plan.variants.length} variants: ${plan.variants.map((v) => v.name).join(", ")}`);
   if (opts.reportOnly) return rebuildReport(opts, task, plan, startedAt);
   const needsIndex = plan.variants.some((v) => v.mode !== "base");
-  const opened = needsIndex ? await openTaskIndex(task, { home: opts.home, corpus: opts.corpus, indexDir: opts.indexDir, log }) : undefined;
-  const engine = await Engine.load(modelDir, { threads: opts.threads ?? 0 });
+  // An Engine creation site: the decoder, the encoder and the index fusion read the environment, parsed here.
+  const env = nodeEnv(process.env);
+  const opened = needsIndex
+    ? await openTaskIndex(task, { home: opts.home, corpus: opts.corpus, indexDir: opts.indexDir, fusion: env.corpus.NEST_FUSION, log })
+    : undefined;
+  const engine = await Engine.load(modelDir, { threads: opts.threads ?? 0 }, env);
   await mkdir(opts.out, { recursive: true });
   const jsonlPath = join(opts.out, "examples.jsonl");
   const previous = opts.resume && existsSync(jsonlPath) ? await readRecords(jsonlPath) : [];

@@ -1,24 +1,27 @@
 /**
  * @module runtime/session-options
- * How the decoder runs: precision, execution provider and onnxruntime session options. Parsed once
- * from the environment (`NEST_PRECISION`, `NEST_EXECUTION_PROVIDER`, `NEST_THREADS`,
- * `NEST_GRAPH_OPTIMIZATION`, `NEST_CPU_MEM_ARENA`, `NEST_INTRA_OP_SPINNING`); explicit options
- * override the environment.
+ * How the decoder runs: precision, execution provider and onnxruntime session options. The
+ * environment's part is the `runtime` slice of `@nest/shared/config/node-env` (`NEST_PRECISION`,
+ * `NEST_EXECUTION_PROVIDER`, `NEST_THREADS`, `NEST_GRAPH_OPTIMIZATION`, `NEST_CPU_MEM_ARENA`,
+ * `NEST_INTRA_OP_SPINNING`), parsed once by the process entry point; explicit options override it.
  */
 import { z } from "zod";
 import { NestError } from "@nest/shared/protocol/errors";
+import {
+  DEFAULT_NODE_ENV, EXECUTION_PROVIDERS, GRAPH_OPTIMIZATION_LEVELS, PRECISIONS, type RuntimeEnv,
+} from "@nest/shared/config/node-env";
 
-export const PRECISIONS = ["fp32", "fp16", "int8", "int4"] as const;
+export { PRECISIONS };
 export type Precision = (typeof PRECISIONS)[number];
 
 export const RuntimeOptionsSchema = z.object({
   /** Weights of the decoder; non-fp32 variants are made by `nestlm setup --precision P`. */
   precision: z.enum(PRECISIONS).default("fp32"),
   /** `cuda` needs onnxruntime-node's CUDA provider libraries (docs/cuda.md). */
-  executionProvider: z.enum(["cpu", "cuda"]).default("cpu"),
+  executionProvider: z.enum(EXECUTION_PROVIDERS).default("cpu"),
   /** onnxruntime intra-op threads; 0 lets onnxruntime use one per core. */
   threads: z.number().int().min(0).max(256).default(0),
-  graphOptimizationLevel: z.enum(["disabled", "basic", "extended", "all"]).default("all"),
+  graphOptimizationLevel: z.enum(GRAPH_OPTIMIZATION_LEVELS).default("all"),
   /** onnxruntime's CPU memory arena (faster allocation, keeps peak memory). */
   enableCpuMemArena: z.boolean().default(true),
   /**
@@ -32,17 +35,21 @@ export const RuntimeOptionsSchema = z.object({
 export type RuntimeOptions = z.infer<typeof RuntimeOptionsSchema>;
 
 /**
- * Runtime options from the environment, with `overrides` on top.
- * @throws NestError `invalid_request` naming the variable when a value is not valid.
+ * Runtime options: the environment's `runtime` slice, with `overrides` on top.
+ * @param env the `runtime` slice of `nodeEnv(process.env)`; default: the schema's defaults (no
+ *   environment is read here)
+ * @throws NestError `invalid_request` naming the variable of the option when an override is not valid
+ *   (the slice was checked when the environment was parsed).
  */
-export function runtimeOptions(overrides: Partial<RuntimeOptions> = {}, env: NodeJS.ProcessEnv = process.env): RuntimeOptions {
-  const raw: Record<string, unknown> = {};
-  if (env.NEST_PRECISION) raw.precision = env.NEST_PRECISION;
-  if (env.NEST_EXECUTION_PROVIDER) raw.executionProvider = env.NEST_EXECUTION_PROVIDER;
-  if (env.NEST_THREADS) raw.threads = Number(env.NEST_THREADS);
-  if (env.NEST_GRAPH_OPTIMIZATION) raw.graphOptimizationLevel = env.NEST_GRAPH_OPTIMIZATION;
-  if (env.NEST_CPU_MEM_ARENA) raw.enableCpuMemArena = env.NEST_CPU_MEM_ARENA !== "0";
-  if (env.NEST_INTRA_OP_SPINNING) raw.intraOpSpinning = env.NEST_INTRA_OP_SPINNING !== "0";
+export function runtimeOptions(overrides: Partial<RuntimeOptions> = {}, env: RuntimeEnv = DEFAULT_NODE_ENV.runtime): RuntimeOptions {
+  const raw: Record<string, unknown> = {
+    precision: env.NEST_PRECISION,
+    executionProvider: env.NEST_EXECUTION_PROVIDER,
+    threads: env.NEST_THREADS,
+    graphOptimizationLevel: env.NEST_GRAPH_OPTIMIZATION,
+    enableCpuMemArena: env.NEST_CPU_MEM_ARENA,
+    intraOpSpinning: env.NEST_INTRA_OP_SPINNING,
+  };
   for (const [k, v] of Object.entries(overrides)) if (v !== undefined) raw[k] = v;
   const parsed = RuntimeOptionsSchema.safeParse(raw);
   if (!parsed.success) {

@@ -11,6 +11,7 @@ import { signedFetch } from "../../route/signed-fetch.ts";
 import { FaqCache, DEFAULT_FAQ_TTL_S } from "../../cache/faq-cache.ts";
 import type { PassageIndex } from "@nest/shared/retrieve/passage-index";
 import { openLanceIndex } from "@nest/corpus/lancedb-index";
+import type { FusionMethod } from "@nest/shared/retrieve/fusion";
 import { readReadySync } from "@nest/corpus/layout";
 import { jsonFileKv } from "./json-file-kv.ts";
 import { redisKv, type RedisKv } from "./redis-kv.ts";
@@ -40,6 +41,8 @@ export interface EdgeOptions {
   healthCheckMs?: number;
   /** Corpus name → folder of its LanceDB index (as prepared by `nestlm setup`). */
   corpusDirs: Record<string, string>;
+  /** Fusion of a hybrid corpus index when a request names none (`NEST_FUSION`). @defaultValue `rrf` */
+  fusion?: FusionMethod;
   /** Hex SHA-256 hashes of the accepted API keys. */
   apiKeyHashes: string[];
   log?: (line: string) => void;
@@ -66,7 +69,7 @@ export async function startEdge(opts: EdgeOptions): Promise<RunningEdge> {
     if (dir === undefined) return Promise.resolve(undefined);
     let index = indexes.get(corpus);
     if (!index) {
-      index = openLanceIndex(dir, corpus);
+      index = openLanceIndex(dir, corpus, { fusion: opts.fusion });
       index.catch(() => indexes.delete(corpus)); // retry on the next request
       indexes.set(corpus, index);
     }

@@ -9,6 +9,7 @@ import { DecoderSession } from "@nest/gpu-worker/runtime/decoder-session";
 import { ModelTokenizer } from "@nest/gpu-worker/runtime/tokenizer";
 import { runtimeOptions } from "@nest/gpu-worker/runtime/session-options";
 import { NestError } from "@nest/shared/protocol/errors";
+import { nodeEnv } from "@nest/shared/config/node-env";
 
 /** Least greedy agreement with fp32 over the 20 parity prompts (prepare-model.ts MIN_AGREEMENT). */
 const BOUNDS = { int8: 0.6, int4: 0.2 } as const;
@@ -56,7 +57,7 @@ describe.each(Object.entries(BOUNDS))("precision %s", (precision, bound) => {
 
 describe("runtime options", () => {
   it("reads NEST_* variables and lets explicit options win", () => {
-    const o = runtimeOptions({ threads: 1 }, { NEST_PRECISION: "int8", NEST_THREADS: "2", NEST_CPU_MEM_ARENA: "0" });
+    const o = runtimeOptions({ threads: 1 }, nodeEnv({ NEST_PRECISION: "int8", NEST_THREADS: "2", NEST_CPU_MEM_ARENA: "0" }).runtime);
     expect(o).toEqual({
       precision: "int8",
       executionProvider: "cpu",
@@ -68,14 +69,14 @@ describe("runtime options", () => {
   });
 
   it("keeps intra-op spinning off unless NEST_INTRA_OP_SPINNING=1 (it collapses decoding under CPU contention)", () => {
-    expect(runtimeOptions({}, {}).intraOpSpinning).toBe(false);
-    expect(runtimeOptions({}, { NEST_INTRA_OP_SPINNING: "1" }).intraOpSpinning).toBe(true);
-    expect(runtimeOptions({ intraOpSpinning: false }, { NEST_INTRA_OP_SPINNING: "1" }).intraOpSpinning).toBe(false);
+    expect(runtimeOptions({}, nodeEnv({}).runtime).intraOpSpinning).toBe(false);
+    expect(runtimeOptions({}, nodeEnv({ NEST_INTRA_OP_SPINNING: "1" }).runtime).intraOpSpinning).toBe(true);
+    expect(runtimeOptions({ intraOpSpinning: false }, nodeEnv({ NEST_INTRA_OP_SPINNING: "1" }).runtime).intraOpSpinning).toBe(false);
   });
 
   it("names the variable of a bad value", () => {
-    expect(() => runtimeOptions({}, { NEST_PRECISION: "int3" })).toThrow(/NEST_PRECISION/);
-    expect(() => runtimeOptions({}, { NEST_THREADS: "-1" })).toThrow(/NEST_THREADS/);
+    expect(() => runtimeOptions({}, nodeEnv({ NEST_PRECISION: "int3" }).runtime)).toThrow(/NEST_PRECISION/);
+    expect(() => runtimeOptions({}, nodeEnv({ NEST_THREADS: "-1" }).runtime)).toThrow(/NEST_THREADS/);
   });
 
   it("fails clearly for a precision that was not prepared", async () => {
