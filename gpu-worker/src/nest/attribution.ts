@@ -18,12 +18,21 @@
  * Text: a delta's text is the UTF-8 decoding of its tokens' bytes, in stream order, so the
  * generated text is the concatenation of the deltas, and a cited delta's text equals
  * `passage.text.slice(passage_start, passage_end)` exactly (it is checked before citing).
+ *
+ * Streaming: a run is emitted as soon as its citation is decided, not when it ends (issue 13 TTFT).
+ * At the end of each `push()`, an open run that earns its citation on its own (a content word, and
+ * ≥ 2 tokens or a verified copy) whose bytes are whole characters is emitted as a cited delta; the
+ * tokens that continue it are emitted at the end of their `push()` as further cited deltas marked
+ * `continues: true` (same passage, contiguous ranges). A lone token-mode token still waits for the
+ * next token (whether its word goes on decides its citation), and a piece that ends inside a
+ * multi-byte character waits for the token completing it (or the end of the run). A run emitted in
+ * pieces is one citation in `usage.citations`.
  */
 import { eng as ENGLISH_STOP_WORDS } from "stopword";
 import type { Citation, DeltaEvent, Usage } from "@nest/shared/protocol/events";
 import { bestNeighbourFor } from "./draft.ts";
 import type { Neighbours } from "./knn.ts";
-import { keyOfToken, type TokenStore } from "./token-store.ts";
+import { keyOfToken, type StoredPassage, type TokenStore } from "./token-store.ts";
 
 /** Where a generated token was copied from: passage index in the store and the token's own position. */
 export interface TokenSource {
@@ -96,16 +105,88 @@ export type AttributionUsage = Pick<
 >;
 
 /**
- * Turns committed tokens into `delta` events (see the module comment for what is cited). A run of
- * copied tokens is held back until the next token shows whether it goes on (or the generation
- * ends), so each maximal run becomes one delta; uncopied tokens stream at once, except bytes of an
- * unfinished multi-byte character, which wait for the token completing it.
+ * Incremental state of a WHATWG UTF-8 decoder (the one `TextDecoder` runs): whether bytes fed so far
+ * leave an unfinished character pending. Fed the same bytes as a `TextDecoder`, it says whether that
+ * decoder holds bytes back.
+ */
+class Utf8State {
+  private needed = 0;
+  private seen = 0;
+  private lower = 0x80;
+  private upper = 0xbf;
+
+  /** True when the bytes fed so far end inside a (possibly valid) multi-byte character. */
+  get pending(): boolean {
+    return this.needed > 0;
+  }
+
+  feed(bytes: Uint8Array): void {
+    for (let i = 0; i < bytes.length; i++) {
+      const b = bytes[i]!;
+      if (this.needed === 0) {
+        if (b >= 0xc2 && b <= 0xdf) this.needed = 1;
+        else if (b >= 0xe0 && b <= 0xef) {
+          if (b === 0xe0) this.lower = 0xa0;
+          if (b === 0xed) this.upper = 0x9f;
+          this.needed = 2;
+        } else if (b >= 0xf0 && b <= 0xf4) {
+          if (b === 0xf0) this.lower = 0x90;
+          if (b === 0xf4) this.upper = 0x8f;
+          this.needed = 3;
+        }
+        continue; // ASCII, or an invalid lead byte (U+FFFD at once)
+      }
+      if (b < this.lower || b > this.upper) {
+        // U+FFFD for the unfinished character, then `b` is read again from the start state.
+        this.reset();
+        i--;
+        continue;
+      }
+      this.lower = 0x80;
+      this.upper = 0xbf;
+      if (++this.seen === this.needed) this.reset();
+    }
+  }
+
+  private reset(): void {
+    this.needed = 0;
+    this.seen = 0;
+    this.lower = 0x80;
+    this.upper = 0xbf;
+  }
+}
+
+/** The open run once its first piece was emitted cited: later pieces continue that citation. */
+interface OpenCitation {
+  readonly sp: StoredPassage;
+  /** The last emitted piece's citation (the next piece starts where it ends). */
+  last: Citation;
+  /** Tokens of the run emitted so far (all cited). */
+  tokens: number;
+}
+
+/**
+ * Turns committed tokens into `delta` events (see the module comment for what is cited and when).
+ * Tokens are emitted in order; a copied run is emitted as soon as its citation is decided (then in
+ * pieces that continue it), or when the next token shows it is over (or the generation ends), so
+ * one run is one citation; uncopied tokens stream at once, except bytes of an unfinished multi-byte
+ * character, which wait for the token completing it.
  */
 export class DeltaBuilder {
   private readonly decoder = new TextDecoder();
+  /** Mirrors `decoder`: whether it holds the bytes of an unfinished character. */
+  private readonly utf8 = new Utf8State();
+  /** True once any byte went into `decoder` (it drops a BOM only at the very start). */
+  private fedBytes = false;
   private emittedText = "";
-  /** The open run: copied tokens from consecutive positions of one passage, not yet emitted. */
+  /** The open run's tokens not emitted yet: copied tokens from consecutive positions of one passage. */
   private run: CommittedToken[] = [];
+  /** Source of the open run's last token (emitted or not); undefined when no run is open. */
+  private runLast: TokenSource | undefined;
+  /** True when the decoder held no bytes when the open run began (its first token starts a character). */
+  private runStartsClean = false;
+  /** Set once the open run's first piece was emitted cited. */
+  private open: OpenCitation | undefined;
   /** Tokens whose bytes are all inside an unfinished character; they go with the next delta. */
   private carriedTokens = 0;
   private numCompletion = 0;
@@ -143,7 +224,10 @@ export class DeltaBuilder {
     return this.emittedText;
   }
 
-  /** The attribution fields of `usage`; ratios are null when nothing was generated. */
+  /**
+   * The attribution fields of `usage`; ratios are null when nothing was generated. `citations`
+   * counts runs (a run emitted in pieces once); `single_token_citations` is final after `flush()`.
+   */
   usage(): AttributionUsage {
     const n = this.numCompletion;
     const ratio = (x: number) => (n === 0 ? null : x / n);
@@ -159,7 +243,10 @@ export class DeltaBuilder {
     };
   }
 
-  /** Adds the tokens of one decoding step and returns the deltas ready to stream. */
+  /**
+   * Adds the tokens of one decoding step and returns the deltas ready to stream: everything up to
+   * the open run, and the open run itself (or its new tokens) once its citation is decided.
+   */
   push(tokens: readonly CommittedToken[]): DeltaEvent[] {
     const out: DeltaEvent[] = [];
     let plain: CommittedToken[] = [];
@@ -167,26 +254,31 @@ export class DeltaBuilder {
       this.numCompletion++;
       if (t.source) this.numAttributed++;
       if (t.source?.verified) this.numCopied++;
-      const prev = this.run.at(-1)?.source;
+      const prev = this.runLast;
       if (prev && t.source && t.source.passage === prev.passage && t.source.pos === prev.pos + 1) {
         this.run.push(t);
+        this.runLast = t.source;
         continue;
       }
-      if (this.run.length > 0) this.closeRun(out, t);
+      if (prev) this.closeRun(out, t);
       if (t.source && this.store.passages[t.source.passage]?.citable) {
         this.emitPlain(out, plain);
         plain = [];
         this.run = [t];
+        this.runLast = t.source;
+        this.runStartsClean = !this.utf8.pending;
       } else plain.push(t);
     }
+    // A run still open took every token after its start, so `plain` comes before it.
     this.emitPlain(out, plain);
+    if (this.runLast) this.streamRun(out);
     return out;
   }
 
   /** Emits whatever is held back (at the end of generation). */
   flush(): DeltaEvent[] {
     const out: DeltaEvent[] = [];
-    if (this.run.length > 0) this.closeRun(out, undefined);
+    if (this.runLast) this.closeRun(out, undefined);
     const rest = this.decoder.decode();
     if (rest.length > 0 || this.carriedTokens > 0) this.append(out, { text: rest, tokens: this.takeCarried(0) });
     return out;
@@ -200,7 +292,12 @@ export class DeltaBuilder {
 
   private decodeTokens(tokens: readonly CommittedToken[]): string {
     let text = "";
-    for (const t of tokens) text += this.decoder.decode(this.tokenBytes(t.id), { stream: true });
+    for (const t of tokens) {
+      const bytes = this.tokenBytes(t.id);
+      this.utf8.feed(bytes);
+      if (bytes.length > 0) this.fedBytes = true;
+      text += this.decoder.decode(bytes, { stream: true });
+    }
     return text;
   }
 
@@ -225,10 +322,129 @@ export class DeltaBuilder {
   }
 
   /**
-   * Decides the open run (module comment) and emits it. `next` is the token after it (undefined at
-   * the end), which tells whether a lone token's word goes on in the generated text.
+   * The text the decoder would give for `tokens` from its current state, when the decoder holds no
+   * bytes now and `tokens` end on a character boundary (so that text is final); else undefined.
+   */
+  private wholeCharacters(tokens: readonly CommittedToken[]): string | undefined {
+    if (this.utf8.pending) return undefined;
+    const state = new Utf8State();
+    const decoder = new TextDecoder("utf-8", { ignoreBOM: this.fedBytes });
+    let text = "";
+    for (const t of tokens) {
+      const bytes = this.tokenBytes(t.id);
+      state.feed(bytes);
+      text += decoder.decode(bytes, { stream: true });
+    }
+    return state.pending ? undefined : text + decoder.decode();
+  }
+
+  /**
+   * At the end of a step: emits the open run's pending tokens when the run's citation is decided
+   * (module comment) and they are whole characters equal to their passage range; else they wait.
+   */
+  private streamRun(out: DeltaEvent[]): void {
+    const run = this.run;
+    if (run.length === 0) return;
+    const open = this.open;
+    if (!open) {
+      // A lone token-mode token waits: the next token tells whether its word goes on.
+      if (!this.runStartsClean || (run.length < 2 && !run[0]!.source!.verified)) return;
+      const first = run[0]!.source!;
+      const sp = this.store.passages[first.passage]!;
+      const start = sp.charStart[first.pos]!;
+      const end = sp.charEnd[this.runLast!.pos]!;
+      const text = this.wholeCharacters(run);
+      const cited = sp.passage.text.slice(start, end);
+      if (text === undefined || text.length === 0 || text !== cited) return;
+      if (!this.earnsCitation(run, cited, start, end, sp.passage.text, this.emittedText.at(-1) ?? "", undefined)) return;
+      if (this.carriedTokens > 0) this.append(out, { text: "", tokens: this.takeCarried(0) });
+      this.emitPiece(out, sp, start, end, false);
+      return;
+    }
+    const start = open.last.passage_end;
+    const end = open.sp.charEnd[this.runLast!.pos]!;
+    const text = this.wholeCharacters(run);
+    if (text === undefined || text.length === 0 || text !== open.sp.passage.text.slice(start, end)) return;
+    this.emitPiece(out, open.sp, start, end, true);
+  }
+
+  /**
+   * Emits the open run's pending tokens as one cited delta over `[start, end)` of `sp`'s text (the
+   * caller checked that they decode to exactly that text), continuing the run's citation or opening it.
+   */
+  private emitPiece(out: DeltaEvent[], sp: StoredPassage, start: number, end: number, continues: boolean): void {
+    const tokens = this.run;
+    this.run = [];
+    const text = this.decodeTokens(tokens);
+    const at = this.emittedText.length;
+    const citation: Citation = {
+      passage_id: sp.passage.id,
+      title: sp.passage.title,
+      source: sp.passage.source,
+      passage_start: start,
+      passage_end: end,
+      text_start: at,
+      text_end: at + text.length,
+      cited_text: text,
+      ...(continues && { continues: true }),
+    };
+    this.append(out, { text, tokens: tokens.length, citation });
+    this.numCited += tokens.length;
+    if (this.open) {
+      this.open.last = citation;
+      this.open.tokens += tokens.length;
+    } else {
+      this.open = { sp, last: citation, tokens: tokens.length };
+      this.numCitations++;
+    }
+  }
+
+  /**
+   * Ends the open run and emits what it still holds. `next` is the token after it (undefined at the
+   * end), which tells whether a lone token's word goes on in the generated text.
    */
   private closeRun(out: DeltaEvent[], next: CommittedToken | undefined): void {
+    const open = this.open;
+    const last = this.runLast!;
+    this.open = undefined;
+    this.runLast = undefined;
+    if (open) this.closeOpenRun(out, open, last);
+    else this.closeHeldRun(out, next);
+  }
+
+  /**
+   * The rest of a run already emitted in part: one more continuing piece with the characters its
+   * tokens complete (the bytes of an unfinished last character go with the next delta).
+   */
+  private closeOpenRun(out: DeltaEvent[], open: OpenCitation, last: TokenSource): void {
+    const rest = this.run;
+    this.run = [];
+    if (rest.length > 0) {
+      const text = this.decodeTokens(rest);
+      const start = open.last.passage_end;
+      const end = open.sp.charEnd[last.pos]!;
+      if (text === open.sp.passage.text.slice(start, end)) {
+        const at = this.emittedText.length;
+        const citation: Citation = {
+          ...open.last,
+          passage_start: start,
+          passage_end: end,
+          text_start: at,
+          text_end: at + text.length,
+          cited_text: text,
+          continues: true,
+        };
+        this.append(out, { text, tokens: rest.length, citation });
+        this.numCited += rest.length;
+        open.tokens += rest.length;
+      } else if (text.length === 0) this.carriedTokens += rest.length;
+      else this.append(out, { text, tokens: this.takeCarried(rest.length) });
+    }
+    if (open.tokens === 1) this.numSingleTokenCitations++;
+  }
+
+  /** Decides a run emitted in no part yet (module comment) and emits it. */
+  private closeHeldRun(out: DeltaEvent[], next: CommittedToken | undefined): void {
     const run = this.run;
     this.run = [];
     const text = this.decodeTokens(run);

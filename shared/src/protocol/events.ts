@@ -25,6 +25,12 @@ export const CitationSchema = z.object({
    */
   cited_text: z.string().optional(),
   /**
+   * This citation extends the previous delta's citation: same passage, `passage_start` = its
+   * `passage_end`, `text_start` = its `text_end`; a client may merge them. A copied run is streamed
+   * as soon as its citation is decided, then in pieces as it goes on; absent on a run's first piece.
+   */
+  continues: z.literal(true).optional(),
+  /**
    * Citations over a request's `documents` (protocol/documents.ts) also carry the document's index
    * in `documents`, its `id` and `title` when given, and `[start, end)` in the document's own text
    * (UTF-16 code units, end-exclusive): `documents[document_index].text.slice(start, end) === cited_text`.
@@ -113,9 +119,9 @@ export const UsageSchema = z.object({
   copied_tokens: z.number().int().nonnegative().default(0),
   /** copied_tokens / completion_tokens; null when no token was generated. */
   copied_ratio: z.number().min(0).max(1).nullable().default(null),
-  /** Cited deltas (one per citation). */
+  /** Citations: cited runs (a run streamed in pieces, the later ones with `continues`, counts once). */
   citations: z.number().int().nonnegative().default(0),
-  /** Citations that cover a single token. */
+  /** Citations whose whole run is a single token. */
   single_token_citations: z.number().int().nonnegative().default(0),
   /** Speculation metrics (vLLM's): absent for producers that do not decode (e.g. cached answers). */
   speculation: SpeculationUsageSchema.optional(),

@@ -10,6 +10,9 @@ import {
   tokenModeSource,
   type CommittedToken,
 } from "../../../../gpu-worker/src/nest/attribution.ts";
+import { joinContinuedCitations } from "@nest/shared/protocol/citations";
+import type { Citation, DeltaEvent } from "@nest/shared/protocol/events";
+import { citeIntoDocument } from "@nest/shared/retrieve/documents";
 import { buildTokenStore, type EncodedPassage, type TokenStore } from "../../../../gpu-worker/src/nest/token-store.ts";
 
 /** Vocabulary: token id → bytes (strings are UTF-8 encoded). */
@@ -141,31 +144,47 @@ describe("DeltaBuilder: what is cited", () => {
     expect(pieces).toEqual([{ text: " Tarawan", tokens: 2 }]);
   });
 
-  it("single-token steps from consecutive positions merge into one cited run", () => {
+  it("single-token steps from consecutive positions merge into one cited run, streamed once it is decided", () => {
     const b = new DeltaBuilder(store, bytesOf);
     expect(b.push([lm("It"), lm("'s")])).toEqual([{ text: "It's", tokens: 2 }]);
-    expect(b.push([m(store, 0, 2)])).toEqual([]); // " Canberra": held, the run may go on
-    expect(b.push([m(store, 0, 3)])).toEqual([]); // ";" continues it
-    expect(b.push([m(store, 0, 4)])).toEqual([]); // " time" too
-    const out = [...b.push([lm(" and")]), ...b.flush()];
-    expect(out).toEqual([
+    expect(b.push([m(store, 0, 2)])).toEqual([]); // " Canberra": a lone token-mode token, held
+    // ";" continues it: two tokens with a content word earn the citation, streamed at once.
+    expect(b.push([m(store, 0, 3)])).toEqual([
       {
-        text: " Canberra; time",
-        tokens: 3,
+        text: " Canberra;",
+        tokens: 2,
         citation: {
           passage_id: "as-capital",
           title: "Title as-capital",
           source: "test/as-capital",
           passage_start: 5,
-          passage_end: 20,
+          passage_end: 15,
           text_start: 4,
-          text_end: 19,
-          cited_text: " Canberra; time",
+          text_end: 14,
+          cited_text: " Canberra;",
         },
       },
-      { text: " and", tokens: 1 },
     ]);
+    expect(b.push([m(store, 0, 4)])).toEqual([
+      {
+        text: " time",
+        tokens: 1,
+        citation: {
+          passage_id: "as-capital",
+          title: "Title as-capital",
+          source: "test/as-capital",
+          passage_start: 15,
+          passage_end: 20,
+          text_start: 14,
+          text_end: 19,
+          cited_text: " time",
+          continues: true,
+        },
+      },
+    ]);
+    expect([...b.push([lm(" and")]), ...b.flush()]).toEqual([{ text: " and", tokens: 1 }]);
     expect(b.text).toBe("It's Canberra; time and");
+    expect(b.usage()).toMatchObject({ citations: 1, single_token_citations: 0, cited_tokens: 3, attributed_tokens: 3, copied_tokens: 0 });
   });
 
   it("a run of two stop-word/punctuation tokens is not cited, even when consecutive", () => {
@@ -195,6 +214,10 @@ describe("DeltaBuilder: what is cited", () => {
     expect(b.usage()).toMatchObject({ copied_tokens: 1, cited_tokens: 0, attributed_tokens: 1 });
   });
 });
+
+// "Go 👍 Canberra": 👍 is F0 9F 91 8D, split over two tokens; UTF-16 ranges written by hand:
+// "Go" [0,2), " \xF0\x9F" completes only " " → [2,3), "\x91\x8D" completes 👍 (2 units) → [3,5).
+const EMOJI = passage("emoji", ["Go", [0x20, 0xf0, 0x9f], [0x91, 0x8d], " Canberra"], "Go 👍 Canberra", [[0, 2], [2, 3], [3, 5], [5, 14]]);
 
 describe("DeltaBuilder: offsets stay exact", () => {
   it("spacing the tokenizer would 'clean up' (film , television) is cited as stored", () => {
@@ -238,10 +261,6 @@ describe("DeltaBuilder: offsets stay exact", () => {
       },
     ]);
   });
-
-  // "Go 👍 Canberra": 👍 is F0 9F 91 8D, split over two tokens; UTF-16 ranges written by hand:
-  // "Go" [0,2), " \xF0\x9F" completes only " " → [2,3), "\x91\x8D" completes 👍 (2 units) → [3,5).
-  const EMOJI = passage("emoji", ["Go", [0x20, 0xf0, 0x9f], [0x91, 0x8d], " Canberra"], "Go 👍 Canberra", [[0, 2], [2, 3], [3, 5], [5, 14]]);
 
   it("a run ending inside a multi-byte character cites the characters it completes", () => {
     const store = storeOf(EMOJI);
@@ -302,6 +321,197 @@ describe("DeltaBuilder: offsets stay exact", () => {
     }
     expect(deltas.filter((d) => d.citation).map((d) => d.text)).toEqual([" capital of", " Canberra;"]);
     expect(deltas.reduce((s, d) => s + d.tokens, 0)).toBe(8);
+  });
+});
+
+describe("DeltaBuilder: a run streams as soon as its citation is decided", () => {
+  const store = storeOf(CAPITAL, KIRIBATI, ...FILLERS);
+  const capital = { passage_id: "as-capital", title: "Title as-capital", source: "test/as-capital" };
+
+  it("a verified run pushed in three steps comes out in three pieces, the later ones continuing the first", () => {
+    const b = new DeltaBuilder(store, bytesOf);
+    expect(b.push([lm(" It"), lm(" is"), v(store, 0, 2)])).toEqual([
+      { text: " It is", tokens: 2 },
+      { text: " Canberra", tokens: 1, citation: { ...capital, passage_start: 5, passage_end: 14, text_start: 6, text_end: 15, cited_text: " Canberra" } },
+    ]);
+    expect(b.push([v(store, 0, 3), v(store, 0, 4)])).toEqual([
+      { text: "; time", tokens: 2, citation: { ...capital, passage_start: 14, passage_end: 20, text_start: 15, text_end: 21, cited_text: "; time", continues: true } },
+    ]);
+    expect(b.push([v(store, 0, 5)])).toEqual([
+      { text: " difference", tokens: 1, citation: { ...capital, passage_start: 20, passage_end: 31, text_start: 21, text_end: 32, cited_text: " difference", continues: true } },
+    ]);
+    expect(b.push([lm(".")])).toEqual([{ text: ".", tokens: 1 }]);
+    expect(b.flush()).toEqual([]);
+    expect(b.text).toBe(" It is Canberra; time difference.");
+    expect(b.usage()).toEqual({
+      attributed_tokens: 4,
+      attribution_ratio: 4 / 7,
+      cited_tokens: 4,
+      cited_ratio: 4 / 7,
+      copied_tokens: 4,
+      copied_ratio: 4 / 7,
+      citations: 1,
+      single_token_citations: 0,
+    });
+  });
+
+  it("a lone verified token streams at once; a run that stays one token is a single-token citation", () => {
+    const b = new DeltaBuilder(store, bytesOf);
+    expect(b.push([v(store, 0, 9)])).toEqual([{ text: "1", tokens: 1, citation: { ...capital, passage_start: 37, passage_end: 38, text_start: 0, text_end: 1, cited_text: "1" } }]);
+    expect(b.push([lm(" ok")])).toEqual([{ text: " ok", tokens: 1 }]);
+    expect(b.flush()).toEqual([]);
+    expect(b.usage()).toMatchObject({ citations: 1, single_token_citations: 1, cited_tokens: 1 });
+  });
+
+  it("a lone token-mode token is still held until the next push decides it", () => {
+    const b = new DeltaBuilder(store, bytesOf);
+    expect(b.push([lm(" It"), lm(" is")])).toEqual([{ text: " It is", tokens: 2 }]);
+    expect(b.push([m(store, 1, 5)])).toEqual([]);
+    expect(b.push([lm(".")])).toEqual([
+      {
+        text: " Tarawa",
+        tokens: 1,
+        citation: { passage_id: "kr-location", title: "Title kr-location", source: "test/kr-location", passage_start: 27, passage_end: 34, text_start: 6, text_end: 13, cited_text: " Tarawa" },
+      },
+      { text: ".", tokens: 1 },
+    ]);
+  });
+
+  const emoji = { passage_id: "emoji", title: "Title emoji", source: "test/emoji" };
+
+  it("a first piece ending inside a multi-byte character waits for the token completing it", () => {
+    const es = storeOf(EMOJI);
+    const b = new DeltaBuilder(es, bytesOf);
+    expect(b.push([v(es, 0, 0), v(es, 0, 1)])).toEqual([]); // "Go \xF0\x9F": 👍 unfinished
+    expect(b.push([v(es, 0, 2)])).toEqual([{ text: "Go 👍", tokens: 3, citation: { ...emoji, passage_start: 0, passage_end: 5, text_start: 0, text_end: 5, cited_text: "Go 👍" } }]);
+    expect(b.push([v(es, 0, 3)])).toEqual([
+      { text: " Canberra", tokens: 1, citation: { ...emoji, passage_start: 5, passage_end: 14, text_start: 5, text_end: 14, cited_text: " Canberra", continues: true } },
+    ]);
+    expect(b.flush()).toEqual([]);
+    expect(b.usage()).toMatchObject({ citations: 1, single_token_citations: 0, cited_tokens: 4 });
+  });
+
+  it("a continuing piece split inside a multi-byte character is emitted exactly once the character is whole", () => {
+    const es = storeOf(EMOJI);
+    const b = new DeltaBuilder(es, bytesOf);
+    expect(b.push([v(es, 0, 0)])).toEqual([{ text: "Go", tokens: 1, citation: { ...emoji, passage_start: 0, passage_end: 2, text_start: 0, text_end: 2, cited_text: "Go" } }]);
+    expect(b.push([v(es, 0, 1)])).toEqual([]);
+    expect(b.push([v(es, 0, 2)])).toEqual([
+      { text: " 👍", tokens: 2, citation: { ...emoji, passage_start: 2, passage_end: 5, text_start: 2, text_end: 5, cited_text: " 👍", continues: true } },
+    ]);
+    expect(b.flush()).toEqual([]);
+    expect(b.usage()).toMatchObject({ citations: 1, single_token_citations: 0, cited_tokens: 3 });
+  });
+
+  it("an open run ending inside a multi-byte character cites the characters it completes; the rest goes on uncited", () => {
+    const es = storeOf(EMOJI);
+    const b = new DeltaBuilder(es, bytesOf);
+    expect(b.push([v(es, 0, 0)])).toHaveLength(1);
+    expect(b.push([v(es, 0, 1)])).toEqual([]);
+    expect(b.push([lm([0x91, 0x8d]), lm("!")])).toEqual([
+      { text: " ", tokens: 1, citation: { ...emoji, passage_start: 2, passage_end: 3, text_start: 2, text_end: 3, cited_text: " ", continues: true } },
+      { text: "👍!", tokens: 2 },
+    ]);
+    expect(b.text).toBe("Go 👍!");
+    expect(b.usage()).toMatchObject({ citations: 1, single_token_citations: 0, cited_tokens: 2 });
+  });
+
+  it("a run that begins while a character is unfinished is held to its end, as before", () => {
+    const es = storeOf(EMOJI);
+    const b = new DeltaBuilder(es, bytesOf);
+    expect(b.push([lm([0xf0, 0x9f])])).toEqual([]);
+    expect(b.push([v(es, 0, 2), v(es, 0, 3)])).toEqual([]);
+    expect(b.push([lm("!")])).toEqual([
+      { text: "", tokens: 1 },
+      { text: "👍 Canberra", tokens: 2, citation: { ...emoji, passage_start: 3, passage_end: 14, text_start: 0, text_end: 11, cited_text: "👍 Canberra" } },
+      { text: "!", tokens: 1 },
+    ]);
+  });
+
+  it("streaming changes neither the text, nor the runs cited, nor the usage (random step splits vs one push)", () => {
+    const rs = storeOf(CAPITAL, KIRIBATI, EMOJI, ...FILLERS);
+    // mulberry32 (eval/stats' PRNG), seeded: the same 200 sequences every run.
+    let seed = 12345;
+    const rand = () => {
+      seed = (seed + 0x6d2b79f5) | 0;
+      let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
+      t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
+      return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+    };
+    const pick = <T>(xs: readonly T[]): T => xs[Math.floor(rand() * xs.length)]!;
+    const lmPieces: (string | number[])[] = [" and", ".", "x", [0xf0, 0x9f], [0x91, 0x8d], " Canberra"];
+    const citationsOf = (ds: readonly DeltaEvent[]) => joinContinuedCitations(ds.flatMap((d) => (d.citation ? [{ ...d.citation, tokens: d.tokens }] : [])));
+    let streamedEarly = 0;
+    for (let n = 0; n < 200; n++) {
+      const tokens: CommittedToken[] = [];
+      for (let seg = 0; seg < 6; seg++) {
+        if (rand() < 0.35) tokens.push(lm(pick(lmPieces)));
+        else {
+          const p = pick([0, 1, 2]);
+          const len = rs.passages[p]!.tokens.length;
+          const from = Math.floor(rand() * len);
+          const copy = rand() < 0.5 ? v : m;
+          for (let pos = from; pos < Math.min(len, from + 1 + Math.floor(rand() * 4)); pos++) tokens.push(copy(rs, p, pos));
+        }
+      }
+      const whole = new DeltaBuilder(rs, bytesOf);
+      const once = [...whole.push(tokens), ...whole.flush()];
+      const split = new DeltaBuilder(rs, bytesOf);
+      const pieces: DeltaEvent[] = [];
+      for (let i = 0; i < tokens.length; ) {
+        const step = 1 + Math.floor(rand() * 3);
+        const got = split.push(tokens.slice(i, i + step));
+        i += step;
+        if (i < tokens.length && got.some((d) => d.citation)) streamedEarly++;
+        pieces.push(...got);
+      }
+      pieces.push(...split.flush());
+      expect(split.text).toBe(whole.text);
+      expect(pieces.map((d) => d.text).join("")).toBe(whole.text);
+      expect(split.usage()).toEqual(whole.usage());
+      expect(citationsOf(pieces)).toEqual(citationsOf(once));
+      expect(citationsOf(pieces).length).toBe(split.usage().citations);
+      for (const d of pieces.filter((x) => x.citation)) {
+        const c = d.citation!;
+        const sp = rs.passages.find((x) => x.passage.id === c.passage_id)!;
+        expect(sp.passage.text.slice(c.passage_start, c.passage_end)).toBe(d.text);
+        expect(c.cited_text).toBe(d.text);
+        expect(split.text.slice(c.text_start, c.text_end)).toBe(d.text);
+      }
+    }
+    expect(streamedEarly).toBeGreaterThan(20); // the comparison did exercise pieces streamed before the end
+  });
+
+  it("pieces of a run over a request document map to exact document text, and join into the run's citation", () => {
+    // The passage is a chunk of documents[0] starting at offset 7.
+    const DOC_TEXT = "Notes: Go 👍 Canberra";
+    const chunk: EncodedPassage = { ...EMOJI, passage: { ...EMOJI.passage, document: { index: 0, id: "notes", start: 7 } } };
+    const ds = storeOf(chunk);
+    const b = new DeltaBuilder(ds, bytesOf);
+    const steps = [[v(ds, 0, 0)], [v(ds, 0, 1)], [v(ds, 0, 2)], [v(ds, 0, 3)]];
+    const perStep = steps.map((s) => b.push(s).map((d) => citeIntoDocument(d.citation!, [chunk.passage])));
+    expect(perStep.map((cs) => cs.map((c) => [c.document_index, c.document_id, c.start, c.end, c.cited_text, c.continues ?? false]))).toEqual([
+      [[0, "notes", 7, 9, "Go", false]],
+      [],
+      [[0, "notes", 9, 12, " 👍", true]],
+      [[0, "notes", 12, 21, " Canberra", true]],
+    ]);
+    const pieces: Citation[] = perStep.flat();
+    for (const c of pieces) expect(DOC_TEXT.slice(c.start, c.end)).toBe(c.cited_text);
+    expect(joinContinuedCitations(pieces)).toEqual([
+      {
+        ...emoji,
+        passage_start: 0,
+        passage_end: 14,
+        text_start: 0,
+        text_end: 14,
+        cited_text: "Go 👍 Canberra",
+        document_index: 0,
+        document_id: "notes",
+        start: 7,
+        end: 21,
+      },
+    ]);
   });
 });
 
