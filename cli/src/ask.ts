@@ -1,8 +1,9 @@
 /**
  * @module ask
  * `nestlm ask`: POST a question to the edge's `/v1/generate`, stream the answer as it arrives with
- * copied spans marked inline (`[n]`, underlined on a TTY), then list the sources and the usage and
- * timing summary. `--json` prints the raw events as JSON lines instead. `--doc FILE` (repeatable)
+ * copied spans marked inline (`[n]` after each copied run, underlined on a TTY; a run streamed in
+ * pieces, `citation.continues`, is one source), then list the sources and the usage and timing
+ * summary. `--json` prints the raw events as JSON lines instead. `--doc FILE` (repeatable)
  * sends files as the request's `documents` (README "Your own documents"): the answer is over them,
  * its sources cite into the files' text.
  */
@@ -12,6 +13,7 @@ import type { Writable } from "node:stream";
 import type { RequestDocument } from "@nest/shared/protocol/documents";
 import type { Citation, DoneEvent, GenerateEvent, RetrievalEvent } from "@nest/shared/protocol/events";
 import type { Mode } from "@nest/shared/protocol/request";
+import { joinContinuedCitations } from "@nest/shared/protocol/citations";
 import { NestError } from "@nest/shared/protocol/errors";
 import { readGenerateEvents } from "@nest/edge/route/read-sse";
 
@@ -34,6 +36,7 @@ export interface AskOptions {
 
 export interface AskResult {
   text: string;
+  /** One per cited run: pieces that continue a citation (`continues`) are joined into it. */
   citations: Citation[];
   retrieval?: RetrievalEvent;
   done?: DoneEvent;
@@ -108,11 +111,13 @@ export async function ask(opts: AskOptions): Promise<AskResult> {
   if (!res.ok || !res.body) throw new AskHttpError(res.status, await res.text());
 
   const result: AskResult = { text: "", citations: [] };
+  const marker = { n: 0 }; // the number of the cited run being printed, 0 when none is
   for await (const ev of readGenerateEvents(res.body)) {
     if (opts.json) out.write(`${JSON.stringify(ev)}\n`);
-    else render(ev, result, out, tty);
+    else render(ev, result, out, tty, marker);
     collect(ev, result);
   }
+  if (!opts.json) endMarker(out, tty, marker);
   if (!opts.json && result.done) {
     out.write("\n\n");
     result.citations.forEach((c, i) => out.write(`${formatSource(i + 1, c, result.text.slice(c.text_start, c.text_end))}\n`));
@@ -138,7 +143,10 @@ function collect(ev: GenerateEvent, result: AskResult): void {
       break;
     case "delta":
       result.text += ev.data.text;
-      if (ev.data.citation) result.citations.push(ev.data.citation);
+      if (ev.data.citation) {
+        const last = result.citations.pop();
+        result.citations.push(...joinContinuedCitations(last ? [last, ev.data.citation] : [ev.data.citation]));
+      }
       break;
     case "done":
       result.done = ev.data;
@@ -149,16 +157,26 @@ function collect(ev: GenerateEvent, result: AskResult): void {
   }
 }
 
-function render(ev: GenerateEvent, result: AskResult, out: Writable, tty: boolean): void {
+/** Prints the `[n]` of the cited run just printed, if any (a run's pieces share one marker). */
+function endMarker(out: Writable, tty: boolean, marker: { n: number }): void {
+  if (marker.n === 0) return;
+  out.write(tty ? `${ANSI.dim}[${marker.n}]${ANSI.normal}` : `[${marker.n}]`);
+  marker.n = 0;
+}
+
+function render(ev: GenerateEvent, result: AskResult, out: Writable, tty: boolean, marker: { n: number }): void {
+  const c = ev.event === "delta" ? ev.data.citation : undefined;
+  if (!(c?.continues && marker.n > 0)) endMarker(out, tty, marker);
   if (ev.event === "retrieval") {
     const top = ev.data.passages[0];
     const lead = `${ev.data.passages.length} passages from \`${ev.data.corpus}\` in ${ev.data.retrieval_ms} ms`;
     out.write(`${tty ? ANSI.dim : ""}${lead}${top ? `; top: ${top.title}` : ""}${tty ? ANSI.normal : ""}\n\n`);
   } else if (ev.event === "delta") {
-    if (!ev.data.citation) out.write(ev.data.text);
+    if (!c) out.write(ev.data.text);
     else {
-      const n = result.citations.length + 1; // `collect` runs after `render`
-      out.write(tty ? `${ANSI.underline}${ev.data.text}${ANSI.noUnderline}${ANSI.dim}[${n}]${ANSI.normal}` : `${ev.data.text}[${n}]`);
+      // `collect` runs after `render`: a new run gets the next number, a continuing piece keeps its run's.
+      if (marker.n === 0) marker.n = result.citations.length + 1;
+      out.write(tty ? `${ANSI.underline}${ev.data.text}${ANSI.noUnderline}` : ev.data.text);
     }
   } else if (ev.event === "error") {
     out.write(`\nerror ${ev.data.error.code}: ${ev.data.error.message}\n`);

@@ -14,6 +14,12 @@ import { prepareModel } from "@nest/gpu-worker/runtime/prepare-model";
 import { prepareCorpus } from "@nest/corpus/prepare-corpus";
 import type { DeltaEvent, DoneEvent, GenerateEvent, RetrievalEvent } from "@nest/shared/protocol/events";
 import { contentWords } from "@nest/gpu-worker/nest/attribution";
+import { joinContinuedCitations } from "@nest/shared/protocol/citations";
+
+/** One citation per cited run (a run streamed in pieces joined), with the tokens it covers. */
+function citedRuns(events: readonly GenerateEvent[]) {
+  return joinContinuedCitations(events.flatMap((e) => (e.event === "delta" && e.data.citation ? [{ ...e.data.citation, tokens: e.data.tokens }] : [])));
+}
 
 const QUESTION = "What is the capital of Australia?";
 const KEY = "e2e-key";
@@ -73,10 +79,17 @@ describe("POST /v1/generate over the real stack (nest mode)", () => {
     await index.close?.();
     let text = "";
     let cited = 0;
+    let previous: DeltaEvent["citation"]; // the previous delta's citation (undefined after an uncited delta)
     for (const ev of events) {
       if (ev.event !== "delta") continue;
       const d = ev.data;
       const c = d.citation;
+      if (c?.continues) {
+        // A piece of a streamed run extends the previous delta's citation.
+        expect(previous).toBeDefined();
+        expect([c.passage_id, c.passage_start, c.text_start]).toEqual([previous!.passage_id, previous!.passage_end, previous!.text_end]);
+      }
+      previous = c;
       if (c) {
         cited++;
         expect(retrieved.has(c.passage_id)).toBe(true);
@@ -94,12 +107,13 @@ describe("POST /v1/generate over the real stack (nest mode)", () => {
   });
 
   it('cites "Canberra" to Australia › Government › Capital, and no citation is only a stop word or punctuation', () => {
-    const cited = events.flatMap((e) => (e.event === "delta" && e.data.citation ? [e.data] : []));
-    const canberra = cited.filter((d) => d.text.includes("Canberra"));
+    // Per cited run: a run streamed in pieces (`continues`) is one citation, its pieces joined.
+    const cited = citedRuns(events);
+    const canberra = cited.filter((c) => c.cited_text!.includes("Canberra"));
     expect(canberra.length).toBeGreaterThan(0);
-    for (const d of canberra) expect(d.citation!.title).toBe("Australia › Government › Capital");
-    for (const d of cited) expect(contentWords(d.text), JSON.stringify(d.text)).not.toEqual([]);
-    for (const d of cited) expect(d.text.trim()).not.toMatch(/^(\p{P}|the|of|a|an|and|is|it|in|to)?$/iu);
+    for (const c of canberra) expect(c.title).toBe("Australia › Government › Capital");
+    for (const c of cited) expect(contentWords(c.cited_text!), JSON.stringify(c.cited_text)).not.toEqual([]);
+    for (const c of cited) expect(c.cited_text!.trim()).not.toMatch(/^(\p{P}|the|of|a|an|and|is|it|in|to)?$/iu);
   });
 
   it("reports usage that adds up, and the edge's timings", () => {
@@ -111,7 +125,8 @@ describe("POST /v1/generate over the real stack (nest mode)", () => {
     const u = done.usage;
     expect(done.mode).toBe("nest");
     expect(u.completion_tokens).toBe(completion);
-    expect([u.cited_tokens, u.citations, u.single_token_citations]).toEqual([citedTokens, cited.length, cited.filter((d) => d.tokens === 1).length]);
+    const runs = citedRuns(events);
+    expect([u.cited_tokens, u.citations, u.single_token_citations]).toEqual([citedTokens, runs.length, runs.filter((c) => c.tokens === 1).length]);
     expect(u.cited_ratio).toBeCloseTo(citedTokens / completion, 10);
     // Provenance (the paper's ratio) covers at least the cited tokens; copies are accepted draft tokens.
     expect(u.attributed_tokens).toBeGreaterThanOrEqual(u.cited_tokens);

@@ -2,12 +2,14 @@
  * @module routes/openai
  * OpenAI-compatible `POST /v1/chat/completions` and `POST /v1/completions` (issue 5 §3), streaming
  * (`data: {chunk}` … `data: [DONE]`, usage chunk with `stream_options.include_usage`) and not.
- * Each chunk carries the NEST extension field `nest`: the citation of a copied delta, and on the
- * last chunk the attribution ratio. Errors use OpenAI's shape
+ * Each chunk carries the NEST extension field `nest`: the citation of a copied delta (a piece that
+ * continues the previous chunk's citation says `continues: true`), and on the last chunk the
+ * attribution ratio; a non-streamed answer lists one citation per copied run in `nest.citations`. Errors use OpenAI's shape
  * `{error:{message,type,param,code}}`. Worker-safe.
  */
 import { Hono, type Context, type MiddlewareHandler } from "hono";
-import type { GenerateEvent, DoneEvent, RetrievalEvent } from "@nest/shared/protocol/events";
+import type { Citation, DeltaEvent, GenerateEvent, DoneEvent, RetrievalEvent } from "@nest/shared/protocol/events";
+import { joinContinuedCitations } from "@nest/shared/protocol/citations";
 import { toNestError } from "@nest/shared/protocol/errors";
 import { startClientGeneration, type GenerateDeps } from "./generation.ts";
 import { collectGeneration } from "./generate.ts";
@@ -100,7 +102,7 @@ function handler(deps: GenerateDeps, kind: Kind) {
     }
     const out = await collectGeneration(gen.events);
     const done = out.done as DoneEvent;
-    const citations = (out.deltas as Array<{ citation?: unknown }>).flatMap((d) => (d.citation ? [d.citation] : []));
+    const citations = joinContinuedCitations((out.deltas as DeltaEvent[]).flatMap((d): Citation[] => (d.citation ? [d.citation] : [])));
     const choice = kind === "chat"
       ? { index: 0, message: { role: "assistant", content: out.text, refusal: null }, finish_reason: done.finish_reason, logprobs: null }
       : { index: 0, text: out.text, finish_reason: done.finish_reason, logprobs: null };

@@ -12,6 +12,7 @@
 import { DelayedError, UnrecoverableError, Worker, type Job } from "bullmq";
 import { Redis } from "ioredis";
 import { NestError, toNestError } from "@nest/shared/protocol/errors";
+import { joinContinuedCitations } from "@nest/shared/protocol/citations";
 import type { Citation, GenerateEvent } from "@nest/shared/protocol/events";
 import type { DecodeJob } from "@nest/shared/protocol/worker";
 import type { PassageIndex } from "@nest/shared/retrieve/passage-index";
@@ -68,7 +69,8 @@ export async function decodeItem(deps: ItemDeps, data: BatchJobData, signal?: Ab
   const retrieval = await retrieve(index, req, t0);
   const events = generationEvents(deps.decoder.run(decodeJob(req, retrieval.passages), signal), retrieval, t0, signal);
   const { text, deltas, done: d } = await collectGeneration(events);
-  const citations: Citation[] = deltas.flatMap((delta) => (delta.citation ? [delta.citation] : []));
+  // One citation per cited run: the pieces of a streamed run (`continues`) are joined.
+  const citations: Citation[] = joinContinuedCitations(deltas.flatMap((delta) => (delta.citation ? [delta.citation] : [])));
   return { text, citations, finish_reason: d.finish_reason, mode: d.mode, model: d.model, usage: d.usage, timings_ms: d.timings_ms };
 }
 

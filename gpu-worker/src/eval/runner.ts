@@ -7,6 +7,7 @@
  * that uses retrieval.
  */
 import type { Citation, DeltaEvent, DoneEvent, GenerateEvent } from "@nest/shared/protocol/events";
+import { joinContinuedCitations } from "@nest/shared/protocol/citations";
 import type { DecodeJob } from "@nest/shared/protocol/worker";
 import { collectGeneration, decodeJob, withTimings } from "@nest/shared/generation/pipeline";
 import { GenerateRequestSchema, usesRetrieval, type Mode } from "@nest/shared/protocol/request";
@@ -185,7 +186,8 @@ export function chargeColdEncoding(records: readonly ExampleRecord[]): ExampleRe
 /** Builds the record of one generation and computes its metrics. */
 export function scoreRecord(task: EvalTask, ex: EvalExample, v: Variant, deltas: readonly DeltaEvent[], done: DoneEvent, retrievalMs: number): ExampleRecord {
   const output = deltas.map((d) => d.text).join("");
-  const citations: Array<Citation & { tokens: number }> = deltas.flatMap((d) => (d.citation ? [{ ...d.citation, tokens: d.tokens }] : []));
+  // One citation per cited run: the pieces of a streamed run (`continues`) are joined.
+  const citations: Array<Citation & { tokens: number }> = joinContinuedCitations(deltas.flatMap((d) => (d.citation ? [{ ...d.citation, tokens: d.tokens }] : [])));
   const attribution = attributionStats(tokenPassages(deltas));
   const rouge = ex.reference !== undefined ? rougeScores(output, ex.reference) : null;
   const metrics: ExampleMetrics = {

@@ -3,7 +3,8 @@
  * The playground's controller, as the source text of an ES module served at `playground/app.js`:
  * the form (API key kept in `sessionStorage` only, gamma default per mode), one or two concurrent
  * `POST /v1/generate` streams (side-by-side view), the sources panel (one number and colour per
- * cited passage across both panes), the hover/focus tooltip and click/Enter pinning, and the
+ * cited passage across both panes; a copied run streamed in pieces, `citation.continues`, counts as
+ * one use and marks one range), the hover/focus tooltip and click/Enter pinning, and the
  * documents panel (pasted documents sent as `documents`; cited ranges marked in them). Worker-safe: a
  * plain string.
  */
@@ -57,6 +58,7 @@ keyInput.addEventListener("input", () => {
   }
 });
 
+// A piece that continues the previous citation (citation.continues) is the same use of its source.
 function sourceFor(citation, passage, mode) {
   let s = sources.get(citation.passage_id);
   if (!s) {
@@ -92,7 +94,7 @@ function sourceFor(citation, passage, mode) {
     sourceList.append(s.item);
     noSources.hidden = true;
   }
-  s.uses.set(mode, (s.uses.get(mode) || 0) + 1);
+  if (!citation.continues || !s.uses.has(mode)) s.uses.set(mode, (s.uses.get(mode) || 0) + 1);
   s.meta.textContent = s.source + " \u00b7 " + Array.from(s.uses, ([m, k]) => m + " \u00d7" + k).join(", ");
   return s;
 }
@@ -303,7 +305,10 @@ async function run(pane, body, key, signal) {
           s.last = pane.appendCited(data.text, c, s);
           const li = c.document_index !== undefined ? docItems[c.document_index] : undefined;
           if (li && c.start !== undefined && c.end !== undefined) {
-            li.marks.push({ start: c.start, end: c.end, colour: s.colour, n: s.n });
+            // A continuing piece extends its run's range: one cited range per run, as in the answer.
+            const prev = li.marks[li.marks.length - 1];
+            if (c.continues && prev && prev.n === s.n && prev.end === c.start) prev.end = c.end;
+            else li.marks.push({ start: c.start, end: c.end, colour: s.colour, n: s.n });
             renderDoc(li);
           }
         } else {

@@ -11,7 +11,8 @@
  *   range `[start, end)` of `text` (UTF-16 indices) with up to `radius` chars either side.
  * - `createPane(parent, mode)` → pane with `setStatus`, `appendText`, `appendCited`, `finish`, `fail`.
  *   Consecutive deltas copied from adjacent ranges of one passage (`passage_end` of the first equals
- *   `passage_start` of the next) render as one span covering the joined range.
+ *   `passage_start` of the next, as for the pieces of a streamed run, `citation.continues`) render
+ *   as one span covering the joined range.
  * - `fillCitation(el, card)`: renders a citation card into `el`.
  */
 export const RENDER_JS = String.raw`// nest playground: rendering.
