@@ -5,15 +5,23 @@
  *   submits one batch item per question to the pool's job API (the batch queue) → 202
  *   `{batch_id, questions}`;
  * - `GET /v1/faq/warm/:id` reads the batch's finished results and stores each answer in the FAQ
- *   cache under the key a live request with the same question and parameters would use (the
- *   `retrieval` event is recomputed on the edge; deltas are rebuilt from text and citations) →
+ *   cache under the key a live request with the same question and parameters would use →
  *   `{batch_id, status, cached, failed}`. Call it until `status` is `completed`. Worker-safe.
+ *
+ * A cached answer is the event sequence a live `/v1/generate` would have sent: its `retrieval`
+ * event comes from the generation pipeline on the edge (`@nest/shared/generation/pipeline`:
+ * `requestIndex`, `retrieve`, as in `routes/generation.ts`); its deltas (rebuilt from text and
+ * citations) and `done` (usage, the pipeline's timings) are the batch item's, which the batch
+ * consumer produced through the same pipeline.
  */
 import type { Hono, MiddlewareHandler } from "hono";
 import type { EdgeEnv } from "../env.ts";
 import { z } from "zod";
-import { GenerateRequestSchema, retrievalQuery, usesRetrieval, type GenerateRequest } from "@nest/shared/protocol/request";
-import type { Citation, GenerateEvent } from "@nest/shared/protocol/events";
+import { GenerateRequestSchema, type GenerateRequest } from "@nest/shared/protocol/request";
+import { DOCUMENTS_CORPUS } from "@nest/shared/protocol/documents";
+import { requestIndex, retrieve } from "@nest/shared/generation/pipeline";
+import type { PassageIndex } from "@nest/shared/retrieve/passage-index";
+import type { Citation, DoneEvent, GenerateEvent } from "@nest/shared/protocol/events";
 import { NestError } from "@nest/shared/protocol/errors";
 import { describeIssue, parseJsonBody } from "../middleware/validate.ts";
 import { ownedPath } from "./batches.ts";
@@ -36,16 +44,12 @@ export function deltasFrom(text: string, citations: readonly Citation[]): Genera
   return out;
 }
 
-interface ResultLine {
+/** A line of the job API's results (`gpu-worker/src/batch/protocol.ts`): a finished item carries its `done` fields. */
+interface ResultLine extends Partial<DoneEvent> {
   custom_id: string | null;
   status: string;
   text?: string;
   citations?: Citation[];
-  finish_reason?: "stop" | "length";
-  mode?: string;
-  model?: string;
-  usage?: never;
-  timings_ms?: never;
 }
 
 /** Adds the warm routes. */
@@ -111,15 +115,26 @@ export function registerFaqRoutes(
   });
 }
 
+/**
+ * Stores one finished item under its live request's cache key; false (nothing stored) when the
+ * corpus has no version, the line no model, or the corpus is unknown here.
+ * @throws the index's errors (NestError `upstream_unavailable`, …) and the cache's
+ */
 async function cacheLine(deps: GenerateDeps, req: GenerateRequest, line: ResultLine): Promise<boolean> {
-  const [version, model] = [await deps.corpusVersion!(req.corpus), line.model];
+  // A request's documents are its corpus (their hash is in the key), as for a live request.
+  const [version, model] = [req.documents ? DOCUMENTS_CORPUS : await deps.corpusVersion!(req.corpus), line.model];
   if (!version || !model) return false;
-  const index = await deps.indexFor(req.corpus);
-  if (!index) return false;
   const t0 = performance.now();
-  const passages = usesRetrieval(req.mode) ? await index.search(retrievalQuery(req), req.passages, { fusion: req.fusion }) : [];
+  let index: PassageIndex;
+  try {
+    index = await requestIndex(req, (corpus) => deps.indexFor(corpus));
+  } catch (err) {
+    if (err instanceof NestError && err.code === "not_found") return false;
+    throw err;
+  }
+  const retrieval = await retrieve(index, req, t0);
   const events: GenerateEvent[] = [
-    { event: "retrieval", data: { query: retrievalQuery(req), corpus: req.corpus, passages: passages.map(({ id, title, source, score, rank, text }) => ({ id, title, source, score, rank, text })), retrieval_ms: performance.now() - t0 } },
+    { event: "retrieval", data: retrieval.event },
     ...deltasFrom(line.text!, line.citations ?? []),
     { event: "done", data: { finish_reason: line.finish_reason!, mode: line.mode!, model, usage: line.usage!, timings_ms: line.timings_ms! } },
   ];
