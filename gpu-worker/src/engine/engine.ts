@@ -101,6 +101,21 @@ export class Engine {
    * @throws NestError `invalid_request` when the prompt (plus `extraTokens`) is over the token budget.
    */
   private async prepare(job: DecodeJob, extraTokens = 0, signal?: AbortSignal): Promise<{ promptIds: number[]; store: TokenStore; numEncoded: number }> {
+    const { promptIds, complete } = await this.open(job, extraTokens, signal);
+    const { store, numEncoded } = await complete;
+    return { promptIds, store, numEncoded };
+  }
+
+  /**
+   * {@link prepare} in two stages: the store's text layout as soon as the caches are read, and
+   * the complete store once the LM has encoded what they lacked (`PassageEncoder.openStore`).
+   * @throws NestError `invalid_request` when the prompt (plus `extraTokens`) is over the token budget.
+   */
+  private async open(
+    job: DecodeJob,
+    extraTokens = 0,
+    signal?: AbortSignal,
+  ): Promise<{ promptIds: number[]; text: TokenStore; complete: Promise<{ store: TokenStore; numEncoded: number }> }> {
     const req = job.request;
     const passages = job.passages.slice(0, req.passages);
     const promptIds = this.tokenizer.encodeChat(buildMessages(req, passages));
@@ -110,10 +125,12 @@ export class Engine {
         `the prompt is ${promptIds.length + extraTokens} tokens after the chat template; at most ${MAX_PROMPT_TOKENS} are accepted`,
       );
     }
-    const { store, numEncoded } = usesTokenStore(req.mode)
-      ? await this.encoder.buildStore(passages, signal, req.corpus)
-      : { store: emptyTokenStore(this.manifest.hidden_size), numEncoded: 0 };
-    return { promptIds, store, numEncoded };
+    if (!usesTokenStore(req.mode)) {
+      const store = emptyTokenStore(this.manifest.hidden_size);
+      return { promptIds, text: store, complete: Promise.resolve({ store, numEncoded: 0 }) };
+    }
+    const { text, complete } = await this.encoder.openStore(passages, signal, req.corpus);
+    return { promptIds, text, complete };
   }
 
   /** Encodes `passage` into the key caches unless it is there already; true when the LM ran. */
@@ -140,22 +157,37 @@ export class Engine {
     const req = job.request;
     const stats = new DecodeStats();
     const tEnc = performance.now();
-    const { promptIds, store, numEncoded } = await this.prepare(job, 0, signal);
-    stats.encodingMs = performance.now() - tEnc;
-    stats.storePassages = store.passages.length;
-    stats.storeKeys = store.numKeys;
+    const { promptIds, text, complete } = await this.open(job, 0, signal);
+    // The passages the caches lacked are encoded while decoding starts on the store's text (the
+    // sentence anchor's quote streams before the keys exist); decodeNest awaits the keys before
+    // its first LM pass, so the LM runs one thing at a time.
+    let numEncoded = 0;
+    const keys = complete.then((c) => {
+      stats.encodingMs = performance.now() - tEnc;
+      numEncoded = c.numEncoded;
+      return c.store;
+    });
+    stats.storePassages = text.passages.length;
+    stats.storeKeys = text.numKeys;
 
-    const builder = new DeltaBuilder(store, (id) => this.tokenizer.tokenBytes(id));
-    this.lm.reset();
-    const { finishReason } = await decodeNest(
-      this.lm,
-      promptIds,
-      store,
-      decodeOptions(req, this.manifest),
-      (tokens) => builder.push(tokens).forEach((d) => sink.delta(d)),
-      stats,
-      signal,
-    );
+    // The text layout's passages are the complete store's: citations are built on either.
+    const builder = new DeltaBuilder(text, (id) => this.tokenizer.tokenBytes(id));
+    let decoded: Awaited<ReturnType<typeof decodeNest>>;
+    try {
+      decoded = await decodeNest(
+        this.lm,
+        promptIds,
+        { text, keys },
+        decodeOptions(req, this.manifest),
+        (tokens) => builder.push(tokens).forEach((d) => sink.delta(d)),
+        stats,
+        signal,
+      );
+    } finally {
+      // Even when decoding ended inside the quote (or failed), the LM is not free before encoding ends.
+      await keys;
+    }
+    const { finishReason } = decoded;
     builder.flush().forEach((d) => sink.delta(d));
     this.lm.reset();
 

@@ -84,6 +84,13 @@ export function defaultCacheBytes(env: EncodeEnv = DEFAULT_NODE_ENV.encode): num
   return Math.floor(env.NEST_KEY_CACHE_MB * 1024 * 1024);
 }
 
+/** Passages tokenized for encoding: LM input sequences (`[BOS, ...tokens]`) and their entries. */
+interface EncodeJob {
+  readonly bosLength: number;
+  readonly sequences: readonly { readonly n: number; readonly seq: number[] }[];
+  readonly entries: EncodedPassage[];
+}
+
 /** Optional tiers and batching of a {@link PassageEncoder}. */
 export interface PassageEncoderOptions {
   /** The pre-encoded key store of a corpus, or undefined when it has none (called per request). */
@@ -153,11 +160,23 @@ export class PassageEncoder {
    * @returns the store and where its passages came from.
    * @throws the signal's reason when aborted; whatever the LM throws.
    */
-  async buildStore(
+  async buildStore(passages: readonly Passage[], signal?: AbortSignal, corpus?: string): Promise<{ store: TokenStore } & EncodeCounts> {
+    return (await this.openStore(passages, signal, corpus)).complete;
+  }
+
+  /**
+   * Like {@link buildStore}, in two stages: `text` is the store's layout (passages, token ids,
+   * offsets, key indices: everything but the keys) as soon as the caches have been read and the
+   * missing passages tokenized; `complete` resolves once the LM has encoded those (at once when
+   * every passage was cached, and then `text` is the complete store). The LM is busy until
+   * `complete` settles: run nothing else on it before.
+   * @throws (`complete`) the signal's reason when aborted; whatever the LM throws.
+   */
+  async openStore(
     passages: readonly Passage[],
     signal?: AbortSignal,
     corpus?: string,
-  ): Promise<{ store: TokenStore } & EncodeCounts> {
+  ): Promise<{ text: TokenStore; complete: Promise<{ store: TokenStore } & EncodeCounts> }> {
     const counts: EncodeCounts = { numEncoded: 0, numFromDisk: 0, numFromMemory: 0, numFromCorpus: 0, numEncodePasses: 0 };
     const corpusKeys = corpus === undefined ? undefined : await this.options.corpusKeys?.(corpus);
     const found = new Map<string, EncodedPassage>();
@@ -195,20 +214,28 @@ export class PassageEncoder {
         missing.delete(key);
       }
     }
-    if (missing.size > 0) {
-      const keys = [...missing.keys()];
-      const { entries, numPasses } = await this.encodeWithPasses([...missing.values()], signal);
-      counts.numEncoded += entries.length;
-      counts.numEncodePasses += numPasses;
-      for (const [i, entry] of entries.entries()) {
+    const storeOf = () => buildTokenStore(passages.map((p) => found.get(this.cacheKey(p))!), this.lm.hiddenSize);
+    if (missing.size === 0) {
+      this.lm.reset();
+      const store = storeOf();
+      return { text: store, complete: Promise.resolve({ store, ...counts }) };
+    }
+    // The missing passages' entries exist (keys zero) once tokenized: the layout is final.
+    const keys = [...missing.keys()];
+    const job = this.tokenizeForEncoding([...missing.values()]);
+    job.entries.forEach((entry, i) => found.set(keys[i]!, entry));
+    const text = storeOf();
+    const complete = (async () => {
+      counts.numEncodePasses += await this.runEncoding(job, signal);
+      counts.numEncoded += job.entries.length;
+      for (const [i, entry] of job.entries.entries()) {
         this.cache.set(keys[i]!, entry);
-        found.set(keys[i]!, entry);
         await this.disk?.put(keys[i]!, entry);
       }
-    }
-    this.lm.reset();
-    const encoded = passages.map((p) => found.get(this.cacheKey(p))!);
-    return { store: buildTokenStore(encoded, this.lm.hiddenSize), ...counts };
+      this.lm.reset();
+      return { store: storeOf(), ...counts };
+    })();
+    return { text, complete };
   }
 
   /**
@@ -234,36 +261,53 @@ export class PassageEncoder {
     signal?: AbortSignal,
     batch: EncodeBatchOptions = this.batch,
   ): Promise<{ entries: EncodedPassage[]; numPasses: number }> {
+    const job = this.tokenizeForEncoding(passages);
+    const numPasses = await this.runEncoding(job, signal, batch);
+    return { entries: job.entries, numPasses };
+  }
+
+  /** Tokenizes passages for encoding: one entry each, its keys zero until {@link runEncoding}. */
+  private tokenizeForEncoding(passages: readonly Passage[]): EncodeJob {
     const bos = this.bosTokenId === null ? [] : [this.bosTokenId];
     const h = this.lm.hiddenSize;
     const tokenized = passages.map((passage) => {
       const t = this.tokenizer.tokenizeWithOffsets(passage.text);
       const n = Math.min(t.ids.length, MAX_PASSAGE_TOKENS);
-      return { passage, t, n, seq: [...bos, ...t.ids.subarray(0, n)] };
+      return { n, seq: [...bos, ...t.ids.subarray(0, n)], t };
     });
-    const entries: EncodedPassage[] = tokenized.map(({ passage, t, n }) => ({
-      passage,
+    const entries: EncodedPassage[] = tokenized.map(({ t, n }, i) => ({
+      passage: passages[i]!,
       tokens: t.ids.slice(0, n),
       charStart: t.charStart.slice(0, n),
       charEnd: t.charEnd.slice(0, n),
       citable: t.roundTrips,
       keys: new Float32Array(Math.max(0, n - 1) * h),
     }));
+    return { bosLength: bos.length, sequences: tokenized.map(({ n, seq }) => ({ n, seq })), entries };
+  }
+
+  /**
+   * Runs the LM over a job's sequences in right-padded batches and writes each entry's keys.
+   * @returns the LM passes spent (one per batch).
+   */
+  private async runEncoding(job: EncodeJob, signal?: AbortSignal, batch: EncodeBatchOptions = this.batch): Promise<number> {
+    const h = this.lm.hiddenSize;
+    const { sequences, entries, bosLength } = job;
     // Passages of fewer than 2 tokens have no keys: nothing to run.
-    const runnable = tokenized.map((x, i) => (x.n >= 2 ? i : -1)).filter((i) => i >= 0);
-    const plan = planBatches(runnable.map((i) => tokenized[i]!.seq.length), batch);
+    const runnable = sequences.map((x, i) => (x.n >= 2 ? i : -1)).filter((i) => i >= 0);
+    const plan = planBatches(runnable.map((i) => sequences[i]!.seq.length), batch);
     for (const group of plan) {
       signal?.throwIfAborted();
       const members = group.map((g) => runnable[g]!);
-      const hidden = await this.lm.encodeBatch(members.map((i) => tokenized[i]!.seq));
+      const hidden = await this.lm.encodeBatch(members.map((i) => sequences[i]!.seq));
       members.forEach((i, b) => {
         // Sequence row of passage token v is v + bos.length; the key whose value is token v sits
         // one row before it, so keys are rows bos.length .. bos.length + n - 2.
-        const { n } = tokenized[i]!;
-        entries[i]!.keys.set(hidden[b]!.subarray(bos.length * h, (bos.length + n - 1) * h));
+        const { n } = sequences[i]!;
+        entries[i]!.keys.set(hidden[b]!.subarray(bosLength * h, (bosLength + n - 1) * h));
       });
     }
-    return { entries, numPasses: plan.length };
+    return plan.length;
   }
 
   private cacheKey(p: Passage): string {

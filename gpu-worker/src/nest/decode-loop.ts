@@ -84,12 +84,25 @@ export const DRAFT_TOKEN_COST = 0.05;
 /** Where a draft comes from: a kNN neighbour (span mode), the question anchor, or the passage being copied (continuation). */
 type DraftKind = "knn" | "anchor" | "copy";
 
+/**
+ * A token store whose text is known before its keys: `text` has the final layout (passages, token
+ * ids, offsets, key indices) with keys not yet computed, and `keys` resolves to the complete store
+ * once the LM has encoded the passages that no cache held (spec §2.1). Decoding can start with
+ * what needs no keys (the sentence anchor's quote) while the passages are encoded.
+ */
+export interface StagedTokenStore {
+  readonly text: TokenStore;
+  readonly keys: Promise<TokenStore>;
+}
+
 /** Why decoding stopped. */
 export type FinishReason = "stop" | "length";
 
 /**
  * Runs NEST decoding after the prompt.
  * @param lm a causal LM whose KV cache is empty.
+ * @param storeOrStaged the token store, or a {@link StagedTokenStore} whose keys are still being
+ *   computed (awaited before the prefill; the sentence anchor's quote is committed before that).
  * @param onTokens receives the tokens committed by each step (EOS excluded), in order.
  * @param signal aborting it stops the loop before the next LM pass.
  * @throws the LM's errors; `signal.reason` when aborted.
@@ -97,7 +110,7 @@ export type FinishReason = "stop" | "length";
 export async function decodeNest(
   lm: CausalLM,
   promptIds: readonly number[],
-  store: TokenStore,
+  storeOrStaged: TokenStore | StagedTokenStore,
   opts: DecodeOptions,
   onTokens: (tokens: CommittedToken[]) => void,
   stats: DecodeStats = new DecodeStats(),
@@ -106,6 +119,9 @@ export async function decodeNest(
   const eos = new Set(opts.eosTokenIds);
   const accepts: AcceptanceTest =
     opts.acceptance === "greedy" ? acceptsGreedy : (m, token) => acceptsToken(m, token, opts.gamma);
+  const staged = "text" in storeOrStaged ? storeOrStaged : undefined;
+  /** The store in use: the staged store's text until its keys are needed (before the prefill). */
+  let store: TokenStore = "text" in storeOrStaged ? storeOrStaged.text : storeOrStaged;
   const masked = new Uint8Array(store.numKeys);
   /**
    * Acceptance of draft token `v_{i+1}` (0-based `i`): Eq. 7 (or greedy) against p_M — for copies
@@ -211,6 +227,10 @@ export async function decodeNest(
     }
   }
 
+  if (staged) {
+    store = await staged.keys;
+    if (store.numKeys !== masked.length) throw new Error(`staged store: ${store.numKeys} keys, its text announced ${masked.length}`);
+  }
   const prefill = await forward(promptIds, true);
   let cur = stateAt(prefill, promptIds.length - 1);
   if (opts.firstTokenGuard && opts.storeUse === "nest") {
