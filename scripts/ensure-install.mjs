@@ -19,10 +19,13 @@ const mtime = (p) => {
 const lock = mtime("package-lock.json");
 const installed = mtime("node_modules/.package-lock.json");
 const reason =
-  mtime("node_modules") === undefined ? "node_modules is missing"
-  : installed === undefined ? "node_modules/.package-lock.json is missing"
-  : lock !== undefined && lock > installed ? "package-lock.json changed since the last install"
-  : undefined;
+  mtime("node_modules") === undefined
+    ? "node_modules is missing"
+    : installed === undefined
+      ? "node_modules/.package-lock.json is missing"
+      : lock !== undefined && lock > installed
+        ? "package-lock.json changed since the last install"
+        : undefined;
 
 if (reason) {
   console.error(`ensure-install: ${reason}; running npm install`);

@@ -31,7 +31,11 @@ for (const suite of suites) {
 
 let records: SkippedRecord[] = [];
 try {
-  records = readFileSync(skippedFile, "utf8").trim().split("\n").filter(Boolean).map((l) => JSON.parse(l) as SkippedRecord);
+  records = readFileSync(skippedFile, "utf8")
+    .trim()
+    .split("\n")
+    .filter(Boolean)
+    .map((l) => JSON.parse(l) as SkippedRecord);
 } catch {
   // nothing skipped
 }

@@ -26,7 +26,12 @@ const FINAL = new Set(["completed", "canceled"]);
  * One call to the edge's batch API.
  * @throws AskHttpError on a non-2xx answer (its JSON error body as text)
  */
-async function call(opts: BatchClientOptions, method: string, path: string, init: { body?: string; headers?: Record<string, string> } = {}): Promise<Response> {
+async function call(
+  opts: BatchClientOptions,
+  method: string,
+  path: string,
+  init: { body?: string; headers?: Record<string, string> } = {},
+): Promise<Response> {
   const res = await fetch(opts.url.replace(/\/+$/, "") + path, {
     method,
     headers: { authorization: `Bearer ${opts.key}`, ...init.headers },
@@ -66,7 +71,12 @@ export async function batchResults(opts: BatchClientOptions, id: string): Promis
  * Polls until the batch is `completed` or `canceled`, calling `onStatus` after each poll.
  * @param intervalMs poll period in ms (default 1000)
  */
-export async function waitForBatch(opts: BatchClientOptions, id: string, onStatus: (s: BatchStatus) => void, intervalMs = 1000): Promise<BatchStatus> {
+export async function waitForBatch(
+  opts: BatchClientOptions,
+  id: string,
+  onStatus: (s: BatchStatus) => void,
+  intervalMs = 1000,
+): Promise<BatchStatus> {
   for (;;) {
     const s = await batchStatus(opts, id);
     onStatus(s);
@@ -80,7 +90,11 @@ function progressBar(): { update(s: BatchStatus): void; stop(): void } {
   const finished = (s: BatchStatus) => s.counts.done + s.counts.failed + s.counts.canceled;
   if (process.stderr.isTTY) {
     const bar = new cliProgress.SingleBar(
-      { format: "batch [{bar}] {percentage}% | {value}/{total} | running {running} | failed {failed} | {state}", hideCursor: true, stream: process.stderr },
+      {
+        format: "batch [{bar}] {percentage}% | {value}/{total} | running {running} | failed {failed} | {state}",
+        hideCursor: true,
+        stream: process.stderr,
+      },
       cliProgress.Presets.shades_classic,
     );
     let started = false;
@@ -99,7 +113,9 @@ function progressBar(): { update(s: BatchStatus): void; stop(): void } {
     update(s) {
       if (finished(s) === last) return;
       last = finished(s);
-      process.stderr.write(`batch ${s.id}: ${last}/${s.total} finished (done ${s.counts.done}, failed ${s.counts.failed}, canceled ${s.counts.canceled}) ${s.status}\n`);
+      process.stderr.write(
+        `batch ${s.id}: ${last}/${s.total} finished (done ${s.counts.done}, failed ${s.counts.failed}, canceled ${s.counts.canceled}) ${s.status}\n`,
+      );
     },
     stop() {},
   };
@@ -115,7 +131,9 @@ function clientOptions(opts: { url: string; key?: string }): BatchClientOptions 
 
 function printStatus(s: BatchStatus): void {
   const c = s.counts;
-  console.log(`${s.id}  ${s.status}  ${Math.round(s.progress * 100)}%  total ${s.total}  queued ${c.queued}  running ${c.running}  done ${c.done}  failed ${c.failed}  canceled ${c.canceled}`);
+  console.log(
+    `${s.id}  ${s.status}  ${Math.round(s.progress * 100)}%  total ${s.total}  queued ${c.queued}  running ${c.running}  done ${c.done}  failed ${c.failed}  canceled ${c.canceled}`,
+  );
 }
 
 async function watch(client: BatchClientOptions, id: string): Promise<BatchStatus> {
@@ -130,38 +148,51 @@ async function watch(client: BatchClientOptions, id: string): Promise<BatchStatu
 /** Adds `batch submit|status|results|cancel` to the `nestlm` program. */
 export function addBatchCommands(program: Command): void {
   const batch = program.command("batch").description("batch jobs: many generation requests through the queue");
-  const common = (cmd: Command) => cmd
-    .option("--url <url>", "edge base URL", "http://127.0.0.1:8787")
-    .option("--key <key>", "API key (default: $NEST_API_KEY, else $NEST_HOME/api-key)");
+  const common = (cmd: Command) =>
+    cmd
+      .option("--url <url>", "edge base URL", "http://127.0.0.1:8787")
+      .option("--key <key>", "API key (default: $NEST_API_KEY, else $NEST_HOME/api-key)");
 
-  common(batch.command("submit").description("submit a JSONL file (one generation request per line, optional custom_id); prints the batch id")
-    .argument("<file>", "JSONL file, or a JSON array")
-    .option("--idempotency-key <key>", "resubmitting with the same key returns the same batch")
-    .option("--wait", "show progress until the batch finishes"))
-    .action(async (file: string, opts: { url: string; key?: string; idempotencyKey?: string; wait?: boolean }) => {
-      const client = clientOptions(opts);
-      const res = await submitBatch(client, await readFile(file, "utf8"), opts.idempotencyKey);
-      console.log(res.id);
-      if (res.idempotent_replay) process.stderr.write(`(the Idempotency-Key was already used: same batch)\n`);
-      if (opts.wait) printStatus(await watch(client, res.id));
-    });
+  common(
+    batch
+      .command("submit")
+      .description("submit a JSONL file (one generation request per line, optional custom_id); prints the batch id")
+      .argument("<file>", "JSONL file, or a JSON array")
+      .option("--idempotency-key <key>", "resubmitting with the same key returns the same batch")
+      .option("--wait", "show progress until the batch finishes"),
+  ).action(async (file: string, opts: { url: string; key?: string; idempotencyKey?: string; wait?: boolean }) => {
+    const client = clientOptions(opts);
+    const res = await submitBatch(client, await readFile(file, "utf8"), opts.idempotencyKey);
+    console.log(res.id);
+    if (res.idempotent_replay) process.stderr.write(`(the Idempotency-Key was already used: same batch)\n`);
+    if (opts.wait) printStatus(await watch(client, res.id));
+  });
 
-  common(batch.command("status").description("show a batch's state and counts").argument("<id>")
-    .option("--watch", "show progress until the batch finishes"))
-    .action(async (id: string, opts: { url: string; key?: string; watch?: boolean }) => {
-      const client = clientOptions(opts);
-      printStatus(opts.watch ? await watch(client, id) : await batchStatus(client, id));
-    });
+  common(
+    batch
+      .command("status")
+      .description("show a batch's state and counts")
+      .argument("<id>")
+      .option("--watch", "show progress until the batch finishes"),
+  ).action(async (id: string, opts: { url: string; key?: string; watch?: boolean }) => {
+    const client = clientOptions(opts);
+    printStatus(opts.watch ? await watch(client, id) : await batchStatus(client, id));
+  });
 
-  common(batch.command("results").description("print (or save) the results as JSONL, in input order").argument("<id>")
-    .option("-o, --output <file>", "write to this file instead of stdout"))
-    .action(async (id: string, opts: { url: string; key?: string; output?: string }) => {
-      const { jsonl, status } = await batchResults(clientOptions(opts), id);
-      if (opts.output) await writeFile(opts.output, jsonl);
-      else process.stdout.write(jsonl);
-      if (!FINAL.has(status)) process.stderr.write(`batch is ${status}: only finished items are listed\n`);
-    });
+  common(
+    batch
+      .command("results")
+      .description("print (or save) the results as JSONL, in input order")
+      .argument("<id>")
+      .option("-o, --output <file>", "write to this file instead of stdout"),
+  ).action(async (id: string, opts: { url: string; key?: string; output?: string }) => {
+    const { jsonl, status } = await batchResults(clientOptions(opts), id);
+    if (opts.output) await writeFile(opts.output, jsonl);
+    else process.stdout.write(jsonl);
+    if (!FINAL.has(status)) process.stderr.write(`batch is ${status}: only finished items are listed\n`);
+  });
 
-  common(batch.command("cancel").description("cancel the items that have not started").argument("<id>"))
-    .action(async (id: string, opts: { url: string; key?: string }) => printStatus(await cancelBatch(clientOptions(opts), id)));
+  common(batch.command("cancel").description("cancel the items that have not started").argument("<id>")).action(
+    async (id: string, opts: { url: string; key?: string }) => printStatus(await cancelBatch(clientOptions(opts), id)),
+  );
 }

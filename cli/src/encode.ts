@@ -16,13 +16,7 @@ import { Engine } from "@nest/gpu-worker/engine/engine";
 import { findModelDir } from "@nest/gpu-worker/runtime/prepare-model";
 import { findCorpusDir } from "@nest/corpus/layout";
 import { progressReporter } from "@nest/corpus/progress";
-import {
-  bytesPerToken,
-  corpusKeysDir,
-  CorpusKeyWriter,
-  KEY_PRECISIONS,
-  type KeyPrecision,
-} from "@nest/gpu-worker/engine/corpus-key-store";
+import { bytesPerToken, corpusKeysDir, CorpusKeyWriter, KEY_PRECISIONS, type KeyPrecision } from "@nest/gpu-worker/engine/corpus-key-store";
 import { nodeEnv } from "@nest/shared/config/node-env";
 
 /** Every passage of a prepared corpus, in table order (`limit` first ones when given). */
@@ -73,7 +67,11 @@ export async function encodeCorpus(opts: EncodeCorpusOptions): Promise<EncodeCor
   const precision = opts.precision ?? "fp16";
   const passages = opts.passages ?? (await corpusPassages(opts.corpus, opts.limit));
   // An Engine creation site: the decoder and the encoder's batching read the environment, parsed here.
-  const engine = await Engine.load(await findModelDir(), { diskKeyCache: false, corpusKeys: false, home: opts.keysHome }, nodeEnv(process.env));
+  const engine = await Engine.load(
+    await findModelDir(),
+    { diskKeyCache: false, corpusKeys: false, home: opts.keysHome },
+    nodeEnv(process.env),
+  );
   const encoder = engine.passageEncoder;
   const hiddenSize = engine.manifest.hidden_size;
   const dir = corpusKeysDir(join(cachePaths(opts.keysHome).home, "keys", encoder.modelKey), opts.corpus);

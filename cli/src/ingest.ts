@@ -78,7 +78,12 @@ const NAME = /^[a-z0-9][a-z0-9_-]{0,63}$/;
 export function defaultNamespace(source: string): string {
   if (source === "factbook") return "factbook";
   const base = basename(source.replace(/[/\\]+$/, ""), extname(source)).toLowerCase();
-  return base.replace(/[^a-z0-9_-]+/g, "-").replace(/^[-_]+|-+$/g, "").slice(0, 64) || "corpus";
+  return (
+    base
+      .replace(/[^a-z0-9_-]+/g, "-")
+      .replace(/^[-_]+|-+$/g, "")
+      .slice(0, 64) || "corpus"
+  );
 }
 
 /**
@@ -96,15 +101,25 @@ export async function ingest(opts: IngestOptions): Promise<IngestSummary> {
   if (passages.length === 0) throw new NestError("invalid_request", `ingest source ${opts.source} has no text`);
   const version = contentVersion(passages);
   const done = (written: number, dir?: string): IngestSummary => ({
-    target: opts.target, namespace, passages: passages.length, contentVersion: version, dir, written,
-    dryRun: !!opts.dryRun, seconds: Math.round((performance.now() - t0) / 100) / 10,
+    target: opts.target,
+    namespace,
+    passages: passages.length,
+    contentVersion: version,
+    dir,
+    written,
+    dryRun: !!opts.dryRun,
+    seconds: Math.round((performance.now() - t0) / 100) / 10,
   });
   log(`ingest: ${passages.length} passages from ${opts.source} → ${opts.target} "${namespace}" (version ${version.slice(0, 12)})`);
   if (opts.dryRun) return done(0);
   if (opts.target === "local") {
     const embedder = await prepareEmbedder({ home, log });
     const res = await buildCorpusIndex(namespace, passages, {
-      home, log, embedder, afterBatch: opts.afterBatch, batchSize: opts.batchSize,
+      home,
+      log,
+      embedder,
+      afterBatch: opts.afterBatch,
+      batchSize: opts.batchSize,
       meta: { source: opts.source, maxWords: opts.maxWords ?? DEFAULT_CHUNK_WORDS },
       progress: opts.progress ?? progressReporter(`${namespace}: embedding`, "passages", log),
     });
@@ -113,19 +128,33 @@ export async function ingest(opts: IngestOptions): Promise<IngestSummary> {
   return done(await ingestUpstash(passages, namespace, version, home, opts, log));
 }
 
-async function ingestUpstash(passages: Passage[], namespace: string, version: string, home: string, opts: IngestOptions, log: (s: string) => void): Promise<number> {
+async function ingestUpstash(
+  passages: Passage[],
+  namespace: string,
+  version: string,
+  home: string,
+  opts: IngestOptions,
+  log: (s: string) => void,
+): Promise<number> {
   const cfg = opts.upstash;
-  if (!cfg?.url || !cfg.token) throw new NestError("invalid_request", "--target upstash needs UPSTASH_VECTOR_REST_URL and UPSTASH_VECTOR_REST_TOKEN");
+  if (!cfg?.url || !cfg.token)
+    throw new NestError("invalid_request", "--target upstash needs UPSTASH_VECTOR_REST_URL and UPSTASH_VECTOR_REST_TOKEN");
   const dir = join(home, "ingest");
   await mkdir(dir, { recursive: true });
   const record = join(dir, `upstash-${namespace}.json`);
-  const prev = await readFile(record, "utf8").then((s) => UpstashRecordSchema.safeParse(JSON.parse(s)).data ?? {}, () => ({}) as { version?: string });
+  const prev = await readFile(record, "utf8").then(
+    (s) => UpstashRecordSchema.safeParse(JSON.parse(s)).data ?? {},
+    () => ({}) as { version?: string },
+  );
   if (prev.version === version) {
     log(`ingest: upstash namespace "${namespace}" already holds version ${version.slice(0, 12)}; nothing to do`);
     return 0;
   }
   const checkpoint = join(dir, `upstash-${namespace}-${version.slice(0, 12)}.json`);
-  let doneN = await readFile(checkpoint, "utf8").then((s) => UpstashCheckpointSchema.safeParse(JSON.parse(s)).data?.done ?? 0, () => 0);
+  let doneN = await readFile(checkpoint, "utf8").then(
+    (s) => UpstashCheckpointSchema.safeParse(JSON.parse(s)).data?.done ?? 0,
+    () => 0,
+  );
   const client = upstashClient(cfg);
   const batch = opts.upsertBatch ?? 100;
   const bar = opts.progress ?? progressReporter(`upstash ${namespace}: upserting`, "passages", log);
@@ -143,7 +172,10 @@ async function ingestUpstash(passages: Passage[], namespace: string, version: st
   } finally {
     bar.stop();
   }
-  await writeFile(record, `${JSON.stringify({ namespace, version, passages: passages.length, updatedAt: new Date().toISOString() }, null, 2)}\n`);
+  await writeFile(
+    record,
+    `${JSON.stringify({ namespace, version, passages: passages.length, updatedAt: new Date().toISOString() }, null, 2)}\n`,
+  );
   await rm(checkpoint, { force: true });
   return doneN - start;
 }
@@ -156,7 +188,9 @@ function parsePositive(v: string): number {
 
 /** Adds `nestlm ingest` to `program`. */
 export function addIngestCommand(program: Command): void {
-  program.command("ingest").description("chunk a folder (.md/.txt/.html), a JSONL file or `factbook` into passages and index them")
+  program
+    .command("ingest")
+    .description("chunk a folder (.md/.txt/.html), a JSONL file or `factbook` into passages and index them")
     .argument("<source>", "folder, .jsonl file, or `factbook`")
     .addOption(new Option("--target <target>", "where to index").choices(["local", "upstash"]).default("local"))
     .option("--namespace <name>", "corpus / namespace name (default: from the source name)")
@@ -166,10 +200,19 @@ export function addIngestCommand(program: Command): void {
       const env = nodeEnv(process.env);
       const { UPSTASH_VECTOR_REST_URL: url = "", UPSTASH_VECTOR_REST_TOKEN: token = "" } = env.upstash;
       const s = await ingest({
-        source, target: o.target, namespace: o.namespace, dryRun: o.dryRun, maxWords: o.maxWords, home: nestHome(env.home), upstash: { url, token },
+        source,
+        target: o.target,
+        namespace: o.namespace,
+        dryRun: o.dryRun,
+        maxWords: o.maxWords,
+        home: nestHome(env.home),
+        upstash: { url, token },
       });
       const what = s.dryRun ? "would write" : s.written ? "wrote" : "unchanged,";
-      console.log(`ingest ${s.target} "${s.namespace}": ${s.passages} passages, ${what} ${s.written || (s.dryRun ? s.passages : 0)} in ${s.seconds} s; version ${s.contentVersion.slice(0, 12)}${s.dir ? `; index ${s.dir}` : ""}`);
-      if (s.target === "local" && !s.dryRun) console.log(`use it: POST /v1/generate {"corpus": "${s.namespace}", ...} (restart \`nestlm serve\`)`);
+      console.log(
+        `ingest ${s.target} "${s.namespace}": ${s.passages} passages, ${what} ${s.written || (s.dryRun ? s.passages : 0)} in ${s.seconds} s; version ${s.contentVersion.slice(0, 12)}${s.dir ? `; index ${s.dir}` : ""}`,
+      );
+      if (s.target === "local" && !s.dryRun)
+        console.log(`use it: POST /v1/generate {"corpus": "${s.namespace}", ...} (restart \`nestlm serve\`)`);
     });
 }

@@ -6,9 +6,18 @@
  */
 import { randomBytes } from "node:crypto";
 import { join } from "node:path";
-import { Command, InvalidArgumentError } from "commander";
+import { type Command, InvalidArgumentError } from "commander";
 import { jsonFileKv } from "@nest/edge/adapters/node/json-file-kv";
-import { ALL_SCOPES, DEFAULT_LIMITS, ScopeSchema, listKeyRecords, putKeyRecord, recordKey, type KeyRecord, type Scope } from "@nest/edge/keys/keys";
+import {
+  ALL_SCOPES,
+  DEFAULT_LIMITS,
+  ScopeSchema,
+  listKeyRecords,
+  putKeyRecord,
+  recordKey,
+  type KeyRecord,
+  type Scope,
+} from "@nest/edge/keys/keys";
 import { nestHome } from "@nest/corpus/home";
 import { hashApiKey } from "./api-key.ts";
 
@@ -26,7 +35,12 @@ export async function createKey(home: string, opts: { name: string; scopes: Scop
   if ((await listKeyRecords(kv)).some((r) => r.name === opts.name)) throw new Error(`a key named \`${opts.name}\` exists`);
   const key = `nest_${randomBytes(32).toString("base64url")}`;
   const record: KeyRecord = {
-    hash: hashApiKey(key), name: opts.name, scopes: opts.scopes, rpm: opts.rpm, tokens_per_day: opts.tokensPerDay, created_at: new Date().toISOString(),
+    hash: hashApiKey(key),
+    name: opts.name,
+    scopes: opts.scopes,
+    rpm: opts.rpm,
+    tokens_per_day: opts.tokensPerDay,
+    created_at: new Date().toISOString(),
   };
   await putKeyRecord(kv, record);
   return { key, record };
@@ -48,29 +62,42 @@ function int(v: string): number {
 }
 function scopes(v: string): Scope[] {
   const out = v.split(",").map((s) => s.trim());
-  for (const s of out) if (!ScopeSchema.safeParse(s).success) throw new InvalidArgumentError(`unknown scope \`${s}\` (${ALL_SCOPES.join(", ")})`);
+  for (const s of out)
+    if (!ScopeSchema.safeParse(s).success) throw new InvalidArgumentError(`unknown scope \`${s}\` (${ALL_SCOPES.join(", ")})`);
   return out as Scope[];
 }
 
 /** Adds `keys create|list|revoke` to the program. */
 export function addKeysCommands(program: Command): void {
   const keys = program.command("keys").description("manage API keys (stored as SHA-256 hashes in $NEST_HOME/keys.json)");
-  keys.command("create <name>").description("create a key and print it once")
+  keys
+    .command("create <name>")
+    .description("create a key and print it once")
     .option("--scopes <list>", `comma-separated scopes (${ALL_SCOPES.join(",")})`, scopes, ["generate"] as Scope[])
     .option("--rpm <n>", "requests per minute (0 = unlimited)", int, DEFAULT_LIMITS.rpm)
     .option("--tokens-per-day <n>", "tokens per UTC day (0 = unlimited)", int, DEFAULT_LIMITS.tokens_per_day)
     .action(async (name: string, o: { scopes: Scope[]; rpm: number; tokensPerDay: number }) => {
       const { key, record } = await createKey(nestHome(), { name, ...o });
-      process.stderr.write(`created \`${record.name}\` (scopes ${record.scopes.join(",")}, ${record.rpm}/min, ${record.tokens_per_day} tokens/day); the key is shown only now:\n`);
+      process.stderr.write(
+        `created \`${record.name}\` (scopes ${record.scopes.join(",")}, ${record.rpm}/min, ${record.tokens_per_day} tokens/day); the key is shown only now:\n`,
+      );
       console.log(key);
     });
-  keys.command("list").description("list keys (names, scopes, limits; never the keys)").action(async () => {
-    for (const r of await listKeyRecords(jsonFileKv(keysFile(nestHome())))) {
-      console.log(`${r.name}\t${r.scopes.join(",")}\t${r.rpm}/min\t${r.tokens_per_day} tokens/day\t${r.created_at}\tsha256:${r.hash.slice(0, 12)}`);
-    }
-  });
-  keys.command("revoke <name>").description("delete a key").action(async (name: string) => {
-    if (!(await revokeKey(nestHome(), name))) throw new Error(`no key named \`${name}\``);
-    process.stderr.write(`revoked \`${name}\`\n`);
-  });
+  keys
+    .command("list")
+    .description("list keys (names, scopes, limits; never the keys)")
+    .action(async () => {
+      for (const r of await listKeyRecords(jsonFileKv(keysFile(nestHome())))) {
+        console.log(
+          `${r.name}\t${r.scopes.join(",")}\t${r.rpm}/min\t${r.tokens_per_day} tokens/day\t${r.created_at}\tsha256:${r.hash.slice(0, 12)}`,
+        );
+      }
+    });
+  keys
+    .command("revoke <name>")
+    .description("delete a key")
+    .action(async (name: string) => {
+      if (!(await revokeKey(nestHome(), name))) throw new Error(`no key named \`${name}\``);
+      process.stderr.write(`revoked \`${name}\`\n`);
+    });
 }

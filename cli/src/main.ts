@@ -32,7 +32,10 @@ function parseIntArg(v: string): number {
   return n;
 }
 function parsePrecisions(v: string): Precision[] {
-  const list = v.split(",").map((s) => s.trim()).filter(Boolean);
+  const list = v
+    .split(",")
+    .map((s) => s.trim())
+    .filter(Boolean);
   const bad = list.filter((p) => !(PRECISIONS as readonly string[]).includes(p));
   if (bad.length > 0) throw new InvalidArgumentError(`unknown precision ${bad.join(", ")} (choose from ${PRECISIONS.join(", ")})`);
   return list as Precision[];
@@ -92,9 +95,19 @@ async function serve(opts: { port: number; workerPort: number; host: string; ver
   process.once("SIGTERM", () => stop("SIGTERM"));
 }
 
-async function askCommand(question: string, opts: {
-  url: string; mode: Mode; json?: boolean; maxNewTokens?: number; passages?: number; gamma?: number; key?: string; doc?: string[];
-}): Promise<void> {
+async function askCommand(
+  question: string,
+  opts: {
+    url: string;
+    mode: Mode;
+    json?: boolean;
+    maxNewTokens?: number;
+    passages?: number;
+    gamma?: number;
+    key?: string;
+    doc?: string[];
+  },
+): Promise<void> {
   const env = nodeEnv(process.env);
   const home = nestHome(env.home);
   const key = opts.key ?? findApiKey(home, env.cli)?.key;
@@ -110,7 +123,12 @@ async function demo(opts: { verbose?: boolean }): Promise<void> {
   await setup(home, err, { dense: env.corpus.NEST_FACTBOOK_DENSE });
   const key = randomBytes(24).toString("base64url");
   const stack = await startStack({
-    home, env, port: 0, workerPort: 0, host: "127.0.0.1", apiKeyHashes: [hashApiKey(key)],
+    home,
+    env,
+    port: 0,
+    workerPort: 0,
+    host: "127.0.0.1",
+    apiKeyHashes: [hashApiKey(key)],
     log: opts.verbose ? (line) => err(`  ${line}`) : undefined,
   });
   err(`stack up: edge ${stack.edgeUrl}, gpu-worker ${stack.workerUrl}\n`);
@@ -131,7 +149,9 @@ export function buildProgram(): Command {
     .description("NEST: attributed generation over a corpus (Nearest Neighbor Speculative Decoding)")
     .showHelpAfterError();
 
-  program.command("setup").description("prepare the model (ONNX export) and the default corpus in $NEST_HOME")
+  program
+    .command("setup")
+    .description("prepare the model (ONNX export) and the default corpus in $NEST_HOME")
     .option("--dense", "also embed the factbook passages for hybrid retrieval (10-60 min on 2 cores)")
     .option("--precision <list>", "also prepare these decoder precisions, comma-separated: int8,int4,fp16", parsePrecisions)
     .action((o: { dense?: boolean; precision?: Precision[] }) => {
@@ -139,13 +159,17 @@ export function buildProgram(): Command {
       return setup(nestHome(env.home), err, { dense: o.dense ?? env.corpus.NEST_FACTBOOK_DENSE, precisions: o.precision });
     });
 
-  program.command("serve").description("start the gpu-worker and the edge in this process")
+  program
+    .command("serve")
+    .description("start the gpu-worker and the edge in this process")
     .option("--port <port>", "edge port", parseIntArg, 8787)
     .option("--worker-port <port>", "gpu-worker port (binds 127.0.0.1)", parseIntArg, 8788)
     .option("--host <host>", "interface the edge binds", "127.0.0.1")
     .action(serve);
 
-  program.command("ask").description("ask a running edge a question; stream the attributed answer")
+  program
+    .command("ask")
+    .description("ask a running edge a question; stream the attributed answer")
     .argument("<question>", "the prompt")
     .addOption(new Option("--mode <mode>", "decoding mode").choices(ModeSchema.options).default("nest"))
     .option("--url <url>", "edge base URL", "http://127.0.0.1:8787")
@@ -157,7 +181,9 @@ export function buildProgram(): Command {
     .option("--doc <file>", "answer over this file instead of the corpus (repeatable)", (f: string, prev: string[] = []) => [...prev, f])
     .action(askCommand);
 
-  program.command("demo").description("set up if needed, start the stack, ask one question in nest mode, stop")
+  program
+    .command("demo")
+    .description("set up if needed, start the stack, ask one question in nest mode, stop")
     .option("--verbose", "print server logs")
     .action(demo);
 

@@ -61,15 +61,18 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
   const secret = opts.poolSecret ?? env.stack.NEST_POOL_SECRET ?? randomBytes(32).toString("base64url");
   const batch = batchConfigFromEnv(env.batch);
   const fusion = env.corpus.NEST_FUSION;
-  const worker = await superviseWorker({
-    secret,
-    port: opts.workerPort,
-    host: "127.0.0.1",
-    modelDir,
-    corpusDirs,
-    fusion,
-    batch: { ...batch, ...consumerTimingFromEnv(env.batch) },
-  }, opts.log);
+  const worker = await superviseWorker(
+    {
+      secret,
+      port: opts.workerPort,
+      host: "127.0.0.1",
+      modelDir,
+      corpusDirs,
+      fusion,
+      batch: { ...batch, ...consumerTimingFromEnv(env.batch) },
+    },
+    opts.log,
+  );
   try {
     const edge = await startEdge({
       port: opts.port,

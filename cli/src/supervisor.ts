@@ -69,7 +69,10 @@ function startChild(options: Omit<WorkerServerOptions, "log">, log: (line: strin
  * @throws the first start's error (e.g. NestError `model_not_prepared`, a listen error): a worker
  *   that cannot start once is not retried.
  */
-export async function superviseWorker(options: Omit<WorkerServerOptions, "log">, log: (line: string) => void = () => {}): Promise<SupervisedWorker> {
+export async function superviseWorker(
+  options: Omit<WorkerServerOptions, "log">,
+  log: (line: string) => void = () => {},
+): Promise<SupervisedWorker> {
   let current: Started | undefined = await startChild(options, log);
   const port = Number(new URL(current.url).port);
   const url = current.url;

@@ -99,50 +99,51 @@ export async function buildCorpusIndex(
   }
 
   async function build() {
-  const t0 = performance.now();
-  const embedderInfo = opts.embedder;
-  const embedder = embedderInfo ? await SentenceEmbedder.load(embedderInfo.dir, opts.threads ?? 2) : undefined;
-  try {
-    const vectors = embedder ? await embedResumable(work, passages, embedder, opts) : undefined;
-    const tmp = `${dir}.tmp-${process.pid}-${Date.now()}`;
-    log(`${name}: writing the index (${embedder ? "BM25 + vectors" : "BM25 only"}) into ${dir}`);
+    const t0 = performance.now();
+    const embedderInfo = opts.embedder;
+    const embedder = embedderInfo ? await SentenceEmbedder.load(embedderInfo.dir, opts.threads ?? 2) : undefined;
     try {
-      await buildLanceIndex(
-        tmp,
-        passages,
-        embedder && vectors && embedderInfo
-          ? { vectors: { dim: embedder.dim, get: (row) => vectors[row]! }, embedderInfo }
-          : {},
-      );
-      const info: CorpusReady = {
-        corpus: name,
-        version,
-        contentVersion: content,
-        embedderKey,
-        indexFormat: INDEX_FORMAT,
-        passages: passages.length,
-        createdAt: new Date().toISOString(),
-        buildSeconds: Math.round((performance.now() - t0) / 100) / 10,
-        ...opts.meta,
-      };
-      await writeReady(tmp, info);
-      await rm(dir, { recursive: true, force: true });
-      await rename(tmp, dir);
+      const vectors = embedder ? await embedResumable(work, passages, embedder, opts) : undefined;
+      const tmp = `${dir}.tmp-${process.pid}-${Date.now()}`;
+      log(`${name}: writing the index (${embedder ? "BM25 + vectors" : "BM25 only"}) into ${dir}`);
+      try {
+        await buildLanceIndex(
+          tmp,
+          passages,
+          embedder && vectors && embedderInfo ? { vectors: { dim: embedder.dim, get: (row) => vectors[row]! }, embedderInfo } : {},
+        );
+        const info: CorpusReady = {
+          corpus: name,
+          version,
+          contentVersion: content,
+          embedderKey,
+          indexFormat: INDEX_FORMAT,
+          passages: passages.length,
+          createdAt: new Date().toISOString(),
+          buildSeconds: Math.round((performance.now() - t0) / 100) / 10,
+          ...opts.meta,
+        };
+        await writeReady(tmp, info);
+        await rm(dir, { recursive: true, force: true });
+        await rename(tmp, dir);
+      } finally {
+        await rm(tmp, { recursive: true, force: true });
+      }
     } finally {
-      await rm(tmp, { recursive: true, force: true });
+      await embedder?.close();
     }
-  } finally {
-    await embedder?.close();
-  }
-  await rm(join(work, "vectors.f32"), { force: true });
-  await pointer();
-  return { dir, version, contentVersion: content, passages: passages.length, built: true };
+    await rm(join(work, "vectors.f32"), { force: true });
+    await pointer();
+    return { dir, version, contentVersion: content, passages: passages.length, built: true };
   }
 }
 
 /** Thrown by {@link buildCorpusIndex} when another live process is building the same index. */
 export class BuildBusyError extends NestError {
-  constructor(readonly pid: number, work: string) {
+  constructor(
+    readonly pid: number,
+    work: string,
+  ) {
     super("at_capacity", `another process (pid ${pid}) is building this index (${work}); try again when it is done`);
   }
 }

@@ -61,7 +61,7 @@ export const embeddingText = (p: { title: string; text: string }) => (p.title ? 
 
 /** Embeds `texts` in sub-batches of `sub`, sorted by length to cut padding; vectors in input order. */
 export async function embedAll(embedder: TextEmbedder, texts: readonly string[], sub = 32): Promise<Float32Array[]> {
-  const order = texts.map((t, i) => i).sort((a, b) => texts[a]!.length - texts[b]!.length);
+  const order = texts.map((_, i) => i).sort((a, b) => texts[a]!.length - texts[b]!.length);
   const out = new Array<Float32Array>(texts.length);
   for (let i = 0; i < order.length; i += sub) {
     const idx = order.slice(i, i + sub);
@@ -112,7 +112,10 @@ export async function buildLanceIndex(
         if (opts.vectors) {
           batch.forEach((r, i) => (r[VECTOR_COLUMN] = Array.from(opts.vectors!.get(rows + i))));
         } else if (embedder) {
-          const vecs = await embedAll(embedder, batch.map((r) => embeddingText(r as { title: string; text: string })));
+          const vecs = await embedAll(
+            embedder,
+            batch.map((r) => embeddingText(r as { title: string; text: string })),
+          );
           batch.forEach((r, i) => (r[VECTOR_COLUMN] = Array.from(vecs[i]!)));
         }
         await table.add(batch);
@@ -254,9 +257,7 @@ export async function openLanceIndex(dir: string, corpus: string, opts: OpenLanc
     const q = sanitizeQuery(query);
     if (!q) return [];
     const rows = await table.query().fullTextSearch(new lancedb.MatchQuery(q, FTS_COLUMN)).select(cols).limit(passages).toArray();
-    return rows
-      .map((r) => ({ id: String(r.id), score: Number(r._score), row: toPassage(r) }))
-      .sort((a, b) => b.score - a.score);
+    return rows.map((r) => ({ id: String(r.id), score: Number(r._score), row: toPassage(r) })).sort((a, b) => b.score - a.score);
   };
   const searchDense = async (query: string, passages: number) => {
     if (!embedder) throw new NestError("invalid_request", `corpus "${corpus}" has no dense vectors`);
@@ -264,9 +265,7 @@ export async function openLanceIndex(dir: string, corpus: string, opts: OpenLanc
     if (!text) return [];
     const [vec] = await embedder.embed([text]);
     const rows = await table.vectorSearch(Array.from(vec!)).distanceType("cosine").select(cols).limit(passages).toArray();
-    return rows
-      .map((r) => ({ id: String(r.id), score: 1 - Number(r._distance), row: toPassage(r) }))
-      .sort((a, b) => b.score - a.score);
+    return rows.map((r) => ({ id: String(r.id), score: 1 - Number(r._distance), row: toPassage(r) })).sort((a, b) => b.score - a.score);
   };
 
   return {

@@ -42,9 +42,7 @@ export interface PrepareCorpusOptions {
  * @returns the index folder, the index version (sha256 hex) and the number of passages
  * @throws NestError `not_found` if the factbook package is missing; LanceDB/file-system errors as is
  */
-export async function prepareCorpus(
-  opts: PrepareCorpusOptions = {},
-): Promise<{ dir: string; version: string; passages: number }> {
+export async function prepareCorpus(opts: PrepareCorpusOptions = {}): Promise<{ dir: string; version: string; passages: number }> {
   const log = opts.log ?? ((s: string) => process.stderr.write(`${s}\n`));
   const maxWords = opts.maxWords ?? DEFAULT_CHUNK_WORDS;
   const dense = opts.dense ?? false;

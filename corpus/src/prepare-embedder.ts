@@ -67,7 +67,9 @@ export async function findEmbedderDir(home = nestHome()): Promise<{ dir: string;
  * Prepares the embedder (idempotent) and returns its folder and cache key.
  * @throws NestError `internal` naming the failing command and its output tail
  */
-export async function prepareEmbedder(opts: { home?: string; log?: (line: string) => void; python?: string } = {}): Promise<{ dir: string; key: string }> {
+export async function prepareEmbedder(
+  opts: { home?: string; log?: (line: string) => void; python?: string } = {},
+): Promise<{ dir: string; key: string }> {
   const home = opts.home ?? nestHome();
   const paths = cachePaths(home);
   const log = opts.log ?? ((line: string) => process.stderr.write(line + "\n"));
@@ -83,7 +85,10 @@ export async function prepareEmbedder(opts: { home?: string; log?: (line: string
     await mkdir(home, { recursive: true });
     await run(opts.python ?? "python3", ["-m", "venv", paths.venv], log);
   }
-  const reqHash = createHash("sha256").update(await readFile(REQUIREMENTS)).update(await readFile(CONSTRAINTS)).digest("hex");
+  const reqHash = createHash("sha256")
+    .update(await readFile(REQUIREMENTS))
+    .update(await readFile(CONSTRAINTS))
+    .digest("hex");
   const hashFile = join(paths.venv, REQ_HASH_FILE);
   if (!existsSync(hashFile) || (await readFile(hashFile, "utf8")).trim() !== reqHash) {
     log(`installing embedder exporter requirements (${REQUIREMENTS})`);
@@ -108,7 +113,10 @@ export async function prepareEmbedder(opts: { home?: string; log?: (line: string
 /** Runs a command, passing its `[export-embedder]`/error lines to `log`. @throws NestError `internal` with the output tail */
 function run(cmd: string, args: string[], log: (line: string) => void): Promise<void> {
   return new Promise((resolve, reject) => {
-    const child = spawn(cmd, args, { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, PYTHONUNBUFFERED: "1", HF_HUB_OFFLINE: "1" } });
+    const child = spawn(cmd, args, {
+      stdio: ["ignore", "pipe", "pipe"],
+      env: { ...process.env, PYTHONUNBUFFERED: "1", HF_HUB_OFFLINE: "1" },
+    });
     let tail = "";
     const onData = (b: Buffer) => {
       const text = b.toString("utf8");

@@ -51,7 +51,14 @@ export function htmlToText(html: string): { title: string; text: string } {
 const decodeTitle = (t: string) => t.replace(/&(amp|lt|gt|quot|apos|nbsp);/g, (_, e: string) => ENTITIES[e]!);
 
 /** Passages of one document (see module doc for ids and sources). */
-export function documentPassages(docKey: string, title: string, text: string, maxWords: number, sourceOf: (start: number, end: number) => string, keepId?: string): Passage[] {
+export function documentPassages(
+  docKey: string,
+  title: string,
+  text: string,
+  maxWords: number,
+  sourceOf: (start: number, end: number) => string,
+  keepId?: string,
+): Passage[] {
   const chunks = chunkText(text, { maxWords });
   return chunks.map((c, i) => ({
     id: keepId ? (chunks.length === 1 ? keepId : `${keepId}#${i}`) : hashId(docKey, i, c.text),
@@ -102,7 +109,10 @@ export async function readJsonl(file: string, maxWords = DEFAULT_CHUNK_WORDS): P
     try {
       rec = JsonlRecord.parse(JSON.parse(line));
     } catch (err) {
-      throw new NestError("invalid_request", `${file}:${n + 1}: expected {"id"?, "title", "text", "source"?}: ${(err as Error).message.slice(0, 200)}`);
+      throw new NestError(
+        "invalid_request",
+        `${file}:${n + 1}: expected {"id"?, "title", "text", "source"?}: ${(err as Error).message.slice(0, 200)}`,
+      );
     }
     const source = rec.source ?? `${name}:${n + 1}`;
     out.push(...documentPassages(rec.id ?? `${rec.title}\n${source}`, rec.title, rec.text, maxWords, () => source, rec.id));

@@ -102,7 +102,10 @@ export function createApp(deps: AppDeps): Hono<EdgeEnv> {
     if (allow.length === 0) return c.json(new NestError("not_found", `no route for ${c.req.method} ${c.req.path}`).toBody(), 404);
     c.header("Allow", allow.join(", "));
     if (c.req.method === "OPTIONS") return c.body(null, 204);
-    return c.json(new NestError("method_not_allowed", `${c.req.method} is not allowed on ${c.req.path}; allowed: ${allow.join(", ")}`).toBody(), 405);
+    return c.json(
+      new NestError("method_not_allowed", `${c.req.method} is not allowed on ${c.req.path}; allowed: ${allow.join(", ")}`).toBody(),
+      405,
+    );
   });
 
   app.onError((err, c) => {

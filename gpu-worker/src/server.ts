@@ -15,7 +15,13 @@ import type { PassageIndex } from "@nest/shared/retrieve/passage-index";
 import type { FusionMethod } from "@nest/shared/retrieve/fusion";
 import { openLanceIndex } from "@nest/corpus/lancedb-index";
 import {
-  NONCE_HEADER, ReplayGuard, SIGNATURE_HEADER, TIMESTAMP_HEADER, checkSignatureHeaders, verifyRequest, type SignatureHeaders,
+  NONCE_HEADER,
+  ReplayGuard,
+  SIGNATURE_HEADER,
+  TIMESTAMP_HEADER,
+  checkSignatureHeaders,
+  verifyRequest,
+  type SignatureHeaders,
 } from "@nest/shared/protocol/hmac";
 import type { Context, MiddlewareHandler } from "hono";
 import { MAX_BATCH_BODY_BYTES } from "./batch/job-api.ts";
@@ -81,7 +87,8 @@ export async function readCappedText(body: ReadableStream<Uint8Array> | null, ma
   return new TextDecoder().decode(all);
 }
 
-const unsigned = (c: Context, why: string) => c.json(new NestError("unauthorized", `unsigned or badly signed pool request: ${why}`).toBody(), 401);
+const unsigned = (c: Context, why: string) =>
+  c.json(new NestError("unauthorized", `unsigned or badly signed pool request: ${why}`).toBody(), 401);
 
 /**
  * Refuses every request but `GET /healthz` (and `GET /metrics`) that is not signed by the edge
@@ -99,7 +106,9 @@ export function requireSignature(secret: string, replay: ReplayGuard = new Repla
   return async (c, next) => {
     if (c.req.method === "GET" && (c.req.path === "/healthz" || c.req.path === "/metrics")) return next();
     const headers: SignatureHeaders = {
-      timestamp: c.req.header(TIMESTAMP_HEADER), signature: c.req.header(SIGNATURE_HEADER), nonce: c.req.header(NONCE_HEADER),
+      timestamp: c.req.header(TIMESTAMP_HEADER),
+      signature: c.req.header(SIGNATURE_HEADER),
+      nonce: c.req.header(NONCE_HEADER),
     };
     const shape = checkSignatureHeaders(headers, undefined, true);
     if (shape) return unsigned(c, shape);
@@ -111,7 +120,8 @@ export function requireSignature(secret: string, replay: ReplayGuard = new Repla
     const url = new URL(c.req.url);
     const why = await verifyRequest(secret, headers, c.req.method, url.pathname + url.search, body);
     if (why) return unsigned(c, why);
-    if (replay.check(headers.signature!, Number(headers.timestamp))) return unsigned(c, "replayed request (this signature was already used)");
+    if (replay.check(headers.signature!, Number(headers.timestamp)))
+      return unsigned(c, "replayed request (this signature was already used)");
     // Hono keeps body promises in `bodyCache` (its type says string; the runtime awaits it).
     (c.req.bodyCache as unknown as { text?: Promise<string> }).text = Promise.resolve(body);
     return next();
@@ -154,7 +164,8 @@ export function createWorkerApp(
 
   app.post("/v1/decode", async (c) => {
     const job = DecodeJobSchema.safeParse(await c.req.json().catch(() => undefined));
-    if (!job.success) throw new NestError("invalid_request", `invalid decode job: ${job.error.issues[0]?.path.join(".")}: ${job.error.issues[0]?.message}`);
+    if (!job.success)
+      throw new NestError("invalid_request", `invalid decode job: ${job.error.issues[0]?.path.join(".")}: ${job.error.issues[0]?.message}`);
     ops.metrics?.tagMode(c.req.raw, job.data.request.mode);
     // Interactive work's share of the slots; the refusal comes before the stream starts.
     if (interactive >= interactiveSlots) {
@@ -187,7 +198,11 @@ export function createWorkerApp(
 
   app.post("/v1/retrieve", async (c) => {
     const req = RetrieveRequestSchema.safeParse(await c.req.json().catch(() => undefined));
-    if (!req.success) throw new NestError("invalid_request", `invalid retrieve request: ${req.error.issues[0]?.path.join(".")}: ${req.error.issues[0]?.message}`);
+    if (!req.success)
+      throw new NestError(
+        "invalid_request",
+        `invalid retrieve request: ${req.error.issues[0]?.path.join(".")}: ${req.error.issues[0]?.message}`,
+      );
     const index = await indexFor(req.data.corpus);
     if (!index) throw new NestError("not_found", `unknown corpus '${req.data.corpus}'`);
     return c.json({ passages: await index.search(req.data.query, req.data.passages, { fusion: req.data.fusion }) });
@@ -223,7 +238,13 @@ export async function startWorker(opts: WorkerServerOptions): Promise<{ url: str
   const app = createWorkerApp(host, indexFor, opts.secret, { batchSlots: consume ? (opts.batch?.concurrency ?? 1) : 0 }, opts);
   let batch: BatchService | undefined;
   try {
-    batch = opts.batch ? await startBatchService(app, { decoder: opts.metrics ? opts.metrics.observed(host, "batch") : host, indexFor }, { log, ...opts.batch }) : undefined;
+    batch = opts.batch
+      ? await startBatchService(
+          app,
+          { decoder: opts.metrics ? opts.metrics.observed(host, "batch") : host, indexFor },
+          { log, ...opts.batch },
+        )
+      : undefined;
   } catch (err) {
     await host.close();
     throw err;

@@ -96,15 +96,19 @@ async function main(): Promise<void> {
     }
     stopping = true;
     err(`${signal}: draining (running and queued streams finish, no new connections)`);
-    worker.close()
+    worker
+      .close()
       .then(() => depth?.close())
-      .then(() => {
-        err("gpu-worker stopped");
-        process.exit(0);
-      }, (e: unknown) => {
-        err(`gpu-worker: ${(e as Error).message}`);
-        process.exit(1);
-      });
+      .then(
+        () => {
+          err("gpu-worker stopped");
+          process.exit(0);
+        },
+        (e: unknown) => {
+          err(`gpu-worker: ${(e as Error).message}`);
+          process.exit(1);
+        },
+      );
   };
   process.on("SIGTERM", () => stop("SIGTERM"));
   process.on("SIGINT", () => stop("SIGINT"));

@@ -22,13 +22,37 @@ import { DecoderPool } from "@nest/gpu-worker/batch/decoder-pool";
 import { parseBatchBody } from "@nest/gpu-worker/batch/protocol";
 import { DEFAULT_REDIS_URL } from "@nest/gpu-worker/batch/config";
 
-const COUNTRIES = ["Australia", "Brazil", "Nepal", "Canada", "France", "Japan", "Kenya", "Peru", "Norway", "Egypt",
-  "India", "Chile", "Spain", "Ghana", "Italy", "Mexico", "Sweden", "Turkey", "Vietnam", "Poland"];
+const COUNTRIES = [
+  "Australia",
+  "Brazil",
+  "Nepal",
+  "Canada",
+  "France",
+  "Japan",
+  "Kenya",
+  "Peru",
+  "Norway",
+  "Egypt",
+  "India",
+  "Chile",
+  "Spain",
+  "Ghana",
+  "Italy",
+  "Mexico",
+  "Sweden",
+  "Turkey",
+  "Vietnam",
+  "Poland",
+];
 
-const { values } = parseArgs({ options: {
-  items: { type: "string", default: "20" }, mode: { type: "string", default: "nest" },
-  "max-new-tokens": { type: "string", default: "16" }, passages: { type: "string", default: "8" },
-} });
+const { values } = parseArgs({
+  options: {
+    items: { type: "string", default: "20" },
+    mode: { type: "string", default: "nest" },
+    "max-new-tokens": { type: "string", default: "16" },
+    passages: { type: "string", default: "8" },
+  },
+});
 const numItems = Number(values.items);
 const redisUrl = process.env.NEST_REDIS_URL || DEFAULT_REDIS_URL;
 const modelDir = await findModelDir();
@@ -37,10 +61,15 @@ const index = await openLanceIndex(corpusDir, "factbook");
 const indexFor = async (c: string) => (c === "factbook" ? index : undefined);
 
 function body(n: number, offset: number): string {
-  return Array.from({ length: n }, (_, i) => JSON.stringify({
-    custom_id: `q${i}`, prompt: `What is the capital of ${COUNTRIES[(i + offset) % COUNTRIES.length]}?`, mode: values.mode,
-    max_new_tokens: Number(values["max-new-tokens"]), passages: Number(values.passages),
-  })).join("\n");
+  return Array.from({ length: n }, (_, i) =>
+    JSON.stringify({
+      custom_id: `q${i}`,
+      prompt: `What is the capital of ${COUNTRIES[(i + offset) % COUNTRIES.length]}?`,
+      mode: values.mode,
+      max_new_tokens: Number(values["max-new-tokens"]),
+      passages: Number(values.passages),
+    }),
+  ).join("\n");
 }
 
 async function waitDone(queue: BatchQueue, id: string): Promise<void> {
@@ -78,10 +107,18 @@ async function run(concurrency: number, hosts: number): Promise<number> {
   }
 }
 
-console.log(`batch throughput: ${numItems} items, mode ${values.mode}, max_new_tokens ${values["max-new-tokens"]}, passages ${values.passages}`);
-for (const [concurrency, hosts] of [[1, 1], [2, 1], [2, 2]] as const) {
+console.log(
+  `batch throughput: ${numItems} items, mode ${values.mode}, max_new_tokens ${values["max-new-tokens"]}, passages ${values.passages}`,
+);
+for (const [concurrency, hosts] of [
+  [1, 1],
+  [2, 1],
+  [2, 2],
+] as const) {
   const rpm = await run(concurrency, hosts);
-  console.log(`concurrency ${concurrency}, ${hosts} inference host${hosts > 1 ? "s (1 thread each)" : ""}: ${rpm.toFixed(1)} requests/min` +
-    ` (load average ${loadavg()[0]!.toFixed(1)} on ${cpus().length} cores)`);
+  console.log(
+    `concurrency ${concurrency}, ${hosts} inference host${hosts > 1 ? "s (1 thread each)" : ""}: ${rpm.toFixed(1)} requests/min` +
+      ` (load average ${loadavg()[0]!.toFixed(1)} on ${cpus().length} cores)`,
+  );
 }
 await index.close?.();

@@ -27,13 +27,18 @@ function document(seed: number, sentences: number): string {
   return out.join(lineBreak(seed));
 }
 const lineBreak = (seed: number) => (seed % 2 === 0 ? "\r\n" : " ");
-const DOCS = [{ title: "A", text: document(0, 160) }, { title: "B", text: document(1, 160) }];
+const DOCS = [
+  { title: "A", text: document(0, 160) },
+  { title: "B", text: document(1, 160) },
+];
 const QUESTIONS = ["What is rule 12 about?", "What does rule 40 say about the bridge?", "Which rule mentions the oven?", "What is rule 3?"];
 
 const worker = await startWorker({ port: 0, modelDir: await prepareModel({ log: () => {} }), corpusDirs: {} });
 const app = createApp({ indexFor: async () => undefined, pool: createPoolClient(worker.url), apiKeyHashes: [await sha256Hex("k")] });
 const words = DOCS.reduce((n, d) => n + d.text.split(/\s+/).length, 0);
-console.log(`documents: 2, ${words} words, ${DOCS.reduce((n, d) => n + d.text.length, 0)} characters; passages 40, mode nest, 16 new tokens`);
+console.log(
+  `documents: 2, ${words} words, ${DOCS.reduce((n, d) => n + d.text.length, 0)} characters; passages 40, mode nest, 16 new tokens`,
+);
 console.log("| question | encoded_passages | store_passages | retrieval ms | encoding ms | total ms |");
 console.log("| --- | --- | --- | --- | --- | --- |");
 for (const [i, q] of QUESTIONS.entries()) {
@@ -44,6 +49,8 @@ for (const [i, q] of QUESTIONS.entries()) {
   });
   const { done } = (await res.json()) as { done: DoneEvent };
   const t = done.timings_ms;
-  console.log(`| ${i === 0 ? "first" : `follow-up ${i}`} | ${done.usage.encoded_passages} | ${done.usage.store_passages} | ${t.retrieval} | ${t.encoding} | ${t.total} |`);
+  console.log(
+    `| ${i === 0 ? "first" : `follow-up ${i}`} | ${done.usage.encoded_passages} | ${done.usage.store_passages} | ${t.retrieval} | ${t.encoding} | ${t.total} |`,
+  );
 }
 await worker.close();

@@ -61,15 +61,31 @@ type BenchMode = (typeof MODES)[number];
 /** Execution order per question (warm must follow the first encoded-corpus ask). */
 const RUN_ORDER: readonly BenchMode[] = ["base", "rag", "nest-cold", "nest-enc", "nest-warm", "rag-nest"];
 const API_MODE: Record<BenchMode, string> = {
-  base: "base", rag: "rag", "nest-cold": "nest", "nest-enc": "nest", "nest-warm": "nest", "rag-nest": "rag-nest",
+  base: "base",
+  rag: "rag",
+  "nest-cold": "nest",
+  "nest-enc": "nest",
+  "nest-warm": "nest",
+  "rag-nest": "rag-nest",
 };
 
 /** Ordinary grounded questions: the factbook dev set's answerable ones, in file order. */
 const QUESTIONS = readFileSync(join(REPO_ROOT, "test/fixtures/eval/factbook-dev.jsonl"), "utf8")
-  .split("\n").filter(Boolean).map((l) => JSON.parse(l) as { question: string; answers: string[] })
-  .filter((q) => q.answers.length > 0).slice(0, NUM_PROMPTS).map((q) => q.question);
+  .split("\n")
+  .filter(Boolean)
+  .map((l) => JSON.parse(l) as { question: string; answers: string[] })
+  .filter((q) => q.answers.length > 0)
+  .slice(0, NUM_PROMPTS)
+  .map((q) => q.question);
 
-interface Measure { latencyMs: number; ttftMs: number; tokens: number; passes: number; encodingMs: number; text: string }
+interface Measure {
+  latencyMs: number;
+  ttftMs: number;
+  tokens: number;
+  passes: number;
+  encodingMs: number;
+  text: string;
+}
 
 const median = (xs: number[]) => {
   const s = xs.filter(Number.isFinite).sort((a, b) => a - b);
@@ -87,7 +103,9 @@ async function stackWith(env: Record<string, string>): Promise<Stack> {
   try {
     return await startStack(quiet);
   } finally {
-    for (const [k, v] of Object.entries(saved)) if (v === undefined) delete process.env[k]; else process.env[k] = v;
+    for (const [k, v] of Object.entries(saved))
+      if (v === undefined) delete process.env[k];
+      else process.env[k] = v;
   }
 }
 const cold = await stackWith({ NEST_KEY_CACHE_MB: "0", NEST_KEY_CACHE: "0", NEST_CORPUS_KEYS: "0" });
@@ -112,8 +130,15 @@ async function retrieved(question: string): Promise<Passage[]> {
 if (!values["skip-encode"]) {
   const wanted = new Map<string, Passage>();
   for (const q of QUESTIONS) for (const p of await retrieved(q)) wanted.set(p.id, p);
-  const r = await encodeCorpus({ corpus: "factbook", passages: [...wanted.values()], precision: values.precision as KeyPrecision, log: () => {} });
-  console.log(`corpus store (${r.precision}): ${wanted.size} passages of the questions, ${r.encoded} encoded now, ${r.cached} already stored (${r.dir})`);
+  const r = await encodeCorpus({
+    corpus: "factbook",
+    passages: [...wanted.values()],
+    precision: values.precision as KeyPrecision,
+    log: () => {},
+  });
+  console.log(
+    `corpus store (${r.precision}): ${wanted.size} passages of the questions, ${r.encoded} encoded now, ${r.cached} already stored (${r.dir})`,
+  );
 }
 
 async function ask(stack: Stack, question: string, mode: string): Promise<Measure> {
@@ -137,11 +162,22 @@ async function ask(stack: Stack, question: string, mode: string): Promise<Measur
   }
   const latencyMs = performance.now() - t0;
   if (!done) throw new Error(`${mode}: stream ended without done`);
-  return { latencyMs, ttftMs, tokens: done.usage.completion_tokens, passes: done.usage.lm_forward_passes, encodingMs: done.timings_ms.encoding, text };
+  return {
+    latencyMs,
+    ttftMs,
+    tokens: done.usage.completion_tokens,
+    passes: done.usage.lm_forward_passes,
+    encodingMs: done.timings_ms.encoding,
+    text,
+  };
 }
 
 // ---- 3. the run ---------------------------------------------------------------------------------------
-console.log(`e2e bench: ${QUESTIONS.length} questions × ${MODES.length} modes, ${PASSAGES} passages, max ${MAX_NEW} new tokens, load average ${loadavg().map((x) => x.toFixed(1)).join(" ")}`);
+console.log(
+  `e2e bench: ${QUESTIONS.length} questions × ${MODES.length} modes, ${PASSAGES} passages, max ${MAX_NEW} new tokens, load average ${loadavg()
+    .map((x) => x.toFixed(1))
+    .join(" ")}`,
+);
 // One warm-up request per stack (first-pass allocations, JIT), not measured.
 await ask(cold, "What is the capital of France?", "base");
 await ask(encoded, "What is the capital of France?", "base");
@@ -156,9 +192,13 @@ for (const [i, q] of QUESTIONS.entries()) {
   console.log("  mode        latency ms  TTFT ms  tokens  tok/s  ms/token  passes/token  encoding ms  ÷ base (per token)");
   for (const mode of MODES) {
     const m = row[mode];
-    console.log(`  ${mode.padEnd(10)} ${fmt(m.latencyMs).padStart(11)} ${fmt(m.ttftMs).padStart(8)} ${String(m.tokens).padStart(7)} ${fmt(m.tokens / (m.latencyMs / 1000), 1).padStart(6)} ${fmt(perTok(m), 1).padStart(9)} ${fmt(m.passes / Math.max(1, m.tokens), 2).padStart(13)} ${fmt(m.encodingMs).padStart(12)} ${fmt(perTok(m) / perTok(row.base), 2).padStart(10)}×`);
+    console.log(
+      `  ${mode.padEnd(10)} ${fmt(m.latencyMs).padStart(11)} ${fmt(m.ttftMs).padStart(8)} ${String(m.tokens).padStart(7)} ${fmt(m.tokens / (m.latencyMs / 1000), 1).padStart(6)} ${fmt(perTok(m), 1).padStart(9)} ${fmt(m.passes / Math.max(1, m.tokens), 2).padStart(13)} ${fmt(m.encodingMs).padStart(12)} ${fmt(perTok(m) / perTok(row.base), 2).padStart(10)}×`,
+    );
   }
-  console.log(`  nest-enc text: ${JSON.stringify(row["nest-enc"].text.slice(0, 100))}${row["nest-enc"].text === row["nest-cold"].text ? " (= nest-cold)" : " (≠ nest-cold)"}`);
+  console.log(
+    `  nest-enc text: ${JSON.stringify(row["nest-enc"].text.slice(0, 100))}${row["nest-enc"].text === row["nest-cold"].text ? " (= nest-cold)" : " (≠ nest-cold)"}`,
+  );
 }
 await Promise.all([cold.close(), encoded.close()]);
 
@@ -178,10 +218,16 @@ const summary = MODES.map((mode) => {
     latencyVsBase: median(results.map((r) => r[mode].latencyMs / r.base.latencyMs)),
   };
 });
-console.log(`\nmedians over ${QUESTIONS.length} questions (ratios paired per question), load average ${loadavg().map((x) => x.toFixed(1)).join(" ")}`);
+console.log(
+  `\nmedians over ${QUESTIONS.length} questions (ratios paired per question), load average ${loadavg()
+    .map((x) => x.toFixed(1))
+    .join(" ")}`,
+);
 console.log("mode        latency ms  TTFT ms  tok/s  ms/token  passes/token  encoding ms  per-token ÷ base  latency ÷ base");
 for (const s of summary) {
-  console.log(`${s.mode.padEnd(10)} ${fmt(s.latencyMs).padStart(11)} ${fmt(s.ttftMs).padStart(8)} ${fmt(s.tokS, 1).padStart(6)} ${fmt(s.msPerToken, 1).padStart(9)} ${fmt(s.passesPerToken, 2).padStart(13)} ${fmt(s.encodingMs).padStart(12)} ${fmt(s.perTokenVsBase, 2).padStart(16)}× ${fmt(s.latencyVsBase, 2).padStart(14)}×`);
+  console.log(
+    `${s.mode.padEnd(10)} ${fmt(s.latencyMs).padStart(11)} ${fmt(s.ttftMs).padStart(8)} ${fmt(s.tokS, 1).padStart(6)} ${fmt(s.msPerToken, 1).padStart(9)} ${fmt(s.passesPerToken, 2).padStart(13)} ${fmt(s.encodingMs).padStart(12)} ${fmt(s.perTokenVsBase, 2).padStart(16)}× ${fmt(s.latencyVsBase, 2).padStart(14)}×`,
+  );
 }
 const get = (mode: BenchMode) => summary.find((s) => s.mode === mode)!;
 const target = (label: string, value: number, limit: number, unit = "×") =>
@@ -194,5 +240,8 @@ const same = results.filter((r) => r["nest-enc"].text === r["nest-cold"].text).l
 console.log(`  nest over the encoded corpus gave the same text as cold nest on ${same}/${results.length} questions`);
 
 mkdirSync(join(REPO_ROOT, "bench-results"), { recursive: true });
-writeFileSync(join(REPO_ROOT, "bench-results", "e2e.json"), JSON.stringify({ questions: QUESTIONS, maxNewTokens: MAX_NEW, passages: PASSAGES, loadavg: loadavg(), summary, results }, null, 2));
+writeFileSync(
+  join(REPO_ROOT, "bench-results", "e2e.json"),
+  JSON.stringify({ questions: QUESTIONS, maxNewTokens: MAX_NEW, passages: PASSAGES, loadavg: loadavg(), summary, results }, null, 2),
+);
 console.log("\nwrote bench-results/e2e.json");

@@ -35,13 +35,37 @@ import { signedFetch } from "@nest/edge/route/signed-fetch";
 import { GenerateRequestSchema } from "@nest/shared/protocol/request";
 import type { GenerateEvent, RetrievalEvent } from "@nest/shared/protocol/events";
 
-const COUNTRIES = ["Australia", "Brazil", "Nepal", "Canada", "France", "Japan", "Kenya", "Peru", "Norway", "Egypt",
-  "India", "Chile", "Spain", "Ghana", "Italy", "Mexico", "Sweden", "Turkey", "Vietnam", "Poland"];
+const COUNTRIES = [
+  "Australia",
+  "Brazil",
+  "Nepal",
+  "Canada",
+  "France",
+  "Japan",
+  "Kenya",
+  "Peru",
+  "Norway",
+  "Egypt",
+  "India",
+  "Chile",
+  "Spain",
+  "Ghana",
+  "Italy",
+  "Mexico",
+  "Sweden",
+  "Turkey",
+  "Vietnam",
+  "Poland",
+];
 
-const { values } = parseArgs({ options: {
-  hits: { type: "string", default: "200" }, misses: { type: "string", default: "30" },
-  "max-new-tokens": { type: "string", default: "4" }, passages: { type: "string", default: "8" },
-} });
+const { values } = parseArgs({
+  options: {
+    hits: { type: "string", default: "200" },
+    misses: { type: "string", default: "30" },
+    "max-new-tokens": { type: "string", default: "4" },
+    passages: { type: "string", default: "8" },
+  },
+});
 const HITS = Number(values.hits);
 const MISSES = Number(values.misses);
 const MAX_NEW = Number(values["max-new-tokens"]);
@@ -51,7 +75,14 @@ process.env.NEST_FAQ_TTL_S ??= "600"; // the bench's cache entries do not outliv
 const KEY = `bench-${randomBytes(8).toString("hex")}`;
 const SECRET = randomBytes(24).toString("base64url");
 const RUN = randomBytes(3).toString("hex"); // fresh cache keys per run
-const stack = await startStack({ home: nestHome(), port: 0, workerPort: 0, host: "127.0.0.1", apiKeyHashes: [hashApiKey(KEY)], poolSecret: SECRET });
+const stack = await startStack({
+  home: nestHome(),
+  port: 0,
+  workerPort: 0,
+  host: "127.0.0.1",
+  apiKeyHashes: [hashApiKey(KEY)],
+  poolSecret: SECRET,
+});
 const workerFetch = signedFetch(SECRET);
 
 /** Reads a whole SSE body; returns its events. */
@@ -70,7 +101,8 @@ async function viaEdge(body: object, json = false): Promise<{ ms: number; cache:
     body: JSON.stringify(body),
   });
   if (res.status !== 200) throw new Error(`edge answered ${res.status}: ${await res.text()}`);
-  const evs = json ? (await res.json(), []) : await events(res);
+  if (json) await res.json();
+  const evs = json ? [] : await events(res);
   const ms = performance.now() - t0;
   if (!json && evs.at(-1)?.event !== "done") throw new Error(`stream ended with ${JSON.stringify(evs.at(-1))}`);
   return { ms, cache: res.headers.get("x-nest-cache"), events: evs };
@@ -78,10 +110,15 @@ async function viaEdge(body: object, json = false): Promise<{ ms: number; cache:
 
 /** The same decode job straight to the worker (signed). @returns ms, body fully read */
 async function direct(body: object, retrieval: RetrievalEvent): Promise<number> {
-  const job = { request: GenerateRequestSchema.parse(body), passages: retrieval.passages.map(({ id, title, text, source }) => ({ id, title, text, source })) };
+  const job = {
+    request: GenerateRequestSchema.parse(body),
+    passages: retrieval.passages.map(({ id, title, text, source }) => ({ id, title, text, source })),
+  };
   const t0 = performance.now();
   const res = await workerFetch(`${stack.workerUrl}/v1/decode`, {
-    method: "POST", headers: { "content-type": "application/json", accept: "text/event-stream" }, body: JSON.stringify(job),
+    method: "POST",
+    headers: { "content-type": "application/json", accept: "text/event-stream" },
+    body: JSON.stringify(job),
   });
   if (res.status !== 200) throw new Error(`worker answered ${res.status}: ${await res.text()}`);
   const evs = await events(res);
@@ -96,7 +133,13 @@ function pct(xs: number[], p: number): number {
 }
 function stats(xs: number[]) {
   const r = (x: number) => Math.round(x * 100) / 100;
-  return { n: xs.length, p50_ms: r(pct(xs, 50)), p99_ms: r(pct(xs, 99)), mean_ms: r(xs.reduce((a, b) => a + b, 0) / xs.length), min_ms: r(Math.min(...xs)) };
+  return {
+    n: xs.length,
+    p50_ms: r(pct(xs, 50)),
+    p99_ms: r(pct(xs, 99)),
+    mean_ms: r(xs.reduce((a, b) => a + b, 0) / xs.length),
+    min_ms: r(Math.min(...xs)),
+  };
 }
 
 try {
@@ -151,20 +194,37 @@ try {
     ["miss, of which edge retrieval", stats(retrievalMs)],
   ];
   const load = loadavg()[0]!;
-  console.log(`edge overhead: mode nest, max_new_tokens ${MAX_NEW}, passages ${PASSAGES}; load average ${load.toFixed(1)} on ${cpus().length} cores`);
+  console.log(
+    `edge overhead: mode nest, max_new_tokens ${MAX_NEW}, passages ${PASSAGES}; load average ${load.toFixed(1)} on ${cpus().length} cores`,
+  );
   console.log(`${"path".padEnd(38)} ${"n".padStart(4)} ${"p50 ms".padStart(9)} ${"p99 ms".padStart(9)} ${"mean ms".padStart(9)}`);
   for (const [name, s] of rows) {
-    console.log(`${name.padEnd(38)} ${String(s.n).padStart(4)} ${s.p50_ms.toFixed(2).padStart(9)} ${s.p99_ms.toFixed(2).padStart(9)} ${s.mean_ms.toFixed(2).padStart(9)}`);
+    console.log(
+      `${name.padEnd(38)} ${String(s.n).padStart(4)} ${s.p50_ms.toFixed(2).padStart(9)} ${s.p99_ms.toFixed(2).padStart(9)} ${s.mean_ms.toFixed(2).padStart(9)}`,
+    );
   }
-  console.log("hit: client total time, no gpu-worker involved. miss overhead: per question, edge total minus the same decode job sent straight to the worker (p50/p99 of the differences).");
+  console.log(
+    "hit: client total time, no gpu-worker involved. miss overhead: per question, edge total minus the same decode job sent straight to the worker (p50/p99 of the differences).",
+  );
   const dir = join(REPO_ROOT, "bench-results");
   mkdirSync(dir, { recursive: true });
-  writeFileSync(join(dir, "edge.json"), `${JSON.stringify({
-    bench: "edge", date: new Date().toISOString(), load_average_1m: load, cores: cpus().length,
-    params: { mode: "nest", max_new_tokens: MAX_NEW, passages: PASSAGES, hits: HITS, misses: MISSES },
-    method: "hit = client total (request to last byte) of a cached answer, no worker; miss overhead = per question, total through the edge minus the same decode job (validated request + the edge's passages) sent signed to the worker's /v1/decode, passage encodings warmed first, edge/direct order alternating",
-    results: Object.fromEntries(rows.map(([name, s]) => [name, s])),
-  }, null, 2)}\n`);
+  writeFileSync(
+    join(dir, "edge.json"),
+    `${JSON.stringify(
+      {
+        bench: "edge",
+        date: new Date().toISOString(),
+        load_average_1m: load,
+        cores: cpus().length,
+        params: { mode: "nest", max_new_tokens: MAX_NEW, passages: PASSAGES, hits: HITS, misses: MISSES },
+        method:
+          "hit = client total (request to last byte) of a cached answer, no worker; miss overhead = per question, total through the edge minus the same decode job (validated request + the edge's passages) sent signed to the worker's /v1/decode, passage encodings warmed first, edge/direct order alternating",
+        results: Object.fromEntries(rows.map(([name, s]) => [name, s])),
+      },
+      null,
+      2,
+    )}\n`,
+  );
   console.log(`wrote ${join(dir, "edge.json")}`);
 } finally {
   await stack.close();

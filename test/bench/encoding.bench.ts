@@ -35,7 +35,13 @@ import { ModelTokenizer } from "@nest/gpu-worker/runtime/tokenizer";
 import { PassageEncoder } from "@nest/gpu-worker/engine/passage-encoder";
 import { Engine } from "@nest/gpu-worker/engine/engine";
 import {
-  bytesPerToken, corpusKeysDir, CorpusKeyStore, CorpusKeyWriter, dequantizeRows, quantizeRows, type KeyPrecision,
+  bytesPerToken,
+  corpusKeysDir,
+  CorpusKeyStore,
+  CorpusKeyWriter,
+  dequantizeRows,
+  quantizeRows,
+  type KeyPrecision,
 } from "@nest/gpu-worker/engine/corpus-key-store";
 import { buildTokenStore, type EncodedPassage, type TokenStore } from "@nest/gpu-worker/nest/token-store";
 import { searchKnn } from "@nest/gpu-worker/nest/knn";
@@ -66,11 +72,17 @@ const median = (xs: number[]) => {
 };
 const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / Math.max(1, xs.length);
 const fmt = (x: number, d = 0) => (Number.isFinite(x) ? x.toFixed(d) : "–");
-const load = () => loadavg().map((x) => x.toFixed(1)).join(" ");
+const load = () =>
+  loadavg()
+    .map((x) => x.toFixed(1))
+    .join(" ");
 
 const QUESTIONS = readFileSync(join(REPO_ROOT, "test/fixtures/eval/factbook-dev.jsonl"), "utf8")
-  .split("\n").filter(Boolean).map((l) => JSON.parse(l) as { question: string; answers: string[] })
-  .filter((q) => q.answers.length > 0).slice(0, Number(values.questions));
+  .split("\n")
+  .filter(Boolean)
+  .map((l) => JSON.parse(l) as { question: string; answers: string[] })
+  .filter((q) => q.answers.length > 0)
+  .slice(0, Number(values.questions));
 
 const modelDir = await findModelDir();
 const manifest = await readManifest(modelDir);
@@ -79,17 +91,29 @@ const tok = await ModelTokenizer.load(modelDir, manifest);
 const H = manifest.hidden_size;
 const index = await openLanceIndex(await findCorpusDir("factbook"), "factbook");
 const requests: Passage[][] = [];
-for (const q of QUESTIONS) requests.push((await index.search(q.question, PASSAGES)).map(({ id, title, text, source }) => ({ id, title, text, source })));
+for (const q of QUESTIONS)
+  requests.push((await index.search(q.question, PASSAGES)).map(({ id, title, text, source }) => ({ id, title, text, source })));
 await index.close?.();
-console.log(`encoding bench: ${QUESTIONS.length} questions × ${PASSAGES} passages, threads ${lm.options.threads || "auto"}, spinning ${lm.options.intraOpSpinning ? "on" : "off"}, load average ${load()}`);
+console.log(
+  `encoding bench: ${QUESTIONS.length} questions × ${PASSAGES} passages, threads ${lm.options.threads || "auto"}, spinning ${lm.options.intraOpSpinning ? "on" : "off"}, load average ${load()}`,
+);
 
 // ---- 1. throughput ------------------------------------------------------------------------------------
 const bos = manifest.bos_token_id === null ? [] : [manifest.bos_token_id];
-const requestTokens = requests.map((ps) => ps.reduce((n, p) => n + Math.min(512, tok.tokenizeWithOffsets(p.text).ids.length) + bos.length, 0));
+const requestTokens = requests.map((ps) =>
+  ps.reduce((n, p) => n + Math.min(512, tok.tokenizeWithOffsets(p.text).ids.length) + bos.length, 0),
+);
 const totalTokens = requestTokens.reduce((a, b) => a + b, 0);
-interface Throughput { path: string; tokS: number; requestMs: number; passesPerRequest: number }
+interface Throughput {
+  path: string;
+  tokS: number;
+  requestMs: number;
+  passesPerRequest: number;
+}
 /** Encodes one request's passages on path `b` (0 = the old forward-per-passage path); returns ms and LM passes. */
-const encoders = new Map(BATCHES.map((b) => [b, new PassageEncoder(lm, tok, manifest.bos_token_id, "bench", 0, undefined, { batch: { maxBatchPassages: b } })]));
+const encoders = new Map(
+  BATCHES.map((b) => [b, new PassageEncoder(lm, tok, manifest.bos_token_id, "bench", 0, undefined, { batch: { maxBatchPassages: b } })]),
+);
 async function encodeOn(b: number, ps: readonly Passage[]): Promise<{ ms: number; passes: number }> {
   const t0 = performance.now();
   if (b > 0) {
@@ -129,7 +153,8 @@ const throughput: Throughput[] = paths.map((b) => {
 });
 console.log(`\n1. encoding throughput (${totalTokens} passage tokens; load average ${load()})`);
 console.log("path                           tokens/s  ms per request (median)  LM passes per request");
-for (const t of throughput) console.log(`${t.path.padEnd(30)} ${fmt(t.tokS).padStart(9)} ${fmt(t.requestMs).padStart(24)} ${fmt(t.passesPerRequest).padStart(22)}`);
+for (const t of throughput)
+  console.log(`${t.path.padEnd(30)} ${fmt(t.tokS).padStart(9)} ${fmt(t.requestMs).padStart(24)} ${fmt(t.passesPerRequest).padStart(22)}`);
 const best = throughput.slice(1).reduce((a, b) => (b.tokS > a.tokS ? b : a));
 console.log(`  batched (${best.path}) ÷ before: ${fmt(best.tokS / throughput[0]!.tokS, 2)}× tokens/s`);
 
@@ -167,7 +192,9 @@ for (const p of PRECISIONS.slice(1)) {
 }
 for (const [qi, q] of QUESTIONS.entries()) {
   const ref = buildTokenStore(entries[qi]!, H);
-  const stores: Record<string, TokenStore> = Object.fromEntries(PRECISIONS.slice(1).map((p) => [p, buildTokenStore(requantized(entries[qi]!, p), H)]));
+  const stores: Record<string, TokenStore> = Object.fromEntries(
+    PRECISIONS.slice(1).map((p) => [p, buildTokenStore(requantized(entries[qi]!, p), H)]),
+  );
   for (const query of await queries(q.question)) {
     const r = Math.min(1024, ref.numKeys);
     const nRef = searchKnn(ref, query, r);
@@ -188,7 +215,9 @@ for (const [qi, q] of QUESTIONS.entries()) {
 console.log(`\n2. kNN with stored keys vs fp32 (${QUESTIONS.length * 16} queries; mean overlap of the top-k)`);
 console.log(`precision  bytes/token  ${KS.map((k) => `top-${k === 1024 ? "r" : k}`.padStart(8)).join(" ")}  mean |Δλ|  max |Δλ|`);
 for (const p of PRECISIONS.slice(1)) {
-  console.log(`${p.padEnd(10)} ${String(bytesPerToken(p, H)).padStart(11)}  ${KS.map((k) => fmt(mean(overlap[p]![k]!), 4).padStart(8)).join(" ")}  ${fmt(mean(dLambda[p]!), 5).padStart(9)}  ${fmt(Math.max(...dLambda[p]!), 5).padStart(8)}`);
+  console.log(
+    `${p.padEnd(10)} ${String(bytesPerToken(p, H)).padStart(11)}  ${KS.map((k) => fmt(mean(overlap[p]![k]!), 4).padStart(8)).join(" ")}  ${fmt(mean(dLambda[p]!), 5).padStart(9)}  ${fmt(Math.max(...dLambda[p]!), 5).padStart(8)}`,
+  );
 }
 
 // ---- 3. answers over stores of each precision ---------------------------------------------------------
@@ -199,10 +228,19 @@ const probe = await Engine.load(modelDir, { home, diskKeyCache: false, corpusKey
 const modelKey = probe.passageEncoder.modelKey;
 await probe.session.release();
 for (const p of PRECISIONS) {
-  const w = await CorpusKeyWriter.open(join(home, p, "keys", modelKey, "corpora", "factbook"), { corpus: "factbook", modelKey, hiddenSize: H, precision: p });
+  const w = await CorpusKeyWriter.open(join(home, p, "keys", modelKey, "corpora", "factbook"), {
+    corpus: "factbook",
+    modelKey,
+    hiddenSize: H,
+    precision: p,
+  });
   await w.append([...unionById.values()]);
 }
-interface Answer { text: string; citations: string; recall: number }
+interface Answer {
+  text: string;
+  citations: string;
+  recall: number;
+}
 async function answers(engine: Engine): Promise<Answer[]> {
   const out: Answer[] = [];
   for (const [qi, q] of QUESTIONS.entries()) {
@@ -210,7 +248,11 @@ async function answers(engine: Engine): Promise<Answer[]> {
     const deltas: DeltaEvent[] = [];
     await engine.run({ request, passages: requests[qi]! }, { delta: (d) => deltas.push(d), done: () => {} });
     const text = deltas.map((d) => d.text).join("");
-    out.push({ text, citations: JSON.stringify(deltas.flatMap((d) => (d.citation ? [d.citation] : []))), recall: answerRecall(text, q.answers) });
+    out.push({
+      text,
+      citations: JSON.stringify(deltas.flatMap((d) => (d.citation ? [d.citation] : []))),
+      recall: answerRecall(text, q.answers),
+    });
   }
   await engine.session.release();
   return out;
@@ -218,7 +260,12 @@ async function answers(engine: Engine): Promise<Answer[]> {
 const quality: { precision: string; sameText: number; sameCitations: number; answerRecall: number }[] = [];
 if (!values["skip-quality"]) {
   const fly = await answers(await Engine.load(modelDir, { home, diskKeyCache: false, corpusKeys: false }));
-  quality.push({ precision: "on the fly (fp32)", sameText: fly.length, sameCitations: fly.length, answerRecall: mean(fly.map((a) => a.recall)) });
+  quality.push({
+    precision: "on the fly (fp32)",
+    sameText: fly.length,
+    sameCitations: fly.length,
+    answerRecall: mean(fly.map((a) => a.recall)),
+  });
   for (const p of PRECISIONS) {
     const got = await answers(await Engine.load(modelDir, { home: join(home, p), diskKeyCache: false }));
     quality.push({
@@ -230,11 +277,16 @@ if (!values["skip-quality"]) {
   }
   console.log(`\n3. nest answers (greedy, ${MAX_NEW} new tokens) over a store of each precision vs on-the-fly encoding`);
   console.log("keys                 same text  same citations  answer recall");
-  for (const q of quality) console.log(`${q.precision.padEnd(20)} ${`${q.sameText}/${QUESTIONS.length}`.padStart(9)} ${`${q.sameCitations}/${QUESTIONS.length}`.padStart(15)} ${fmt(q.answerRecall, 3).padStart(14)}`);
+  for (const q of quality)
+    console.log(
+      `${q.precision.padEnd(20)} ${`${q.sameText}/${QUESTIONS.length}`.padStart(9)} ${`${q.sameCitations}/${QUESTIONS.length}`.padStart(15)} ${fmt(q.answerRecall, 3).padStart(14)}`,
+    );
 }
 
 // ---- 4. loading a request's keys; factbook projection ---------------------------------------------------
-console.log(`\n4. loading one request's ${PASSAGES} passages from the store (median over ${QUESTIONS.length} requests, second read: page cache warm)`);
+console.log(
+  `\n4. loading one request's ${PASSAGES} passages from the store (median over ${QUESTIONS.length} requests, second read: page cache warm)`,
+);
 console.log("precision  read+dequantise ms  + token store ms");
 const loadMs: Record<string, number> = {};
 for (const p of PRECISIONS) {
@@ -246,7 +298,10 @@ for (const p of PRECISIONS) {
       const t0 = performance.now();
       const got = await store.getMany(ps);
       const t1 = performance.now();
-      buildTokenStore(got.map((g) => g!), H);
+      buildTokenStore(
+        got.map((g) => g!),
+        H,
+      );
       if (round === 1) {
         readMs.push(t1 - t0);
         buildMs.push(performance.now() - t1);
@@ -269,9 +324,14 @@ if (!values["skip-projection"]) {
   const gpuTflops = 20; // assumed effective fp32 TFLOP/s on one H200 (~30 % of its 67 TFLOP/s fp32 FMA peak)
   projection = { passages: all.length, tokens, seconds, flopsPerToken, gpuSeconds: (tokens * flopsPerToken) / (gpuTflops * 1e12) };
   console.log(`\nfactbook: ${all.length} passages, ${tokens} tokens (≤ 512 per passage, BOS not counted)`);
-  for (const p of PRECISIONS) console.log(`  ${p} store: ${fmt((tokens * bytesPerToken(p, H)) / 2 ** 30, 2)} GiB (${bytesPerToken(p, H)} bytes/token)`);
-  console.log(`  encoding on this machine at the measured ${fmt(best.tokS)} tokens/s (${best.path}): ${fmt(seconds / 60, 0)} min (projected from section 1, load average ${load()})`);
-  console.log(`  projected on one GPU: ~${fmt(flopsPerToken / 1e9, 2)} GFLOP/token × ${tokens} tokens at an assumed ${gpuTflops} TFLOP/s effective = ${fmt(projection.gpuSeconds!, 0)} s of compute (a projection, not a measurement)`);
+  for (const p of PRECISIONS)
+    console.log(`  ${p} store: ${fmt((tokens * bytesPerToken(p, H)) / 2 ** 30, 2)} GiB (${bytesPerToken(p, H)} bytes/token)`);
+  console.log(
+    `  encoding on this machine at the measured ${fmt(best.tokS)} tokens/s (${best.path}): ${fmt(seconds / 60, 0)} min (projected from section 1, load average ${load()})`,
+  );
+  console.log(
+    `  projected on one GPU: ~${fmt(flopsPerToken / 1e9, 2)} GFLOP/token × ${tokens} tokens at an assumed ${gpuTflops} TFLOP/s effective = ${fmt(projection.gpuSeconds!, 0)} s of compute (a projection, not a measurement)`,
+  );
 }
 await lm.release();
 
@@ -283,5 +343,8 @@ function approxBlockParams(): number {
 }
 
 mkdirSync(join(REPO_ROOT, "bench-results"), { recursive: true });
-writeFileSync(join(REPO_ROOT, "bench-results", "encoding.json"), JSON.stringify({ loadavg: loadavg(), throughput, overlap, dLambda, quality, loadMs, projection }, null, 2));
+writeFileSync(
+  join(REPO_ROOT, "bench-results", "encoding.json"),
+  JSON.stringify({ loadavg: loadavg(), throughput, overlap, dLambda, quality, loadMs, projection }, null, 2),
+);
 console.log("\nwrote bench-results/encoding.json");

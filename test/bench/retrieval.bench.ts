@@ -29,10 +29,14 @@ import { findCorpusDir } from "@nest/corpus/layout";
 import { readFactbook } from "@nest/corpus/factbook";
 import { readReady } from "@nest/corpus/layout";
 
-const { values } = parseArgs({ options: {
-  queries: { type: "string", default: "200" }, synthetic: { type: "string", default: "1000000" },
-  seed: { type: "string", default: "7" }, rebuild: { type: "boolean", default: false },
-} });
+const { values } = parseArgs({
+  options: {
+    queries: { type: "string", default: "200" },
+    synthetic: { type: "string", default: "1000000" },
+    seed: { type: "string", default: "7" },
+    rebuild: { type: "boolean", default: false },
+  },
+});
 const NUM_QUERIES = Number(values.queries);
 const SYNTH_N = Number(values.synthetic);
 const SEED = Number(values.seed);
@@ -42,8 +46,38 @@ const WARMUP = 10;
 /** The seeded PRNG of the evaluation harness (mulberry32), floats in [0, 1). */
 const rng = mulberry32;
 
-const SYLLABLES = ["ka", "lo", "mi", "ren", "to", "sa", "vel", "dor", "qui", "ne", "bra", "sto", "fi", "gul", "ha", "jor",
-  "pe", "tri", "zan", "wo", "ul", "es", "ar", "in", "mon", "ric", "tes", "ba", "cu", "dra"];
+const SYLLABLES = [
+  "ka",
+  "lo",
+  "mi",
+  "ren",
+  "to",
+  "sa",
+  "vel",
+  "dor",
+  "qui",
+  "ne",
+  "bra",
+  "sto",
+  "fi",
+  "gul",
+  "ha",
+  "jor",
+  "pe",
+  "tri",
+  "zan",
+  "wo",
+  "ul",
+  "es",
+  "ar",
+  "in",
+  "mon",
+  "ric",
+  "tes",
+  "ba",
+  "cu",
+  "dra",
+];
 
 /** 30,000 distinct pseudo-words (2-4 syllables), seeded. */
 function wordList(seed: number, n = 30_000): string[] {
@@ -131,8 +165,14 @@ async function measure(index: LancePassageIndex, queries: string[], fusion?: Fus
   }
   const sorted = [...ms].sort((a, b) => a - b);
   const r1 = (x: number) => Math.round(x * 10) / 10;
-  return { queries: ms.length, p50_ms: r1(quantile(sorted, 0.5)), p99_ms: r1(quantile(sorted, 0.99)),
-    mean_ms: r1(ms.reduce((a, b) => a + b, 0) / ms.length), mean_hits: r1(hits / ms.length), load1: r1(loadavg()[0]!) };
+  return {
+    queries: ms.length,
+    p50_ms: r1(quantile(sorted, 0.5)),
+    p99_ms: r1(quantile(sorted, 0.99)),
+    mean_ms: r1(ms.reduce((a, b) => a + b, 0) / ms.length),
+    mean_hits: r1(hits / ms.length),
+    load1: r1(loadavg()[0]!),
+  };
 }
 
 async function factbookQueries(): Promise<{ queries: string[]; passages: number }> {
@@ -153,7 +193,7 @@ async function hybridFactbookDir(): Promise<string | undefined> {
   const root = join(cachePaths().corpora, "factbook");
   for (const name of existsSync(root) ? (await readdir(root)).sort() : []) {
     const ready = await readReady(join(root, name));
-    if (ready && ready.embedderKey && ready.embedderKey !== "bm25-only") return join(root, name);
+    if (ready?.embedderKey && ready.embedderKey !== "bm25-only") return join(root, name);
   }
   return undefined;
 }
@@ -180,7 +220,12 @@ if (hybridDir) {
   const index = await openLanceIndex(hybridDir, "factbook");
   try {
     for (const fusion of ["rrf", "adaptive"] as const) {
-      rows.push({ corpus: "factbook", passages: await index.count(), retriever: `hybrid ${fusion}`, ...(await measure(index, fb.queries, fusion)) });
+      rows.push({
+        corpus: "factbook",
+        passages: await index.count(),
+        retriever: `hybrid ${fusion}`,
+        ...(await measure(index, fb.queries, fusion)),
+      });
     }
   } finally {
     index.close();
@@ -215,7 +260,10 @@ if (SYNTH_N > 0) {
       },
     });
     built = { passages: n, build_s: Math.round((performance.now() - t0) / 100) / 10 };
-    await writeFile(marker, `${JSON.stringify({ ...built, seed: SEED, words: WORDS.length, createdAt: new Date().toISOString() }, null, 2)}\n`);
+    await writeFile(
+      marker,
+      `${JSON.stringify({ ...built, seed: SEED, words: WORDS.length, createdAt: new Date().toISOString() }, null, 2)}\n`,
+    );
     log(`synthetic: built in ${built.build_s} s`);
   }
   const r = rng(SEED + 1);
@@ -227,8 +275,14 @@ if (SYNTH_N > 0) {
   const index = await openLanceIndex(dir, "synthetic");
   try {
     const m = await measure(index, queries);
-    rows.push({ corpus: "synthetic", passages: await index.count(), retriever: "BM25", ...m,
-      build_s: built.build_s, index_mb: Math.round((await dirBytes(dir)) / 1e5) / 10 });
+    rows.push({
+      corpus: "synthetic",
+      passages: await index.count(),
+      retriever: "BM25",
+      ...m,
+      build_s: built.build_s,
+      index_mb: Math.round((await dirBytes(dir)) / 1e5) / 10,
+    });
   } finally {
     index.close();
   }
@@ -236,13 +290,36 @@ if (SYNTH_N > 0) {
 
 // --- report
 const head = ["corpus", "passages", "retriever", "p50 ms", "p99 ms", "mean ms", "hits", "build s", "index MB", "load1"];
-const table = rows.map((r) => [r.corpus, String(r.passages), r.retriever, String(r.p50_ms), String(r.p99_ms), String(r.mean_ms),
-  String(r.mean_hits), r.build_s === undefined ? "" : String(r.build_s), r.index_mb === undefined ? "" : String(r.index_mb), String(r.load1)]);
+const table = rows.map((r) => [
+  r.corpus,
+  String(r.passages),
+  r.retriever,
+  String(r.p50_ms),
+  String(r.p99_ms),
+  String(r.mean_ms),
+  String(r.mean_hits),
+  r.build_s === undefined ? "" : String(r.build_s),
+  r.index_mb === undefined ? "" : String(r.index_mb),
+  String(r.load1),
+]);
 const widths = head.map((h, i) => Math.max(h.length, ...table.map((t) => t[i]!.length)));
 const line = (cells: string[]) => cells.map((c, i) => c.padEnd(widths[i]!)).join("  ");
 log(`\n${line(head)}\n${table.map(line).join("\n")}`);
 await mkdir("bench-results", { recursive: true });
-await writeFile("bench-results/retrieval.json", `${JSON.stringify({
-  bench: "retrieval", k: K, warmup: WARMUP, cores: cpus().length, seed: SEED, date: new Date().toISOString(), rows,
-}, null, 2)}\n`);
+await writeFile(
+  "bench-results/retrieval.json",
+  `${JSON.stringify(
+    {
+      bench: "retrieval",
+      k: K,
+      warmup: WARMUP,
+      cores: cpus().length,
+      seed: SEED,
+      date: new Date().toISOString(),
+      rows,
+    },
+    null,
+    2,
+  )}\n`,
+);
 log("wrote bench-results/retrieval.json");

@@ -66,7 +66,10 @@ const fmt = (x: number, d = 1) => (Number.isFinite(x) ? x.toFixed(d) : "–");
 
 /** A fixed ~200-token prompt (factbook-like prose) for prefill and decode figures. */
 async function benchPrompt(tok: ModelTokenizer): Promise<number[]> {
-  const text = "Australia is a country comprising the mainland of the Australian continent, the island of Tasmania and numerous smaller islands. ".repeat(12);
+  const text =
+    "Australia is a country comprising the mainland of the Australian continent, the island of Tasmania and numerous smaller islands. ".repeat(
+      12,
+    );
   return tok.encodeChat([{ role: "user", content: `Summarise: ${text}` }]).slice(0, PREFILL_TOKENS);
 }
 
@@ -96,7 +99,16 @@ async function baseChild(precision: Precision, spinning: boolean): Promise<void>
     kvBytesPerToken.push((lm.copies.kvOutBytes - before) / DECODE_STEPS);
   }
   const rssMb = process.resourceUsage().maxRSS / 1024;
-  process.stdout.write(JSON.stringify({ precision, spinning: spinning ? "on" : "off", prefillTokS: median(prefill), decodeTokS: median(decode), peakRssMb: rssMb, kvBytesPerToken: median(kvBytesPerToken) }));
+  process.stdout.write(
+    JSON.stringify({
+      precision,
+      spinning: spinning ? "on" : "off",
+      prefillTokS: median(prefill),
+      decodeTokS: median(decode),
+      peakRssMb: rssMb,
+      kvBytesPerToken: median(kvBytesPerToken),
+    }),
+  );
 }
 
 function argmax(x: Float32Array): number {
@@ -106,8 +118,23 @@ function argmax(x: Float32Array): number {
 }
 
 function runChild(precision: string, spinning: string): Record<string, number | string> | undefined {
-  const r = spawnSync(process.execPath, ["--import", "tsx", new URL(import.meta.url).pathname, "--child", precision,
-    "--child-spinning", spinning, "--runs", String(RUNS), "--threads", String(THREADS)], { encoding: "utf8", maxBuffer: 1 << 24 });
+  const r = spawnSync(
+    process.execPath,
+    [
+      "--import",
+      "tsx",
+      new URL(import.meta.url).pathname,
+      "--child",
+      precision,
+      "--child-spinning",
+      spinning,
+      "--runs",
+      String(RUNS),
+      "--threads",
+      String(THREADS),
+    ],
+    { encoding: "utf8", maxBuffer: 1 << 24 },
+  );
   if (r.status !== 0) {
     console.error(`base ${precision}: child failed (${r.status}): ${r.stderr.split("\n").slice(-5).join("\n")}`);
     return undefined;
@@ -132,7 +159,11 @@ async function llamaCpp(): Promise<Record<string, number> | undefined> {
   if (!existsSync(join(deps, "node_modules", "node-llama-cpp"))) {
     console.error("installing node-llama-cpp@3.21.1 into", deps, "(first bench run only)");
     await mkdir(deps, { recursive: true });
-    const r = spawnSync("npm", ["install", "--prefix", deps, "--no-save", "--ignore-scripts", "--no-audit", "--no-fund", "-E", "node-llama-cpp@3.21.1"], { stdio: "inherit" });
+    const r = spawnSync(
+      "npm",
+      ["install", "--prefix", deps, "--no-save", "--ignore-scripts", "--no-audit", "--no-fund", "-E", "node-llama-cpp@3.21.1"],
+      { stdio: "inherit" },
+    );
     if (r.status !== 0) return undefined;
   }
   const require = createRequire(join(deps, "package.json"));
@@ -167,12 +198,32 @@ async function llamaCpp(): Promise<Record<string, number> | undefined> {
 
 // ---- 3. NEST vs base on grounded prompts ------------------------------------------------------------
 const QUESTIONS = [
-  "What is the capital of Australia?", "What is the highest point in Nepal?", "What are the national symbols of Canada?",
-  "When did Brazil become independent?", "Where is Kiribati located?", "What languages are spoken in Belgium?",
+  "What is the capital of Australia?",
+  "What is the highest point in Nepal?",
+  "What are the national symbols of Canada?",
+  "When did Brazil become independent?",
+  "Where is Kiribati located?",
+  "What languages are spoken in Belgium?",
 ];
-const CONTINUATION_QUERIES = ["Australia capital", "Nepal elevation extremes", "Canada national symbols", "Brazil independence", "Kiribati location", "Belgium languages"];
+const CONTINUATION_QUERIES = [
+  "Australia capital",
+  "Nepal elevation extremes",
+  "Canada national symbols",
+  "Brazil independence",
+  "Kiribati location",
+  "Belgium languages",
+];
 
-interface NestRow { mode: string; set: string; tokS: number; passesPerToken: number; meanSpan: number; ttftColdMs: number; ttftWarmMs: number; attribution: number }
+interface NestRow {
+  mode: string;
+  set: string;
+  tokS: number;
+  passesPerToken: number;
+  meanSpan: number;
+  ttftColdMs: number;
+  ttftWarmMs: number;
+  attribution: number;
+}
 
 async function nestVsBase(): Promise<NestRow[]> {
   const dir = await findModelDir();
@@ -181,17 +232,24 @@ async function nestVsBase(): Promise<NestRow[]> {
     { name: "questions", prompts: QUESTIONS.map((q) => ({ prompt: q, query: q })) },
     {
       name: "continuations",
-      prompts: await Promise.all(CONTINUATION_QUERIES.map(async (q) => {
-        const [top] = await index.search(q, 1);
-        const head = top!.text.slice(0, Math.max(20, Math.floor(top!.text.length * 0.3)));
-        return { prompt: `Continue this text exactly: ${head}`, query: q };
-      })),
+      prompts: await Promise.all(
+        CONTINUATION_QUERIES.map(async (q) => {
+          const [top] = await index.search(q, 1);
+          const head = top!.text.slice(0, Math.max(20, Math.floor(top!.text.length * 0.3)));
+          return { prompt: `Continue this text exactly: ${head}`, query: q };
+        }),
+      ),
     },
   ];
   const rows: NestRow[] = [];
   for (const mode of ["base", "nest"] as const) {
     for (const set of sets) {
-      const tokS: number[] = [], ppt: number[] = [], span: number[] = [], cold: number[] = [], warm: number[] = [], attr: number[] = [];
+      const tokS: number[] = [],
+        ppt: number[] = [],
+        span: number[] = [],
+        cold: number[] = [],
+        warm: number[] = [],
+        attr: number[] = [];
       for (let r = 0; r < RUNS; r++) {
         // A fresh engine per run: empty memory cache, no disk cache, no encoded corpus, so the first request is cold.
         const engine = await Engine.load(dir, { threads: THREADS, diskKeyCache: false, corpusKeys: false });
@@ -202,10 +260,15 @@ async function nestVsBase(): Promise<NestRow[]> {
             const t0 = performance.now();
             let ttft = NaN;
             let done: import("@nest/shared/protocol/events").DoneEvent | undefined;
-            await engine.run({ request, passages }, {
-              delta: () => { if (Number.isNaN(ttft)) ttft = performance.now() - t0; },
-              done: (d) => (done = d),
-            });
+            await engine.run(
+              { request, passages },
+              {
+                delta: () => {
+                  if (Number.isNaN(ttft)) ttft = performance.now() - t0;
+                },
+                done: (d) => (done = d),
+              },
+            );
             (phase === "cold" ? cold : warm).push(ttft);
             if (phase === "warm" && done) {
               const u = done.usage;
@@ -218,7 +281,16 @@ async function nestVsBase(): Promise<NestRow[]> {
         }
         await engine.session.release();
       }
-      rows.push({ mode, set: set.name, tokS: median(tokS), passesPerToken: median(ppt), meanSpan: median(span), ttftColdMs: median(cold), ttftWarmMs: median(warm), attribution: median(attr) });
+      rows.push({
+        mode,
+        set: set.name,
+        tokS: median(tokS),
+        passesPerToken: median(ppt),
+        meanSpan: median(span),
+        ttftColdMs: median(cold),
+        ttftWarmMs: median(warm),
+        attribution: median(attr),
+      });
     }
   }
   await index.close?.();
@@ -234,17 +306,28 @@ if (values.child) {
 /** Starts `n` busy-loop processes (a concurrent CPU load); returns a function that stops them. */
 function startLoad(n: number): () => void {
   const procs = Array.from({ length: n }, () =>
-    spawn(process.execPath, ["-e", "for(;;){let x=0;for(let i=0;i<1e7;i++)x+=i;}"], { stdio: "ignore" }));
+    spawn(process.execPath, ["-e", "for(;;){let x=0;for(let i=0;i<1e7;i++)x+=i;}"], { stdio: "ignore" }),
+  );
   return () => procs.forEach((p) => p.kill());
 }
 
 /** Base LM per precision × spinning, then llama.cpp, printed as one table. */
 async function runtimeRound(label: string): Promise<{ base: Record<string, number | string>[]; llama?: Record<string, number> }> {
   const spinnings = values.spinning!.split(",").map((s) => s.trim());
-  const base = values.precisions!.split(",").flatMap((p) => spinnings.map((s) => runChild(p.trim(), s))).filter((x) => x !== undefined);
-  console.log(`\nbase LM, ${label} (median; load average ${loadavg().map((x) => x.toFixed(1)).join(" ")})`);
+  const base = values
+    .precisions!.split(",")
+    .flatMap((p) => spinnings.map((s) => runChild(p.trim(), s)))
+    .filter((x) => x !== undefined);
+  console.log(
+    `\nbase LM, ${label} (median; load average ${loadavg()
+      .map((x) => x.toFixed(1))
+      .join(" ")})`,
+  );
   console.log("precision  spinning  prefill tok/s  decode tok/s  peak RSS MB  KV bytes out/token");
-  for (const b of base) console.log(`${String(b.precision).padEnd(10)} ${String(b.spinning).padEnd(8)} ${fmt(Number(b.prefillTokS)).padStart(13)} ${fmt(Number(b.decodeTokS)).padStart(13)} ${fmt(Number(b.peakRssMb), 0).padStart(12)} ${fmt(Number(b.kvBytesPerToken), 0).padStart(19)}`);
+  for (const b of base)
+    console.log(
+      `${String(b.precision).padEnd(10)} ${String(b.spinning).padEnd(8)} ${fmt(Number(b.prefillTokS)).padStart(13)} ${fmt(Number(b.decodeTokS)).padStart(13)} ${fmt(Number(b.peakRssMb), 0).padStart(12)} ${fmt(Number(b.kvBytesPerToken), 0).padStart(19)}`,
+    );
   let llama: Record<string, number> | undefined;
   if (!values["skip-llama"]) {
     try {
@@ -254,13 +337,22 @@ async function runtimeRound(label: string): Promise<{ base: Record<string, numbe
     }
   }
   if (llama) {
-    console.log(`llama.cpp (node-llama-cpp 3.21.1, same GGUF, ${THREADS} threads), ${label}: prefill ${fmt(llama.prefillTokS!)} tok/s, decode ${fmt(llama.decodeTokS!)} tok/s`);
-    for (const b of base) console.log(`  ours ${b.precision} spinning ${b.spinning} / llama.cpp decode: ${fmt(Number(b.decodeTokS) / llama.decodeTokS!, 2)}× (target ≥ 1.0)  prefill: ${fmt(Number(b.prefillTokS) / llama.prefillTokS!, 2)}× (target ≥ 1.5)`);
+    console.log(
+      `llama.cpp (node-llama-cpp 3.21.1, same GGUF, ${THREADS} threads), ${label}: prefill ${fmt(llama.prefillTokS!)} tok/s, decode ${fmt(llama.decodeTokS!)} tok/s`,
+    );
+    for (const b of base)
+      console.log(
+        `  ours ${b.precision} spinning ${b.spinning} / llama.cpp decode: ${fmt(Number(b.decodeTokS) / llama.decodeTokS!, 2)}× (target ≥ 1.0)  prefill: ${fmt(Number(b.prefillTokS) / llama.prefillTokS!, 2)}× (target ≥ 1.5)`,
+      );
   }
   return { base, llama };
 }
 
-console.log(`runtime bench: ${RUNS} runs, ${THREADS} threads, load average ${loadavg().map((x) => x.toFixed(1)).join(" ")}`);
+console.log(
+  `runtime bench: ${RUNS} runs, ${THREADS} threads, load average ${loadavg()
+    .map((x) => x.toFixed(1))
+    .join(" ")}`,
+);
 const quiet = await runtimeRound("as the machine is");
 const { base, llama } = quiet;
 let loaded: Awaited<ReturnType<typeof runtimeRound>> | undefined;
@@ -277,7 +369,10 @@ if (LOAD_PROCS > 0) {
 const nest = values["skip-nest"] ? [] : await nestVsBase();
 console.log(`\nNEST vs base on grounded prompts (fp32, 40 passages, max ${MAX_NEW} new tokens; median)`);
 console.log("mode  set            decode tok/s  LM passes/token  mean accepted span  TTFT cold ms  TTFT warm ms  attribution");
-for (const r of nest) console.log(`${r.mode.padEnd(5)} ${r.set.padEnd(14)} ${fmt(r.tokS).padStart(12)} ${fmt(r.passesPerToken, 2).padStart(16)} ${fmt(r.meanSpan, 2).padStart(19)} ${fmt(r.ttftColdMs, 0).padStart(13)} ${fmt(r.ttftWarmMs, 0).padStart(13)} ${fmt(r.attribution, 2).padStart(12)}`);
+for (const r of nest)
+  console.log(
+    `${r.mode.padEnd(5)} ${r.set.padEnd(14)} ${fmt(r.tokS).padStart(12)} ${fmt(r.passesPerToken, 2).padStart(16)} ${fmt(r.meanSpan, 2).padStart(19)} ${fmt(r.ttftColdMs, 0).padStart(13)} ${fmt(r.ttftWarmMs, 0).padStart(13)} ${fmt(r.attribution, 2).padStart(12)}`,
+  );
 for (const set of nest.length > 0 ? ["questions", "continuations"] : []) {
   const b = nest.find((r) => r.mode === "base" && r.set === set)!;
   const n = nest.find((r) => r.mode === "nest" && r.set === set)!;
@@ -285,5 +380,8 @@ for (const set of nest.length > 0 ? ["questions", "continuations"] : []) {
 }
 
 await mkdir(join(REPO_ROOT, "bench-results"), { recursive: true });
-await writeFile(join(REPO_ROOT, "bench-results", "runtime.json"), JSON.stringify({ runs: RUNS, threads: THREADS, loadavg: loadavg(), base, llama, loaded, nest }, null, 2));
+await writeFile(
+  join(REPO_ROOT, "bench-results", "runtime.json"),
+  JSON.stringify({ runs: RUNS, threads: THREADS, loadavg: loadavg(), base, llama, loaded, nest }, null, 2),
+);
 console.log("\nwrote bench-results/runtime.json");

@@ -24,7 +24,13 @@ async function lanceDir(): Promise<string> {
 passageIndexContract("LanceDB", async () => {
   const dir = await lanceDir();
   const index = await openLanceIndex(dir, CONTRACT_CORPUS);
-  return { index, close: async () => (index.close(), rm(dir, { recursive: true, force: true })) };
+  return {
+    index,
+    close: async () => {
+      index.close();
+      await rm(dir, { recursive: true, force: true });
+    },
+  };
 });
 
 passageIndexContract("Upstash Vector (fake REST API)", async () => {

@@ -51,18 +51,36 @@ async function listen(app: Pick<Hono, "fetch">): Promise<Server> {
 
 /** Starts a consumer process; resolves once it prints its ready line. */
 async function startConsumer(args: string[] = []): Promise<{ proc: ChildProcess; exit: Promise<number | null>; stderr: () => string }> {
-  const proc = spawn(process.execPath, ["--import", "tsx", "gpu-worker/src/batch/consumer-main.ts", "--prefix", PREFIX,
-    "--lock-ms", "4000", "--stalled-interval-ms", "2000", ...args], {
-    cwd: REPO_ROOT, env: { ...process.env, NEST_REDIS_URL: REDIS_URL }, stdio: ["ignore", "pipe", "pipe"],
-  });
+  const proc = spawn(
+    process.execPath,
+    [
+      "--import",
+      "tsx",
+      "gpu-worker/src/batch/consumer-main.ts",
+      "--prefix",
+      PREFIX,
+      "--lock-ms",
+      "4000",
+      "--stalled-interval-ms",
+      "2000",
+      ...args,
+    ],
+    {
+      cwd: REPO_ROOT,
+      env: { ...process.env, NEST_REDIS_URL: REDIS_URL },
+      stdio: ["ignore", "pipe", "pipe"],
+    },
+  );
   consumers.add(proc);
   let out = "";
   let err = "";
   proc.stderr!.on("data", (d) => (err += String(d)));
-  const exit = new Promise<number | null>((r) => proc.once("exit", (code) => {
-    consumers.delete(proc);
-    r(code);
-  }));
+  const exit = new Promise<number | null>((r) =>
+    proc.once("exit", (code) => {
+      consumers.delete(proc);
+      r(code);
+    }),
+  );
   await new Promise<void>((resolve, reject) => {
     proc.stdout!.on("data", (d) => {
       out += String(d);
@@ -74,7 +92,11 @@ async function startConsumer(args: string[] = []): Promise<{ proc: ChildProcess;
 }
 
 async function submit(body: string, headers: Record<string, string> = {}): Promise<{ status: number; json: SubmitResponse }> {
-  const res = await fetch(`${edge.url}/v1/batches`, { method: "POST", headers: { ...AUTH, "content-type": "application/x-ndjson", ...headers }, body });
+  const res = await fetch(`${edge.url}/v1/batches`, {
+    method: "POST",
+    headers: { ...AUTH, "content-type": "application/x-ndjson", ...headers },
+    body,
+  });
   return { status: res.status, json: (await res.json()) as SubmitResponse };
 }
 
@@ -89,7 +111,10 @@ async function results(id: string): Promise<BatchResultLine[]> {
   expect(res.status).toBe(200);
   expect(res.headers.get("content-type")).toBe("application/x-ndjson");
   const text = await res.text();
-  return text.split("\n").filter((l) => l !== "").map((l) => JSON.parse(l) as BatchResultLine);
+  return text
+    .split("\n")
+    .filter((l) => l !== "")
+    .map((l) => JSON.parse(l) as BatchResultLine);
 }
 
 /** Polls the status until `pred` holds (every 250 ms, up to `timeoutMs`). */
@@ -140,14 +165,23 @@ describe("batch jobs through BullMQ on Redis", () => {
 
   it("keeps all 50 results, exactly once and in input order, when a consumer is SIGKILLed mid-batch", async () => {
     // Every 10th item runs nest mode on 2 passages (retrieval + token store); the rest mode base.
-    const body = Array.from({ length: 50 }, (_, i) => line({
-      custom_id: `q-${String(i).padStart(2, "0")}`, ...cheap(i), ...(i % 10 === 9 ? { mode: "nest", passages: 2 } : {}),
-    })).join("\n");
+    const body = Array.from({ length: 50 }, (_, i) =>
+      line({
+        custom_id: `q-${String(i).padStart(2, "0")}`,
+        ...cheap(i),
+        ...(i % 10 === 9 ? { mode: "nest", passages: 2 } : {}),
+      }),
+    ).join("\n");
     const { status: code, json: sub } = await submit(body);
     expect(code).toBe(201);
     expect(sub.id).toMatch(/^batch_[0-9a-f]{24}$/);
-    expect(sub).toMatchObject({ status: "queued", total: 50, idempotent_replay: false, progress: 0,
-      counts: { queued: 50, running: 0, done: 0, failed: 0, canceled: 0 } });
+    expect(sub).toMatchObject({
+      status: "queued",
+      total: 50,
+      idempotent_replay: false,
+      progress: 0,
+      counts: { queued: 50, running: 0, done: 0, failed: 0, canceled: 0 },
+    });
 
     const a = await startConsumer();
     await until(sub.id, (s) => s.counts.done >= 8);
@@ -187,21 +221,33 @@ describe("batch jobs through BullMQ on Redis", () => {
   }, 400_000);
 
   it("retries a failing item with exponential backoff, then reports it failed with its error", async () => {
-    const { json: sub } = await submit([line({ custom_id: "ok", ...cheap(0) }),
-      line({ custom_id: "bad", prompt: "What is the capital of Peru?", corpus: "no-such-corpus", max_new_tokens: 4 })].join("\n"));
+    const { json: sub } = await submit(
+      [
+        line({ custom_id: "ok", ...cheap(0) }),
+        line({ custom_id: "bad", prompt: "What is the capital of Peru?", corpus: "no-such-corpus", max_new_tokens: 4 }),
+      ].join("\n"),
+    );
     const end = await until(sub.id, (s) => s.status === "completed", 60_000);
     expect(end.counts).toEqual({ queued: 0, running: 0, done: 1, failed: 1, canceled: 0 });
     const [ok, bad] = await results(sub.id);
     expect(ok).toMatchObject({ index: 0, custom_id: "ok", status: "done", attempts: 1 });
-    expect(bad).toEqual({ index: 1, custom_id: "bad", status: "failed", attempts: 3,
-      error: { code: "not_found", message: "unknown corpus `no-such-corpus`" } });
+    expect(bad).toEqual({
+      index: 1,
+      custom_id: "bad",
+      status: "failed",
+      attempts: 3,
+      error: { code: "not_found", message: "unknown corpus `no-such-corpus`" },
+    });
     // Backoff 300 ms, exponential: retries wait 300 then 600 ms, so ≥ 900 ms from creation to failure.
     const job = await bull.getJob(`${sub.id}-1`);
     expect(job!.finishedOn! - job!.timestamp).toBeGreaterThanOrEqual(900);
   }, 120_000);
 
   it("returns the same batch for a resubmission with the same Idempotency-Key", async () => {
-    const items = [{ custom_id: "a", ...cheap(1) }, { custom_id: "b", ...cheap(2) }];
+    const items = [
+      { custom_id: "a", ...cheap(1) },
+      { custom_id: "b", ...cheap(2) },
+    ];
     const key = { "idempotency-key": `idem-${PREFIX}` };
     const first = await submit(items.map(line).join("\n"), key);
     expect(first.status).toBe(201);
@@ -252,7 +298,9 @@ describe("batch jobs through BullMQ on Redis", () => {
     expect((bad.json as unknown as { error: { message: string } }).error.message).toMatch(/^line 2: max_new_tokens: /);
     const missing = await fetch(`${edge.url}/v1/batches/batch_${"0".repeat(24)}`, { headers: AUTH });
     expect(missing.status).toBe(404);
-    expect(await missing.json()).toEqual({ error: { code: "not_found", message: `no batch \`batch_${"0".repeat(24)}\` (unknown or expired)` } });
+    expect(await missing.json()).toEqual({
+      error: { code: "not_found", message: `no batch \`batch_${"0".repeat(24)}\` (unknown or expired)` },
+    });
   });
 
   it("refuses to start unless Redis's maxmemory-policy is noeviction", async () => {
@@ -262,10 +310,14 @@ describe("batch jobs through BullMQ on Redis", () => {
       await redis.config("SET", "maxmemory-policy", "allkeys-lru");
       const opened = BatchQueue.open({ redisUrl: REDIS_URL, prefix: PREFIX });
       await expect(opened).rejects.toBeInstanceOf(RedisPolicyError);
-      await expect(opened).rejects.toThrow(/maxmemory-policy `allkeys-lru`; batch jobs need `noeviction`.*CONFIG SET maxmemory-policy noeviction/);
+      await expect(opened).rejects.toThrow(
+        /maxmemory-policy `allkeys-lru`; batch jobs need `noeviction`.*CONFIG SET maxmemory-policy noeviction/,
+      );
       // The consumer process checks before loading the model and exits 1 with the reason.
       const proc = spawn(process.execPath, ["--import", "tsx", "gpu-worker/src/batch/consumer-main.ts", "--prefix", PREFIX], {
-        cwd: REPO_ROOT, env: { ...process.env, NEST_REDIS_URL: REDIS_URL }, stdio: ["ignore", "pipe", "pipe"],
+        cwd: REPO_ROOT,
+        env: { ...process.env, NEST_REDIS_URL: REDIS_URL },
+        stdio: ["ignore", "pipe", "pipe"],
       });
       let err = "";
       proc.stderr.on("data", (d) => (err += String(d)));

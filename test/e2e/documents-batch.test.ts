@@ -65,7 +65,9 @@ beforeAll(async () => {
   registerBatchRoutes(app, { poolUrl: jobApi.url, auth: keyAuth({ staticHashes: [await sha256Hex(KEY)] }, "batch") });
   edge = await listen(app);
   const proc = spawn(process.execPath, ["--import", "tsx", "gpu-worker/src/batch/consumer-main.ts", "--prefix", PREFIX], {
-    cwd: REPO_ROOT, env: { ...process.env, NEST_REDIS_URL: REDIS_URL }, stdio: ["ignore", "pipe", "pipe"],
+    cwd: REPO_ROOT,
+    env: { ...process.env, NEST_REDIS_URL: REDIS_URL },
+    stdio: ["ignore", "pipe", "pipe"],
   });
   consumer = proc;
   let err = "";
@@ -98,17 +100,33 @@ describe("batch item with documents", () => {
     const body = [
       { custom_id: "ok", prompt: "q?", documents: DOCUMENTS, max_new_tokens: 2 },
       { custom_id: "both", prompt: "q?", documents: DOCUMENTS, corpus: "factbook", max_new_tokens: 2 },
-    ].map((l) => JSON.stringify(l)).join("\n");
-    const res = await fetch(`${edge.url}/v1/batches`, { method: "POST", headers: { ...AUTH, "content-type": "application/x-ndjson" }, body });
+    ]
+      .map((l) => JSON.stringify(l))
+      .join("\n");
+    const res = await fetch(`${edge.url}/v1/batches`, {
+      method: "POST",
+      headers: { ...AUTH, "content-type": "application/x-ndjson" },
+      body,
+    });
     expect(res.status).toBe(400);
-    expect(await res.json()).toEqual({ error: { code: "invalid_request", message: "line 2: corpus: give either `documents` or `corpus`, not both" } });
+    expect(await res.json()).toEqual({
+      error: { code: "invalid_request", message: "line 2: corpus: give either `documents` or `corpus`, not both" },
+    });
   });
 
   it("answers the planted fact and cites into the right document at exact offsets", async () => {
     const body = JSON.stringify({
-      custom_id: "docs", prompt: "What is the secret ingredient of the Harbor Bakery sourdough?", mode: "rag-nest", max_new_tokens: 48, documents: DOCUMENTS,
+      custom_id: "docs",
+      prompt: "What is the secret ingredient of the Harbor Bakery sourdough?",
+      mode: "rag-nest",
+      max_new_tokens: 48,
+      documents: DOCUMENTS,
     });
-    const res = await fetch(`${edge.url}/v1/batches`, { method: "POST", headers: { ...AUTH, "content-type": "application/x-ndjson" }, body });
+    const res = await fetch(`${edge.url}/v1/batches`, {
+      method: "POST",
+      headers: { ...AUTH, "content-type": "application/x-ndjson" },
+      body,
+    });
     expect(res.status).toBe(201);
     const sub = (await res.json()) as SubmitResponse;
     const t0 = Date.now();
@@ -120,7 +138,9 @@ describe("batch item with documents", () => {
     }
     expect(s.status).toBe("completed");
     const lines = (await (await fetch(`${edge.url}/v1/batches/${sub.id}/results`, { headers: AUTH })).text())
-      .split("\n").filter((l) => l !== "").map((l) => JSON.parse(l) as BatchResultLine);
+      .split("\n")
+      .filter((l) => l !== "")
+      .map((l) => JSON.parse(l) as BatchResultLine);
     const ok = lines[0]!;
     expect(ok.status).toBe("done");
     if (ok.status !== "done") return;

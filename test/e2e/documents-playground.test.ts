@@ -48,7 +48,9 @@ beforeAll(async () => {
   url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/`;
   profile = mkdtempSync(join(tmpdir(), "nest-chromium-"));
   context = await chromium.launchPersistentContext(profile, {
-    executablePath: CHROMIUM, headless: true, viewport: { width: 1360, height: 1100 },
+    executablePath: CHROMIUM,
+    headless: true,
+    viewport: { width: 1360, height: 1100 },
     args: ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking", "--disable-sync"],
   });
   // Test-only instrumentation: the request bodies the page sends and the SSE bodies it receives.
@@ -86,14 +88,22 @@ describe.skipIf(!haveChromium)("playground documents panel in Chromium", () => {
     await docs.nth(0).locator(".doc-text").fill(LIBRARY);
     await docs.nth(1).locator(".doc-text").fill(BAKERY);
     await page.click("#run");
-    await page.waitForFunction(() => {
-      const d = (globalThis as unknown as { document: { querySelector(s: string): { dataset: Record<string, string> } | null } }).document;
-      const pane = d.querySelector(".pane");
-      return pane !== null && pane.dataset.state !== "running" && (globalThis as unknown as Globals).__bodies.length === 1;
-    }, undefined, { timeout: 110_000 });
+    await page.waitForFunction(
+      () => {
+        const d = (globalThis as unknown as { document: { querySelector(s: string): { dataset: Record<string, string> } | null } })
+          .document;
+        const pane = d.querySelector(".pane");
+        return pane !== null && pane.dataset.state !== "running" && (globalThis as unknown as Globals).__bodies.length === 1;
+      },
+      undefined,
+      { timeout: 110_000 },
+    );
     expect(await page.getAttribute(".pane", "data-state")).toBe("done");
 
-    const { sent, bodies } = await page.evaluate(() => ({ sent: (globalThis as unknown as Globals).__sent, bodies: (globalThis as unknown as Globals).__bodies }));
+    const { sent, bodies } = await page.evaluate(() => ({
+      sent: (globalThis as unknown as Globals).__sent,
+      bodies: (globalThis as unknown as Globals).__bodies,
+    }));
     // The textarea keeps CRLF as typed by fill(); the page sends the text as it is.
     const request = JSON.parse(sent[0]!) as { documents: Array<{ title?: string; text: string }> };
     expect(request.documents.map((d) => d.title)).toEqual(["Library rules", undefined]);
@@ -108,11 +118,23 @@ describe.skipIf(!haveChromium)("playground documents panel in Chromium", () => {
     // Each document view marks exactly the characters the citations cover (pieces cut at every
     // citation boundary, so overlapping citations are all shown), and shows the whole text.
     for (const [i, docText] of texts.entries()) {
-      const covered = new Set(cites.filter((c) => c.document_index === i).flatMap((c) => Array.from({ length: c.end! - c.start! }, (_, k) => c.start! + k)));
-      const marks = await docs.nth(i).locator("mark.doc-cite").evaluateAll((ms) =>
-        ms.map((m) => [Number((m as unknown as { dataset: Record<string, string> }).dataset.start), Number((m as unknown as { dataset: Record<string, string> }).dataset.end), m.textContent]));
+      const covered = new Set(
+        cites.filter((c) => c.document_index === i).flatMap((c) => Array.from({ length: c.end! - c.start! }, (_, k) => c.start! + k)),
+      );
+      const marks = await docs
+        .nth(i)
+        .locator("mark.doc-cite")
+        .evaluateAll((ms) =>
+          ms.map((m) => [
+            Number((m as unknown as { dataset: Record<string, string> }).dataset.start),
+            Number((m as unknown as { dataset: Record<string, string> }).dataset.end),
+            m.textContent,
+          ]),
+        );
       for (const [start, end, t] of marks) expect(t).toBe(docText.slice(start as number, end as number));
-      const marked = new Set(marks.flatMap(([start, end]) => Array.from({ length: (end as number) - (start as number) }, (_, k) => (start as number) + k)));
+      const marked = new Set(
+        marks.flatMap(([start, end]) => Array.from({ length: (end as number) - (start as number) }, (_, k) => (start as number) + k)),
+      );
       expect([...marked].sort((a, b) => a - b)).toEqual([...covered].sort((a, b) => a - b));
       if (covered.size > 0) expect(await docs.nth(i).locator(".doc-view").textContent()).toBe(docText);
     }

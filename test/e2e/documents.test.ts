@@ -85,7 +85,10 @@ beforeAll(async () => {
   const corpusDir = (await prepareCorpus({ log })).dir;
   worker = await startWorker({ port: 0, modelDir, corpusDirs: { factbook: corpusDir } });
   edge = await startEdge({
-    port: 0, poolUrl: worker.url, corpusDirs: { factbook: corpusDir }, apiKeyHashes: [await sha256Hex(KEY)],
+    port: 0,
+    poolUrl: worker.url,
+    corpusDirs: { factbook: corpusDir },
+    apiKeyHashes: [await sha256Hex(KEY)],
     redisUrl: "redis://127.0.0.1:6379",
   });
 }, 300_000);
@@ -122,7 +125,12 @@ describe("POST /v1/generate with documents (rag-nest, real model)", () => {
   }, 300_000);
 
   it("a follow-up question over the same documents encodes nothing; the same question replays from the FAQ cache", async () => {
-    const { answer, cache } = await ask({ prompt: "Which ingredient makes the Harbor Bakery sourdough special?", mode: "rag-nest", max_new_tokens: 8, documents: DOCUMENTS });
+    const { answer, cache } = await ask({
+      prompt: "Which ingredient makes the Harbor Bakery sourdough special?",
+      mode: "rag-nest",
+      max_new_tokens: 8,
+      documents: DOCUMENTS,
+    });
     expect(cache).toBe("miss");
     expect(answer.done.usage.store_passages).toBe(2);
     expect(answer.done.usage.encoded_passages).toBe(0);
@@ -144,7 +152,10 @@ describe("bad documents are refused before anything is encoded", () => {
     const cases: Array<[object, RegExp]> = [
       [{ prompt: QUESTION, documents: Array.from({ length: DOCUMENT_LIMITS.maxDocuments + 1 }, () => planted) }, /^field `documents`: /],
       [{ prompt: QUESTION, documents: [planted, { text: "" }] }, /^field `documents\.1\.text`: /],
-      [{ prompt: QUESTION, documents: [planted, { text: "y".repeat(DOCUMENT_LIMITS.maxDocumentChars + 1) }] }, /^field `documents\.1\.text`: /],
+      [
+        { prompt: QUESTION, documents: [planted, { text: "y".repeat(DOCUMENT_LIMITS.maxDocumentChars + 1) }] },
+        /^field `documents\.1\.text`: /,
+      ],
       [{ prompt: QUESTION, documents: [planted], corpus: "factbook" }, /^field `corpus`: give either `documents` or `corpus`, not both$/],
     ];
     for (const [body, message] of cases) {
@@ -164,7 +175,9 @@ describe("bad documents are refused before anything is encoded", () => {
     const filler = "word ".repeat(14_000); // 70 000 bytes: over 64 KiB
     const noDocs = await post({ prompt: QUESTION, mode: "base", max_new_tokens: 1, system: filler });
     expect(noDocs.status).toBe(413);
-    expect(((await noDocs.json()) as { error: { code: string; message: string } }).error.message).toMatch(/exceeds 65536 bytes .*`documents`/);
+    expect(((await noDocs.json()) as { error: { code: string; message: string } }).error.message).toMatch(
+      /exceeds 65536 bytes .*`documents`/,
+    );
     const withDocs = await post({ prompt: QUESTION, mode: "rag", max_new_tokens: 1, documents: [{ text: `${filler}${NONCE}` }] });
     expect(withDocs.status).toBe(200);
   }, 300_000);
@@ -186,8 +199,11 @@ describe("OpenAI-compatible route with the official client (nest.documents)", ()
     for (const c of nest.citations) expect(DOCUMENTS[c.document_index!]!.text.slice(c.start, c.end)).toBe(c.cited_text);
 
     const bad = await client.chat.completions
-      .create({ model: "nest", messages: [{ role: "user", content: QUESTION }], // @ts-expect-error the NEST extension field
-        nest: { documents: [{ text: "" }] } })
+      .create({
+        model: "nest",
+        messages: [{ role: "user", content: QUESTION }], // @ts-expect-error the NEST extension field
+        nest: { documents: [{ text: "" }] },
+      })
       .catch((e: unknown) => e);
     expect(bad).toBeInstanceOf(OpenAI.BadRequestError);
     expect((bad as InstanceType<typeof OpenAI.BadRequestError>).param).toBe("nest.documents.0.text");
@@ -208,7 +224,15 @@ describe("nestlm ask --doc FILE (repeatable)", () => {
           cb();
         },
       });
-      const result = await askCli({ url: edge.url, key: KEY, question: QUESTION, mode: "rag-nest", maxNewTokens: 48, doc: [lib, bakery], out });
+      const result = await askCli({
+        url: edge.url,
+        key: KEY,
+        question: QUESTION,
+        mode: "rag-nest",
+        maxNewTokens: 48,
+        doc: [lib, bakery],
+        out,
+      });
       expect(result.text).toContain("smoked cardamom");
       const bakeryCites = result.citations.filter((c) => c.document_index === 1);
       expect(bakeryCites.length).toBeGreaterThan(0);

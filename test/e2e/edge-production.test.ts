@@ -32,9 +32,14 @@ beforeAll(async () => {
   limited = (await createKey(home, { name: "limited", scopes: ["generate"], rpm: 2, tokensPerDay: 0 })).key;
   generateOnly = (await createKey(home, { name: "gen", scopes: ["generate"], rpm: 0, tokensPerDay: 0 })).key;
   edge = await startEdge({
-    port: 0, poolUrl: worker.url, poolSecret: SECRET, corpusDirs: { factbook: corpusDir },
-    apiKeyHashes: [hashApiKey(ADMIN)], keysFile: join(home, "keys.json"),
-    redisUrl: "redis://127.0.0.1:6379", heartbeatMs: 200,
+    port: 0,
+    poolUrl: worker.url,
+    poolSecret: SECRET,
+    corpusDirs: { factbook: corpusDir },
+    apiKeyHashes: [hashApiKey(ADMIN)],
+    keysFile: join(home, "keys.json"),
+    redisUrl: "redis://127.0.0.1:6379",
+    heartbeatMs: 200,
   });
 });
 
@@ -46,7 +51,10 @@ afterAll(async () => {
 
 function generate(body: object, key = ADMIN, init: RequestInit = {}) {
   return fetch(`${edge.url}/v1/generate`, {
-    method: "POST", headers: { authorization: `Bearer ${key}`, "content-type": "application/json" }, body: JSON.stringify(body), ...init,
+    method: "POST",
+    headers: { authorization: `Bearer ${key}`, "content-type": "application/json" },
+    body: JSON.stringify(body),
+    ...init,
   });
 }
 async function collect(res: Response): Promise<GenerateEvent[]> {
@@ -58,7 +66,11 @@ async function collect(res: Response): Promise<GenerateEvent[]> {
 describe("keys, scopes and limits", () => {
   it("401 without a key, 403 for a generate-only key on /v1/batches, 429 with Retry-After past 2/min", async () => {
     expect((await generate({ prompt: "hi" }, "nope")).status).toBe(401);
-    const forbidden = await fetch(`${edge.url}/v1/batches`, { method: "POST", headers: { authorization: `Bearer ${generateOnly}` }, body: "{}" });
+    const forbidden = await fetch(`${edge.url}/v1/batches`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${generateOnly}` },
+      body: "{}",
+    });
     expect(forbidden.status).toBe(403);
     expect(await forbidden.json()).toEqual({ error: { code: "forbidden", message: "API key `gen` lacks scope `batch`" } });
     // two bad bodies still count against the minute limit (400), the third is refused before validation
@@ -103,7 +115,9 @@ describe("OpenAI-compatible routes with the official client", () => {
   const client = () => new OpenAI({ apiKey: ADMIN, baseURL: `${edge.url}/v1`, maxRetries: 0 });
   it("chat.completions.create, not streaming: Canberra, usage, NEST citations extension", async () => {
     const r = await client().chat.completions.create({
-      model: "nest", messages: [{ role: "user", content: "What is the capital of Australia?" }], max_tokens: 32,
+      model: "nest",
+      messages: [{ role: "user", content: "What is the capital of Australia?" }],
+      max_tokens: 32,
     });
     expect(r.object).toBe("chat.completion");
     expect(r.choices[0]!.message.content).toContain("Canberra");
@@ -115,8 +129,11 @@ describe("OpenAI-compatible routes with the official client", () => {
 
   it("streams chunks then a usage chunk (include_usage)", async () => {
     const stream = await client().chat.completions.create({
-      model: "nest", messages: [{ role: "user", content: "What is the capital of Australia?" }], max_tokens: 32,
-      stream: true, stream_options: { include_usage: true },
+      model: "nest",
+      messages: [{ role: "user", content: "What is the capital of Australia?" }],
+      max_tokens: 32,
+      stream: true,
+      stream_options: { include_usage: true },
     });
     let text = "";
     let finish: string | null = null;
@@ -135,7 +152,9 @@ describe("OpenAI-compatible routes with the official client", () => {
     const r = await client().completions.create({ model: "nest", prompt: "The capital of Australia is", max_tokens: 8 });
     expect(r.object).toBe("text_completion");
     expect(r.choices[0]!.text.length).toBeGreaterThan(0);
-    const bad = await client().chat.completions.create({ model: "nest", messages: [{ role: "user", content: "hi" }], n: 2 }).catch((e: unknown) => e);
+    const bad = await client()
+      .chat.completions.create({ model: "nest", messages: [{ role: "user", content: "hi" }], n: 2 })
+      .catch((e: unknown) => e);
     expect(bad).toBeInstanceOf(OpenAI.BadRequestError);
     expect((bad as InstanceType<typeof OpenAI.BadRequestError>).param).toBe("n");
   });
@@ -144,7 +163,11 @@ describe("OpenAI-compatible routes with the official client", () => {
 describe("cancellation", () => {
   it("a client that disconnects frees the worker's slot within a second", async () => {
     const abort = new AbortController();
-    const res = await generate({ prompt: "Describe the history of Australia in detail.", mode: "nest", max_new_tokens: 512, passages: 8 }, ADMIN, { signal: abort.signal });
+    const res = await generate(
+      { prompt: "Describe the history of Australia in detail.", mode: "nest", max_new_tokens: 512, passages: 8 },
+      ADMIN,
+      { signal: abort.signal },
+    );
     const reader = res.body!.getReader();
     const dec = new TextDecoder();
     let seen = "";

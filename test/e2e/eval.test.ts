@@ -27,20 +27,36 @@ let out: string;
 beforeAll(async () => {
   const dir = mkdtempSync(join(tmpdir(), "nest-eval-e2e-"));
   const data = join(dir, "tiny-squad.json");
-  writeFileSync(data, JSON.stringify({
-    data: [{
-      title: "Tiny",
-      paragraphs: CONTEXTS.map((context, i) => ({
-        context,
-        qas: QAS.filter((q) => q.context === i).map((q) => ({ id: q.id, question: q.question, answers: [{ text: q.answer, answer_start: context.indexOf(q.answer) }] })),
-      })),
-    }],
-  }));
+  writeFileSync(
+    data,
+    JSON.stringify({
+      data: [
+        {
+          title: "Tiny",
+          paragraphs: CONTEXTS.map((context, i) => ({
+            context,
+            qas: QAS.filter((q) => q.context === i).map((q) => ({
+              id: q.id,
+              question: q.question,
+              answers: [{ text: q.answer, answer_start: context.indexOf(q.answer) }],
+            })),
+          })),
+        },
+      ],
+    }),
+  );
   out = join(dir, "out");
   const modelDir = await prepareModel({ log: () => {} });
   result = await evaluate({
-    task: "squad", data, out, modes: ["base", "nest"], gammas: [0.5], maxNewTokens: 24, passages: 3,
-    home: join(dir, "home"), modelDir,
+    task: "squad",
+    data,
+    out,
+    modes: ["base", "nest"],
+    gammas: [0.5],
+    maxNewTokens: 24,
+    passages: 3,
+    home: join(dir, "home"),
+    modelDir,
   });
 });
 
@@ -84,7 +100,12 @@ describe("nestlm eval on a corpus written by the test", () => {
     }
     // The planted fact: base invents a capital, nest copies it from the corpus with a citation.
     const q1 = (v: string) => result.records.find((x) => x.variant === v && x.id === "q1")!;
-    expect([q1("base").metrics.alr, q1("nest").metrics.alr, q1("nest").metrics.gold_covered, q1("nest").metrics.citation_precision]).toEqual([0, 1, 1, 1]);
+    expect([
+      q1("base").metrics.alr,
+      q1("nest").metrics.alr,
+      q1("nest").metrics.gold_covered,
+      q1("nest").metrics.citation_precision,
+    ]).toEqual([0, 1, 1, 1]);
     const s = result.summaries.find((x) => x.variant === "nest")!;
     const tokens = nest.reduce((a, r) => a + r.usage.completion_tokens, 0);
     expect(s.attribution_ratio).toBeCloseTo(nest.reduce((a, r) => a + r.usage.attributed_tokens, 0) / tokens, 12);
@@ -107,8 +128,16 @@ describe("nestlm eval --task wikitext: ROUGE and perplexity under p_M", () => {
     writeFileSync(data, ` = Harrow Canal = \n\n${body}\n`);
     const r = await evaluate({
       // "full": the example's own window stays in the store (the default excludes it), so the target is in the corpus.
-      task: "wikitext", data, out: join(dir, "out"), modes: ["base", "nest"], limit: 1, maxNewTokens: 8, passages: 5, wikitextStore: "full",
-      home: join(dir, "home"), modelDir: await prepareModel({ log: () => {} }),
+      task: "wikitext",
+      data,
+      out: join(dir, "out"),
+      modes: ["base", "nest"],
+      limit: 1,
+      maxNewTokens: 8,
+      passages: 5,
+      wikitextStore: "full",
+      home: join(dir, "home"),
+      modelDir: await prepareModel({ log: () => {} }),
     });
     const base = r.summaries.find((s) => s.variant === "base")!;
     const nest = r.summaries.find((s) => s.variant === "nest")!;

@@ -29,10 +29,22 @@ let warmId: string | undefined;
 
 beforeAll(async () => {
   const corpusDirs = { [DEFAULT_CORPUS]: await findCorpusDir(DEFAULT_CORPUS) };
-  worker = await startWorker({ port: 0, modelDir: await findModelDir(), corpusDirs, secret: SECRET, batch: { redisUrl: REDIS_URL, prefix: PREFIX } });
+  worker = await startWorker({
+    port: 0,
+    modelDir: await findModelDir(),
+    corpusDirs,
+    secret: SECRET,
+    batch: { redisUrl: REDIS_URL, prefix: PREFIX },
+  });
   edge = await startEdge({
-    port: 0, poolUrl: worker.url, poolSecret: SECRET, corpusDirs, apiKeyHashes: [hashApiKey(ADMIN)],
-    redisUrl: REDIS_URL, faqTtlS: 300, healthCheckMs: 0,
+    port: 0,
+    poolUrl: worker.url,
+    poolSecret: SECRET,
+    corpusDirs,
+    apiKeyHashes: [hashApiKey(ADMIN)],
+    redisUrl: REDIS_URL,
+    faqTtlS: 300,
+    healthCheckMs: 0,
   });
 });
 
@@ -58,7 +70,9 @@ describe("POST /v1/faq/warm", () => {
   it("400 names the field of a bad body", async () => {
     const res = await call("POST", "/v1/faq/warm", { questions: [] });
     expect(res.status).toBe(400);
-    expect(await res.json()).toEqual({ error: { code: "invalid_request", message: "field `questions`: Too small: expected array to have >=1 items" } });
+    expect(await res.json()).toEqual({
+      error: { code: "invalid_request", message: "field `questions`: Too small: expected array to have >=1 items" },
+    });
   });
 
   it("warms two questions through the batch queue; asking one of them is then a cache hit with the batch's answer", async () => {
@@ -81,8 +95,14 @@ describe("POST /v1/faq/warm", () => {
 
     // the batch's own answer for question 1
     const results = await call("GET", `/v1/batches/${batch_id}/results`);
-    const lines = (await results.text()).trim().split("\n").map((l) => JSON.parse(l) as { custom_id: string; status: string; text: string });
-    expect(lines.map((l) => [l.custom_id, l.status])).toEqual([["0", "done"], ["1", "done"]]);
+    const lines = (await results.text())
+      .trim()
+      .split("\n")
+      .map((l) => JSON.parse(l) as { custom_id: string; status: string; text: string });
+    expect(lines.map((l) => [l.custom_id, l.status])).toEqual([
+      ["0", "done"],
+      ["1", "done"],
+    ]);
 
     // same question up to case and punctuation, same parameters → served from the cache
     const res = await call("POST", "/v1/generate", { prompt: `  ${QUESTIONS[1]!.toUpperCase().replace("?", "!")}`, ...PARAMS });
@@ -97,7 +117,12 @@ describe("POST /v1/faq/warm", () => {
     expect(text.length).toBeGreaterThan(0);
 
     // other parameters are another cache key: a miss (stream read to the end)
-    const other = await call("POST", "/v1/generate", { prompt: QUESTIONS[1], ...PARAMS, max_new_tokens: 5 }, { accept: "application/json" });
+    const other = await call(
+      "POST",
+      "/v1/generate",
+      { prompt: QUESTIONS[1], ...PARAMS, max_new_tokens: 5 },
+      { accept: "application/json" },
+    );
     expect(other.headers.get("x-nest-cache")).toBe("miss");
     await other.json();
   });

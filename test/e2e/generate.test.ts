@@ -18,7 +18,9 @@ import { joinContinuedCitations } from "@nest/shared/protocol/citations";
 
 /** One citation per cited run (a run streamed in pieces joined), with the tokens it covers. */
 function citedRuns(events: readonly GenerateEvent[]) {
-  return joinContinuedCitations(events.flatMap((e) => (e.event === "delta" && e.data.citation ? [{ ...e.data.citation, tokens: e.data.tokens }] : [])));
+  return joinContinuedCitations(
+    events.flatMap((e) => (e.event === "delta" && e.data.citation ? [{ ...e.data.citation, tokens: e.data.tokens }] : [])),
+  );
 }
 
 const QUESTION = "What is the capital of Australia?";
@@ -27,7 +29,7 @@ const KEY = "e2e-key";
 let worker: { url: string; close(): Promise<void> };
 let edge: RunningEdge;
 let corpusDir: string;
-let events: GenerateEvent[] = [];
+const events: GenerateEvent[] = [];
 
 beforeAll(async () => {
   const log = () => {};
@@ -60,7 +62,10 @@ describe("POST /v1/generate over the real stack (nest mode)", () => {
   });
 
   it("answers Canberra", () => {
-    const text = events.filter((e) => e.event === "delta").map((e) => (e.data as DeltaEvent).text).join("");
+    const text = events
+      .filter((e) => e.event === "delta")
+      .map((e) => (e.data as DeltaEvent).text)
+      .join("");
     expect(text).toContain("Canberra");
   });
 
@@ -126,7 +131,11 @@ describe("POST /v1/generate over the real stack (nest mode)", () => {
     expect(done.mode).toBe("nest");
     expect(u.completion_tokens).toBe(completion);
     const runs = citedRuns(events);
-    expect([u.cited_tokens, u.citations, u.single_token_citations]).toEqual([citedTokens, runs.length, runs.filter((c) => c.tokens === 1).length]);
+    expect([u.cited_tokens, u.citations, u.single_token_citations]).toEqual([
+      citedTokens,
+      runs.length,
+      runs.filter((c) => c.tokens === 1).length,
+    ]);
     expect(u.cited_ratio).toBeCloseTo(citedTokens / completion, 10);
     // Provenance (the paper's ratio) covers at least the cited tokens; copies are accepted draft tokens.
     expect(u.attributed_tokens).toBeGreaterThanOrEqual(u.cited_tokens);

@@ -31,7 +31,14 @@ beforeAll(async () => {
   host = await InferenceHost.start({ modelDir: await findModelDir(), maxQueued: 1 });
   index = await openLanceIndex(await findCorpusDir("factbook"), "factbook");
   queue = await BatchQueue.open({ redisUrl: REDIS_URL, prefix: PREFIX, attempts: 2, backoffMs: 200 });
-  consumer = await startBatchConsumer({ redisUrl: REDIS_URL, prefix: PREFIX, decoder: host, indexFor: async () => index, concurrency: 3, log: (l) => logs.push(l) });
+  consumer = await startBatchConsumer({
+    redisUrl: REDIS_URL,
+    prefix: PREFIX,
+    decoder: host,
+    indexFor: async () => index,
+    concurrency: 3,
+    log: (l) => logs.push(l),
+  });
   bull = new Queue(ITEM_QUEUE, { connection: { url: REDIS_URL }, prefix: PREFIX });
 }, 120_000);
 
@@ -50,7 +57,9 @@ afterAll(async () => {
 
 describe("a batch item at capacity", () => {
   it("waits and runs again without spending an attempt", async () => {
-    const body = ["Australia", "Brazil", "Nepal", "Canada", "Peru"].map((c, i) => JSON.stringify({ custom_id: `k${i}`, prompt: `What is the capital of ${c}?`, mode: "base", max_new_tokens: 6 })).join("\n");
+    const body = ["Australia", "Brazil", "Nepal", "Canada", "Peru"]
+      .map((c, i) => JSON.stringify({ custom_id: `k${i}`, prompt: `What is the capital of ${c}?`, mode: "base", max_new_tokens: 6 }))
+      .join("\n");
     const sub = await queue.submit(parseBatchBody(body));
     const t0 = Date.now();
     let status = await queue.status(sub.id);

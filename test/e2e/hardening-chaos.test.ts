@@ -41,8 +41,14 @@ async function untilReady(timeoutMs: number): Promise<number> {
 
 describe("a supervised worker", () => {
   it("survives kill -9 mid-stream: error event within 1 s, restart, no batch item lost or duplicated", async () => {
-    const items = ["Australia", "Brazil", "Nepal", "Canada"].map((c, i) => JSON.stringify({ custom_id: `c${i}`, prompt: `What is the capital of ${c}?`, mode: "base", max_new_tokens: 6 }));
-    const sub = await fetch(`${serve.edgeUrl}/v1/batches`, { method: "POST", headers: { ...auth, "content-type": "application/x-ndjson" }, body: items.join("\n") });
+    const items = ["Australia", "Brazil", "Nepal", "Canada"].map((c, i) =>
+      JSON.stringify({ custom_id: `c${i}`, prompt: `What is the capital of ${c}?`, mode: "base", max_new_tokens: 6 }),
+    );
+    const sub = await fetch(`${serve.edgeUrl}/v1/batches`, {
+      method: "POST",
+      headers: { ...auth, "content-type": "application/x-ndjson" },
+      body: items.join("\n"),
+    });
     expect(sub.status).toBe(201);
     const batchId = ((await sub.json()) as { id: string }).id;
 
@@ -95,8 +101,16 @@ describe("a supervised worker", () => {
       await new Promise((r) => setTimeout(r, 500));
     }
     expect(status.counts).toEqual({ queued: 0, running: 0, done: 4, failed: 0, canceled: 0 });
-    const lines = (await (await fetch(`${serve.edgeUrl}/v1/batches/${batchId}/results`, { headers: auth })).text()).split("\n").filter(Boolean).map((l) => JSON.parse(l));
-    expect(lines.map((l: { custom_id: string; status: string }) => `${l.custom_id}:${l.status}`)).toEqual(["c0:done", "c1:done", "c2:done", "c3:done"]);
+    const lines = (await (await fetch(`${serve.edgeUrl}/v1/batches/${batchId}/results`, { headers: auth })).text())
+      .split("\n")
+      .filter(Boolean)
+      .map((l) => JSON.parse(l));
+    expect(lines.map((l: { custom_id: string; status: string }) => `${l.custom_id}:${l.status}`)).toEqual([
+      "c0:done",
+      "c1:done",
+      "c2:done",
+      "c3:done",
+    ]);
     const redis = new Redis(REDIS_URL);
     try {
       const completed = await redis.zrange(`${serve.prefix}:batch-items:completed`, 0, -1);

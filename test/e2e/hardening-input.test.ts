@@ -40,10 +40,15 @@ describe("input the API refuses (§7)", () => {
     const body = JSON.stringify({ prompt: "What is the capital of Australia?", ...cheap });
     const plain = await post("/v1/generate", body, { ...auth, "content-type": "text/plain" });
     expect(plain.status).toBe(415);
-    expect(plain.json).toEqual({ error: { code: "unsupported_media_type", message: "Content-Type `text/plain`: send `application/json`" } });
+    expect(plain.json).toEqual({
+      error: { code: "unsupported_media_type", message: "Content-Type `text/plain`: send `application/json`" },
+    });
     const none = await fetch(`${serve.edgeUrl}/v1/generate`, { method: "POST", headers: auth, body: new TextEncoder().encode(body) });
     expect(none.status).toBe(415);
-    const chat = await post("/v1/chat/completions", JSON.stringify({ model: "nest", messages: [{ role: "user", content: "hi" }] }), { ...auth, "content-type": "text/plain" });
+    const chat = await post("/v1/chat/completions", JSON.stringify({ model: "nest", messages: [{ role: "user", content: "hi" }] }), {
+      ...auth,
+      "content-type": "text/plain",
+    });
     expect(chat.status).toBe(415);
   });
 
@@ -58,7 +63,10 @@ describe("input the API refuses (§7)", () => {
 
   it("replaces lone surrogates in the echoed query", async () => {
     const r = await post("/v1/generate", JSON.stringify({ prompt: "What is the capital of Australia?\uD800 x\uDC00", ...cheap }), {
-      ...auth, "content-type": "application/json", accept: "application/json", "cache-control": "no-store",
+      ...auth,
+      "content-type": "application/json",
+      accept: "application/json",
+      "cache-control": "no-store",
     });
     expect(r.status).toBe(200);
     expect(r.json.retrieval.query).toBe("What is the capital of Australia?\uFFFD x\uFFFD");
@@ -69,7 +77,9 @@ describe("input the API refuses (§7)", () => {
     const get = await fetch(`${serve.edgeUrl}/v1/generate`, { headers: auth });
     expect(get.status).toBe(405);
     expect(get.headers.get("allow")).toBe("OPTIONS, POST");
-    expect(await get.json()).toEqual({ error: { code: "method_not_allowed", message: "GET is not allowed on /v1/generate; allowed: OPTIONS, POST" } });
+    expect(await get.json()).toEqual({
+      error: { code: "method_not_allowed", message: "GET is not allowed on /v1/generate; allowed: OPTIONS, POST" },
+    });
     const del = await fetch(`${serve.edgeUrl}/v1/batches/batch_${"0".repeat(24)}`, { method: "DELETE", headers: auth });
     expect(del.status).toBe(405);
     expect(del.headers.get("allow")).toBe("GET, HEAD, OPTIONS");
@@ -87,7 +97,9 @@ describe("input the API refuses (§7)", () => {
     const res = await fetch(`${serve.edgeUrl}/healthz`, { headers: { "x-big": "a".repeat(20 * 1024) } });
     expect(res.status).toBe(431);
     expect(res.headers.get("content-type")).toBe("application/json");
-    expect(await res.json()).toEqual({ error: { code: "headers_too_large", message: "request headers exceed the server's limit (16 KiB in all)" } });
+    expect(await res.json()).toEqual({
+      error: { code: "headers_too_large", message: "request headers exceed the server's limit (16 KiB in all)" },
+    });
   });
 
   it("gives malformed JSON and a missing key their own codes", async () => {
@@ -104,24 +116,36 @@ describe("input the API refuses (§7)", () => {
 describe("streaming behind proxies (§8)", () => {
   it("sends no-transform and X-Accel-Buffering, and honours Connection: close", async () => {
     const body = JSON.stringify({ prompt: "What is the capital of Australia?", ...cheap });
-    const got = await new Promise<{ headers: Record<string, string | string[] | undefined>; text: string; closed: boolean }>((resolve, reject) => {
-      const req = request(`${serve.edgeUrl}/v1/generate`, {
-        method: "POST",
-        agent: false,
-        headers: { ...auth, "content-type": "application/json", "cache-control": "no-store", connection: "close", "content-length": Buffer.byteLength(body) },
-      }, (res) => {
-        let text = "";
-        res.on("data", (d) => (text += String(d)));
-        res.on("end", () => {
-          // The server closes the socket after a `Connection: close` exchange.
-          const sock = res.socket;
-          if (!sock || sock.destroyed) resolve({ headers: res.headers, text, closed: true });
-          else sock.once("close", () => resolve({ headers: res.headers, text, closed: true }));
-        });
-      });
-      req.on("error", reject);
-      req.end(body);
-    });
+    const got = await new Promise<{ headers: Record<string, string | string[] | undefined>; text: string; closed: boolean }>(
+      (resolve, reject) => {
+        const req = request(
+          `${serve.edgeUrl}/v1/generate`,
+          {
+            method: "POST",
+            agent: false,
+            headers: {
+              ...auth,
+              "content-type": "application/json",
+              "cache-control": "no-store",
+              connection: "close",
+              "content-length": Buffer.byteLength(body),
+            },
+          },
+          (res) => {
+            let text = "";
+            res.on("data", (d) => (text += String(d)));
+            res.on("end", () => {
+              // The server closes the socket after a `Connection: close` exchange.
+              const sock = res.socket;
+              if (!sock || sock.destroyed) resolve({ headers: res.headers, text, closed: true });
+              else sock.once("close", () => resolve({ headers: res.headers, text, closed: true }));
+            });
+          },
+        );
+        req.on("error", reject);
+        req.end(body);
+      },
+    );
     expect(got.headers["content-type"]).toBe("text/event-stream");
     expect(got.headers["cache-control"]).toBe("no-cache, no-transform");
     expect(got.headers["x-accel-buffering"]).toBe("no");
@@ -134,7 +158,12 @@ describe("streaming behind proxies (§8)", () => {
 describe("FAQ cache (§9, §10) and OpenAI stop (§9)", () => {
   const tag = `zq${randomBytes(3).toString("hex")}`;
   const ask = (prompt: string, headers: Record<string, string> = {}) =>
-    post("/v1/generate", JSON.stringify({ prompt, ...cheap }), { ...auth, "content-type": "application/json", accept: "application/json", ...headers });
+    post("/v1/generate", JSON.stringify({ prompt, ...cheap }), {
+      ...auth,
+      "content-type": "application/json",
+      accept: "application/json",
+      ...headers,
+    });
 
   it("replays a cached answer with the current asker's query, and no-cache bypasses it", async () => {
     const first = await ask(`What is the capital of Australia? ${tag}`);
@@ -150,7 +179,14 @@ describe("FAQ cache (§9, §10) and OpenAI stop (§9)", () => {
   }, 120_000);
 
   it("refuses a stop sequence with param `stop`, accepts stop: null", async () => {
-    const body = (stop: unknown) => JSON.stringify({ model: "nest", messages: [{ role: "user", content: "What is the capital of Australia?" }], max_tokens: 2, stop, nest: { mode: "base" } });
+    const body = (stop: unknown) =>
+      JSON.stringify({
+        model: "nest",
+        messages: [{ role: "user", content: "What is the capital of Australia?" }],
+        max_tokens: 2,
+        stop,
+        nest: { mode: "base" },
+      });
     const refused = await post("/v1/chat/completions", body(["\n"]));
     expect(refused.status).toBe(400);
     expect(refused.json.error).toMatchObject({ param: "stop", code: "invalid_request", type: "invalid_request_error" });

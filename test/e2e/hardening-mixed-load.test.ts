@@ -51,8 +51,14 @@ describe("batch items under interactive load", () => {
     // Let the interactive load fill every slot first.
     await new Promise((r) => setTimeout(r, 4000));
 
-    const items = COUNTRIES.map((c, i) => JSON.stringify({ custom_id: `b${i}`, prompt: `What is the capital of ${c}?`, mode: "base", max_new_tokens: 8 }));
-    const sub = await fetch(`${serve.edgeUrl}/v1/batches`, { method: "POST", headers: { ...auth, "content-type": "application/x-ndjson" }, body: items.join("\n") });
+    const items = COUNTRIES.map((c, i) =>
+      JSON.stringify({ custom_id: `b${i}`, prompt: `What is the capital of ${c}?`, mode: "base", max_new_tokens: 8 }),
+    );
+    const sub = await fetch(`${serve.edgeUrl}/v1/batches`, {
+      method: "POST",
+      headers: { ...auth, "content-type": "application/x-ndjson" },
+      body: items.join("\n"),
+    });
     expect(sub.status).toBe(201);
     const id = ((await sub.json()) as { id: string }).id;
     const t0 = Date.now();
@@ -73,9 +79,13 @@ describe("batch items under interactive load", () => {
     expect([...statuses.keys()].filter((s) => s !== 200 && s !== 503)).toEqual([]);
 
     expect(status!.counts).toEqual({ queued: 0, running: 0, done: 6, failed: 0, canceled: 0 });
-    const lines = (await (await fetch(`${serve.edgeUrl}/v1/batches/${id}/results`, { headers: auth })).text()).split("\n").filter(Boolean).map((l) => JSON.parse(l));
-    expect(lines.map((l: { custom_id: string; status: string; attempts: number }) => `${l.custom_id}:${l.status}:${l.attempts}`))
-      .toEqual(COUNTRIES.map((_, i) => `b${i}:done:1`));
+    const lines = (await (await fetch(`${serve.edgeUrl}/v1/batches/${id}/results`, { headers: auth })).text())
+      .split("\n")
+      .filter(Boolean)
+      .map((l) => JSON.parse(l));
+    expect(lines.map((l: { custom_id: string; status: string; attempts: number }) => `${l.custom_id}:${l.status}:${l.attempts}`)).toEqual(
+      COUNTRIES.map((_, i) => `b${i}:done:1`),
+    );
     const redis = new Redis(REDIS_URL);
     try {
       const completed = await redis.zrange(`${serve.prefix}:batch-items:completed`, 0, -1);

@@ -11,7 +11,9 @@ const KEY = "h14-redis-key";
 let redis: PrivateRedis;
 let serve: Serve;
 const auth = { authorization: `Bearer ${KEY}` };
-const batchBody = ["Australia", "Brazil"].map((c, i) => JSON.stringify({ custom_id: `r${i}`, prompt: `What is the capital of ${c}?`, mode: "base", max_new_tokens: 4 })).join("\n");
+const batchBody = ["Australia", "Brazil"]
+  .map((c, i) => JSON.stringify({ custom_id: `r${i}`, prompt: `What is the capital of ${c}?`, mode: "base", max_new_tokens: 4 }))
+  .join("\n");
 
 beforeAll(async () => {
   redis = await startPrivateRedis();
@@ -25,7 +27,11 @@ afterAll(async () => {
 
 describe("a Redis outage", () => {
   it("answers 503 queue_unavailable with Retry-After, logs one line, and recovers by itself", async () => {
-    const sub = await fetch(`${serve.edgeUrl}/v1/batches`, { method: "POST", headers: { ...auth, "content-type": "application/x-ndjson" }, body: batchBody });
+    const sub = await fetch(`${serve.edgeUrl}/v1/batches`, {
+      method: "POST",
+      headers: { ...auth, "content-type": "application/x-ndjson" },
+      body: batchBody,
+    });
     expect(sub.status).toBe(201);
     const id = ((await sub.json()) as { id: string }).id;
     const before = serve.stderr().length;

@@ -67,7 +67,11 @@ describe("gpu-worker signature checks", () => {
 
   it("cuts a falsely signed streamed body off at the cap (413)", async () => {
     const ts = Math.floor(Date.now() / 1000);
-    const r = await streamPost("/v1/decode", { "x-nest-timestamp": String(ts), "x-nest-nonce": randomBytes(16).toString("hex"), "x-nest-signature": "ab".repeat(32) });
+    const r = await streamPost("/v1/decode", {
+      "x-nest-timestamp": String(ts),
+      "x-nest-nonce": randomBytes(16).toString("hex"),
+      "x-nest-signature": "ab".repeat(32),
+    });
     expect(r.status).toBe(413);
     expect(JSON.parse(r.body).error.code).toBe("payload_too_large");
     expect(r.sentAtResponse).toBeLessThan(TOTAL_BYTES / 2);
@@ -77,17 +81,26 @@ describe("gpu-worker signature checks", () => {
     const body = JSON.stringify({ query: "capital of Australia", corpus: "factbook", passages: 1 });
     const ts = Math.floor(Date.now() / 1000);
     const nonce = randomBytes(16).toString("hex");
-    const headers = { "content-type": "application/json", "x-nest-timestamp": String(ts), "x-nest-nonce": nonce, "x-nest-signature": sign(ts, nonce, "POST", "/v1/retrieve", body) };
+    const headers = {
+      "content-type": "application/json",
+      "x-nest-timestamp": String(ts),
+      "x-nest-nonce": nonce,
+      "x-nest-signature": sign(ts, nonce, "POST", "/v1/retrieve", body),
+    };
     const first = await fetch(`${serve.workerUrl}/v1/retrieve`, { method: "POST", headers, body });
     expect(first.status).toBe(200);
     expect(((await first.json()) as { passages: unknown[] }).passages.length).toBe(1);
     const replay = await fetch(`${serve.workerUrl}/v1/retrieve`, { method: "POST", headers, body });
     expect(replay.status).toBe(401);
-    expect(await replay.json()).toEqual({ error: { code: "unauthorized", message: "unsigned or badly signed pool request: replayed request (this signature was already used)" } });
+    expect(await replay.json()).toEqual({
+      error: { code: "unauthorized", message: "unsigned or badly signed pool request: replayed request (this signature was already used)" },
+    });
     // A fresh nonce signs a new request: accepted.
     const nonce2 = randomBytes(16).toString("hex");
     const again = await fetch(`${serve.workerUrl}/v1/retrieve`, {
-      method: "POST", body, headers: { ...headers, "x-nest-nonce": nonce2, "x-nest-signature": sign(ts, nonce2, "POST", "/v1/retrieve", body) },
+      method: "POST",
+      body,
+      headers: { ...headers, "x-nest-nonce": nonce2, "x-nest-signature": sign(ts, nonce2, "POST", "/v1/retrieve", body) },
     });
     expect(again.status).toBe(200);
   }, 60_000);

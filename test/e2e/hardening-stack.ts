@@ -64,14 +64,28 @@ export async function startServe(opts: { staticKey: string; keys?: KeySpec[]; en
   const records: Record<string, string> = {};
   for (const k of opts.keys ?? []) {
     const hash = sha256(k.key);
-    records[`key:${hash}`] = JSON.stringify({ hash, name: k.name, scopes: k.scopes, rpm: 0, tokens_per_day: 0, created_at: new Date().toISOString() });
+    records[`key:${hash}`] = JSON.stringify({
+      hash,
+      name: k.name,
+      scopes: k.scopes,
+      rpm: 0,
+      tokens_per_day: 0,
+      created_at: new Date().toISOString(),
+    });
   }
   writeFileSync(join(home, "keys.json"), JSON.stringify(records), { mode: 0o600 });
   const prefix = `nest-h14-${randomBytes(4).toString("hex")}`;
   const secret = randomBytes(24).toString("hex");
   const proc = spawn(process.execPath, ["bin/nestlm.mjs", "serve", "--port", "0", "--worker-port", "0"], {
     cwd: ROOT,
-    env: { ...process.env, NEST_HOME: home, NEST_API_KEY: opts.staticKey, NEST_POOL_SECRET: secret, NEST_BATCH_PREFIX: prefix, ...opts.env },
+    env: {
+      ...process.env,
+      NEST_HOME: home,
+      NEST_API_KEY: opts.staticKey,
+      NEST_POOL_SECRET: secret,
+      NEST_BATCH_PREFIX: prefix,
+      ...opts.env,
+    },
     stdio: ["ignore", "pipe", "pipe"],
   });
   let out = "";
@@ -138,8 +152,11 @@ export async function startPrivateRedis(): Promise<PrivateRedis> {
   const dir = mkdtempSync(join(tmpdir(), "nest-h14-redis-"));
   let proc: ChildProcess | undefined;
   const start = async () => {
-    proc = spawn("redis-server", ["--port", String(port), "--bind", "127.0.0.1", "--dir", dir, "--save", "", "--appendonly", "no",
-      "--maxmemory-policy", "noeviction"], { stdio: ["ignore", "pipe", "pipe"] });
+    proc = spawn(
+      "redis-server",
+      ["--port", String(port), "--bind", "127.0.0.1", "--dir", dir, "--save", "", "--appendonly", "no", "--maxmemory-policy", "noeviction"],
+      { stdio: ["ignore", "pipe", "pipe"] },
+    );
     let out = "";
     await new Promise<void>((r, j) => {
       proc!.stdout!.on("data", (d) => {

@@ -12,12 +12,26 @@ const B = "tenant-b-key-h14";
 let serve: Serve;
 
 const item = (country: string) => JSON.stringify({ prompt: `What is the capital of ${country}?`, mode: "base", max_new_tokens: 2 });
-const headers = (key: string, extra: Record<string, string> = {}) => ({ authorization: `Bearer ${key}`, "content-type": "application/x-ndjson", ...extra });
+const headers = (key: string, extra: Record<string, string> = {}) => ({
+  authorization: `Bearer ${key}`,
+  "content-type": "application/x-ndjson",
+  ...extra,
+});
 
 async function call(key: string, path: string, init: RequestInit = {}) {
   const res = await fetch(`${serve.edgeUrl}${path}`, { ...init, headers: headers(key, init.headers as Record<string, string>) });
   const text = await res.text();
-  return { status: res.status, text, json: (() => { try { return JSON.parse(text); } catch { return undefined; } })() };
+  return {
+    status: res.status,
+    text,
+    json: (() => {
+      try {
+        return JSON.parse(text);
+      } catch {
+        return undefined;
+      }
+    })(),
+  };
 }
 
 async function untilCompleted(key: string, id: string, timeoutMs = 180_000) {
@@ -34,7 +48,10 @@ async function untilCompleted(key: string, id: string, timeoutMs = 180_000) {
 beforeAll(async () => {
   serve = await startServe({
     staticKey: "h14-static-key",
-    keys: [{ key: A, name: "tenant-a", scopes: ["batch"] }, { key: B, name: "tenant-b", scopes: ["batch"] }],
+    keys: [
+      { key: A, name: "tenant-a", scopes: ["batch"] },
+      { key: B, name: "tenant-b", scopes: ["batch"] },
+    ],
   });
 }, 180_000);
 
@@ -67,7 +84,11 @@ describe("batch tenancy", () => {
 
     // B cannot see, read or cancel A's batch: the same 404 as an unknown id.
     const notFound = { error: { code: "not_found", message: `no batch \`${aId}\` (unknown or expired)` } };
-    for (const [path, method] of [[`/v1/batches/${aId}`, "GET"], [`/v1/batches/${aId}/results`, "GET"], [`/v1/batches/${aId}/cancel`, "POST"]] as const) {
+    for (const [path, method] of [
+      [`/v1/batches/${aId}`, "GET"],
+      [`/v1/batches/${aId}/results`, "GET"],
+      [`/v1/batches/${aId}/cancel`, "POST"],
+    ] as const) {
       const r = await call(B, path, { method });
       expect({ path, status: r.status, json: r.json }).toEqual({ path, status: 404, json: notFound });
     }
@@ -76,7 +97,10 @@ describe("batch tenancy", () => {
     const done = await untilCompleted(A, aId);
     expect(done.counts).toEqual({ queued: 0, running: 0, done: 2, failed: 0, canceled: 0 });
     expect(done.canceled_at).toBeNull();
-    const lines = (await call(A, `/v1/batches/${aId}/results`)).text.split("\n").filter(Boolean).map((l) => JSON.parse(l));
+    const lines = (await call(A, `/v1/batches/${aId}/results`)).text
+      .split("\n")
+      .filter(Boolean)
+      .map((l) => JSON.parse(l));
     expect(lines.map((l: { status: string }) => l.status)).toEqual(["done", "done"]);
   }, 240_000);
 

@@ -42,7 +42,8 @@ const DOCS: Record<string, string> = {
   "slugs.txt": "Slugs eat lettuce at night. Beer traps and copper tape keep them away from the beds.\n",
   "pruning.md": "# Pruning\n\nPrune apple trees in late winter, removing crossing branches and dead wood.\n",
   "watering.md": "# Watering\n\nWater deeply in the early morning so roots grow down and leaves dry before evening.\n",
-  "soil.html": "<html><head><title>Soil</title></head><body><p>Clay soil holds water; sandy soil drains quickly. Add organic matter to both.</p></body></html>",
+  "soil.html":
+    "<html><head><title>Soil</title></head><body><p>Clay soil holds water; sandy soil drains quickly. Add organic matter to both.</p></body></html>",
 };
 
 let home: string;
@@ -93,9 +94,19 @@ describe("nestlm ingest → POST /v1/generate {corpus}", () => {
   });
 
   it("retrieves from the ingested passages and decodes in nest mode, citing them", async () => {
-    const res = await generate({ prompt: "How do I keep slugs away from lettuce?", corpus: "garden", mode: "nest", passages: 8, max_new_tokens: 16 });
+    const res = await generate({
+      prompt: "How do I keep slugs away from lettuce?",
+      corpus: "garden",
+      mode: "nest",
+      passages: 8,
+      max_new_tokens: 16,
+    });
     expect(res.status).toBe(200);
-    const out = (await res.json()) as { retrieval: RetrievalEvent; deltas: Array<{ citation?: { passage_id: string } }>; done: { mode: string } };
+    const out = (await res.json()) as {
+      retrieval: RetrievalEvent;
+      deltas: Array<{ citation?: { passage_id: string } }>;
+      done: { mode: string };
+    };
     const ids = new Set((await readFolder(src)).map((p) => p.id));
     expect(out.retrieval.corpus).toBe("garden");
     expect(out.retrieval.passages).toHaveLength(8);

@@ -127,8 +127,16 @@ beforeAll(async () => {
     executablePath: CHROMIUM,
     headless: true,
     viewport: { width: 1360, height: 900 },
-    args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-      "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+    args: [
+      "--headless",
+      "--no-sandbox",
+      "--disable-gpu",
+      "--disable-quic",
+      "--no-first-run",
+      "--disable-background-networking",
+      "--disable-component-update",
+      "--disable-sync",
+    ],
   });
   await context.addInitScript(TEE_FETCH);
   page = context.pages()[0] ?? (await context.newPage());
@@ -221,9 +229,7 @@ describe.skipIf(!haveChromium)("playground page in Chromium over the real stack"
     expect(await stat("Tokens/s")).toBe(tps.toFixed(1));
     const fmt = (ms: number) => (ms >= 100 ? String(Math.round(ms)) : ms.toFixed(1));
     const legend = await page.$$eval(".legend li", (lis) => lis.map((li) => li.textContent));
-    expect(legend.slice(0, 4)).toEqual(
-      (["retrieval", "encoding", "knn", "lm"] as const).map((k) => `${k} ${fmt(t[k])} ms`),
-    );
+    expect(legend.slice(0, 4)).toEqual((["retrieval", "encoding", "knn", "lm"] as const).map((k) => `${k} ${fmt(t[k])} ms`));
     expect(legend.at(-1)).toBe(`total ${fmt(t.total)} ms`);
     expect(await page.$$(".bar .seg")).toHaveLength(legend.length - 1);
   });
@@ -244,7 +250,9 @@ describe.skipIf(!haveChromium)("playground page in Chromium over the real stack"
     expect(await page.textContent("#pinned .card-title strong")).toBe(citation.title);
     expect(await page.getAttribute("#source-list li.current", "data-passage")).toBe(passageId);
     const listed = await page.$$eval("#source-list li", (lis) => lis.map((l) => (l as unknown as Dataset).dataset.passage));
-    expect(listed).toEqual([...new Set(events.flatMap((e) => (e.event === "delta" && e.data.citation ? [e.data.citation.passage_id] : [])))]);
+    expect(listed).toEqual([
+      ...new Set(events.flatMap((e) => (e.event === "delta" && e.data.citation ? [e.data.citation.passage_id] : []))),
+    ]);
     await page.keyboard.press("Escape");
     await page.waitForSelector("#tip", { state: "hidden" });
     await page.screenshot({ path: join(ARTIFACTS, "playground.png"), fullPage: true });

@@ -30,7 +30,14 @@ interface WorkerProcess {
 async function startWorkerProcess(): Promise<WorkerProcess> {
   const child = spawn(process.execPath, ["--import", "tsx", join("gpu-worker", "src", "worker-main.ts")], {
     cwd: REPO_ROOT,
-    env: { ...process.env, NEST_WORKER_PORT: "0", NEST_WORKER_HOST: "127.0.0.1", NEST_POOL_SECRET: SECRET, NEST_THREADS: "1", NEST_REDIS_URL: "" },
+    env: {
+      ...process.env,
+      NEST_WORKER_PORT: "0",
+      NEST_WORKER_HOST: "127.0.0.1",
+      NEST_POOL_SECRET: SECRET,
+      NEST_THREADS: "1",
+      NEST_REDIS_URL: "",
+    },
     stdio: ["ignore", "pipe", "pipe"],
   });
   const stderr: string[] = [];
@@ -54,8 +61,13 @@ let edge: RunningEdge;
 beforeAll(async () => {
   [w1, w2] = await Promise.all([startWorkerProcess(), startWorkerProcess()]);
   edge = await startEdge({
-    port: 0, poolUrl: w1.url, extraPoolUrls: [w2.url], poolSecret: SECRET,
-    corpusDirs: await listCorpora(), apiKeyHashes: [hashApiKey(KEY)], healthCheckMs: 1000,
+    port: 0,
+    poolUrl: w1.url,
+    extraPoolUrls: [w2.url],
+    poolSecret: SECRET,
+    corpusDirs: await listCorpora(),
+    apiKeyHashes: [hashApiKey(KEY)],
+    healthCheckMs: 1000,
   });
 });
 
@@ -86,7 +98,10 @@ async function firstDelta(res: Response): Promise<{ seen: GenerateEvent[]; rest(
     seen,
     rest: async () => {
       for (;;) {
-        const r = await it.next().catch((e: unknown) => ({ done: false as const, value: { event: "error", data: { error: { code: "read_failed", message: String(e) } } } as GenerateEvent }));
+        const r = await it.next().catch((e: unknown) => ({
+          done: false as const,
+          value: { event: "error", data: { error: { code: "read_failed", message: String(e) } } } as GenerateEvent,
+        }));
         if (r.done) return seen;
         seen.push(r.value);
         if (r.value.event === "error" && r.value.data.error.code === "read_failed") return seen;
@@ -147,7 +162,9 @@ describe("two pools, one killed mid-load", () => {
     const w2Text = await (await fetch(`${w2.url}/metrics`)).text();
     expect(sample(w2Text, "nest_worker_requests_total", 'route="/v1/decode",mode="base",status="200"')).toBe(4);
     expect(sample(w2Text, "nest_worker_completion_tokens_total", 'source="http",mode="base"')).toBe(tokens);
-    const outcomes = ["stop", "length"].map((o) => sample(w2Text, "nest_worker_decode_outcomes_total", `source="http",mode="base",outcome="${o}"`) ?? 0);
+    const outcomes = ["stop", "length"].map(
+      (o) => sample(w2Text, "nest_worker_decode_outcomes_total", `source="http",mode="base",outcome="${o}"`) ?? 0,
+    );
     expect(outcomes[0]! + outcomes[1]!).toBe(4);
     // The warm-up generation at start is not counted (the registry is reset at ready).
     expect(sample(w2Text, "nest_worker_time_to_first_token_seconds_count", 'source="http",mode="base"')).toBe(4);

@@ -25,7 +25,14 @@ function post(path: string, body: unknown, key?: string, headers: Record<string,
 async function kvKey(name: string, scopes: ("generate" | "batch" | "admin")[], tokensPerDay = 0): Promise<{ key: string; hash: string }> {
   const key = `workerd-${name}-${crypto.randomUUID()}`;
   const hash = await sha256Hex(key);
-  await putKeyRecord(workersKv(env.NEST_KEYS), { hash, name, scopes, rpm: 0, tokens_per_day: tokensPerDay, created_at: "2026-01-01T00:00:00.000Z" });
+  await putKeyRecord(workersKv(env.NEST_KEYS), {
+    hash,
+    name,
+    scopes,
+    rpm: 0,
+    tokens_per_day: tokensPerDay,
+    created_at: "2026-01-01T00:00:00.000Z",
+  });
   return { key, hash };
 }
 
@@ -48,13 +55,17 @@ describe("routes without a pool call", () => {
     const res = await post("/v1/generate", { prompt: "hi" });
     expect(res.status).toBe(401);
     expect(res.headers.get("www-authenticate")).toBe('Bearer realm="nest"');
-    expect(await res.json()).toEqual({ error: { code: "missing_api_key", message: "missing API key: send `Authorization: Bearer <key>`" } });
+    expect(await res.json()).toEqual({
+      error: { code: "missing_api_key", message: "missing API key: send `Authorization: Bearer <key>`" },
+    });
   });
 
   it("400 naming the field for a bad /v1/generate body", async () => {
     const res = await post("/v1/generate", { prompt: "hi", max_new_tokens: 0 }, STATIC_KEY);
     expect(res.status).toBe(400);
-    expect(await res.json()).toEqual({ error: { code: "invalid_request", message: "field `max_new_tokens`: Too small: expected number to be >0" } });
+    expect(await res.json()).toEqual({
+      error: { code: "invalid_request", message: "field `max_new_tokens`: Too small: expected number to be >0" },
+    });
   });
 
   it("400 in OpenAI's error shape on /v1/chat/completions (n: 2)", async () => {
@@ -111,7 +122,9 @@ describe("generation through the real gpu-worker pool", () => {
     const a = (await first.json()) as { text: string; done: { finish_reason: string; usage: { completion_tokens: number } } };
     expect(a.done.usage.completion_tokens).toBeGreaterThan(0);
     expect(a.text).toContain("Canberra");
-    const second = await post("/v1/generate", { ...body, prompt: ` ${q.toUpperCase().replace("?", "!!")}` }, STATIC_KEY, { accept: "application/json" });
+    const second = await post("/v1/generate", { ...body, prompt: ` ${q.toUpperCase().replace("?", "!!")}` }, STATIC_KEY, {
+      accept: "application/json",
+    });
     expect(second.status).toBe(200);
     expect(second.headers.get("x-nest-cache")).toBe("hit");
     const b = (await second.json()) as { text: string };
@@ -119,15 +132,32 @@ describe("generation through the real gpu-worker pool", () => {
   });
 
   it("/v1/chat/completions streams OpenAI chunks ending in data: [DONE]", async () => {
-    const res = await post("/v1/chat/completions", {
-      model: "nest", messages: [{ role: "user", content: "What is the capital of Australia?" }], max_tokens: 12, stream: true,
-      stream_options: { include_usage: true },
-    }, STATIC_KEY);
+    const res = await post(
+      "/v1/chat/completions",
+      {
+        model: "nest",
+        messages: [{ role: "user", content: "What is the capital of Australia?" }],
+        max_tokens: 12,
+        stream: true,
+        stream_options: { include_usage: true },
+      },
+      STATIC_KEY,
+    );
     expect(res.status).toBe(200);
     expect(res.headers.get("content-type")).toContain("text/event-stream");
-    const datas = (await res.text()).split("\n").filter((l) => l.startsWith("data: ")).map((l) => l.slice(6));
+    const datas = (await res.text())
+      .split("\n")
+      .filter((l) => l.startsWith("data: "))
+      .map((l) => l.slice(6));
     expect(datas.at(-1)).toBe("[DONE]");
-    const chunks = datas.slice(0, -1).map((d) => JSON.parse(d) as { object: string; choices: { delta?: { content?: string }; finish_reason: string | null }[]; usage?: { completion_tokens: number } });
+    const chunks = datas.slice(0, -1).map(
+      (d) =>
+        JSON.parse(d) as {
+          object: string;
+          choices: { delta?: { content?: string }; finish_reason: string | null }[];
+          usage?: { completion_tokens: number };
+        },
+    );
     expect(chunks.every((c) => c.object === "chat.completion.chunk")).toBe(true);
     const text = chunks.map((c) => c.choices[0]?.delta?.content ?? "").join("");
     expect(text).toContain("Canberra");

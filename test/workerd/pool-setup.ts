@@ -11,7 +11,6 @@ import { findModelDir } from "@nest/gpu-worker/runtime/prepare-model";
 import { DEFAULT_CORPUS, findCorpusDir } from "@nest/corpus/layout";
 import { corpusVersion } from "@nest/edge/adapters/node/server";
 
-
 declare module "vitest" {
   export interface ProvidedContext {
     poolUrl: string;

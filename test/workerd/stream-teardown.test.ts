@@ -25,9 +25,12 @@ afterAll(() => scope.removeEventListener("unhandledrejection", onUnhandled));
 /** Rejections surface after the microtask checkpoint of the failing cancel: wait a little. */
 const settle = () => new Promise((r) => setTimeout(r, 200));
 
-
 async function decodeBody(): Promise<ReadableStream<Uint8Array>> {
-  const request = GenerateRequestSchema.parse({ prompt: `What is the capital of Australia? ${crypto.randomUUID()}`, mode: "base", max_new_tokens: 3 });
+  const request = GenerateRequestSchema.parse({
+    prompt: `What is the capital of Australia? ${crypto.randomUUID()}`,
+    mode: "base",
+    max_new_tokens: 3,
+  });
   const res = await signedFetch(env.NEST_POOL_SECRET)(`${env.NEST_POOL_URL}/v1/decode`, {
     method: "POST",
     headers: { "content-type": "application/json", accept: "text/event-stream" },

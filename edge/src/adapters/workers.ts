@@ -42,9 +42,10 @@ function appFor(env: WorkerEnv): Hono<EdgeEnv> {
   if (cached?.key === key) return cached.app;
   const vars = parseWorkersVars(env);
   const poolUrl = vars.NEST_POOL_URL;
-  const upstash = vars.UPSTASH_VECTOR_REST_URL && vars.UPSTASH_VECTOR_REST_TOKEN
-    ? { url: vars.UPSTASH_VECTOR_REST_URL, token: vars.UPSTASH_VECTOR_REST_TOKEN, fusion: vars.UPSTASH_VECTOR_FUSION }
-    : undefined;
+  const upstash =
+    vars.UPSTASH_VECTOR_REST_URL && vars.UPSTASH_VECTOR_REST_TOKEN
+      ? { url: vars.UPSTASH_VECTOR_REST_URL, token: vars.UPSTASH_VECTOR_REST_TOKEN, fusion: vars.UPSTASH_VECTOR_FUSION }
+      : undefined;
   const poolFetch = signedFetch(vars.NEST_POOL_SECRET, (input, init) => fetch(input, init));
   const pools = [poolUrl, ...vars.NEST_POOL_URLS].filter(Boolean);
   const versions = vars.NEST_CORPUS_VERSIONS;

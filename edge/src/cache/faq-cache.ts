@@ -22,7 +22,11 @@ export const DEFAULT_FAQ_TTL_S = 86_400;
  * `"what s the capital of australia"`.
  */
 export function normalizeQuestion(text: string): string {
-  return text.normalize("NFKC").toLowerCase().replace(/[^\p{L}\p{N}\p{M}]+/gu, " ").trim();
+  return text
+    .normalize("NFKC")
+    .toLowerCase()
+    .replace(/[^\p{L}\p{N}\p{M}]+/gu, " ")
+    .trim();
 }
 
 /**
@@ -47,9 +51,8 @@ export async function faqCacheKey(req: GenerateRequest, ctx: AnswerContext): Pro
   const { prompt, messages, documents, ...rest } = req;
   // A request's documents enter the key as their hash (protocol/documents.ts documentsHash).
   const params = documents ? { ...rest, documents: await documentsHash(documents) } : rest;
-  const question = prompt !== undefined
-    ? normalizeQuestion(prompt)
-    : (messages ?? []).map((m) => `${m.role}:${normalizeQuestion(m.content)}`).join("\n");
+  const question =
+    prompt !== undefined ? normalizeQuestion(prompt) : (messages ?? []).map((m) => `${m.role}:${normalizeQuestion(m.content)}`).join("\n");
   const sorted = Object.fromEntries(Object.entries(params).sort(([a], [b]) => a.localeCompare(b)));
   return `faq:${await sha256Hex(JSON.stringify({ f: ANSWER_FORMAT_VERSION, q: question, v: ctx.corpusVersion, m: ctx.model, p: sorted }))}`;
 }

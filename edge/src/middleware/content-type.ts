@@ -22,7 +22,10 @@ export function requireContentType(types: readonly string[] = ["application/json
     const got = mediaType(c.req.header("content-type"));
     if (!types.includes(got)) {
       const accepted = types.map((t) => `\`${t}\``).join(" or ");
-      throw new NestError("unsupported_media_type", `${got ? `Content-Type \`${got.slice(0, 100)}\`` : "no Content-Type"}: send ${accepted}`);
+      throw new NestError(
+        "unsupported_media_type",
+        `${got ? `Content-Type \`${got.slice(0, 100)}\`` : "no Content-Type"}: send ${accepted}`,
+      );
     }
     await next();
   };

@@ -32,7 +32,10 @@ export function documentsBodyLimit(baseBytes: number, documentsBytes: number): M
     },
   });
   const tooLarge = () =>
-    new NestError("payload_too_large", `request body exceeds ${baseBytes} bytes (up to ${documentsBytes} are accepted for requests that carry \`documents\`)`);
+    new NestError(
+      "payload_too_large",
+      `request body exceeds ${baseBytes} bytes (up to ${documentsBytes} are accepted for requests that carry \`documents\`)`,
+    );
   return (c, next) =>
     outer(c, async () => {
       const length = c.req.header("content-length");

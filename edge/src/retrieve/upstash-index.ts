@@ -71,7 +71,8 @@ export function upstashClient(cfg: UpstashConfig): Index {
           const body = (await res.json().catch(() => ({}))) as { result?: T; error?: string };
           if (res.ok) return { result: body.result, error: body.error };
           last = `HTTP ${res.status}: ${body.error ?? res.statusText}`;
-          if (res.status !== 429 && res.status < 500) throw new NestError("invalid_request", `Upstash Vector ${req.path?.join("/")}: ${last}`);
+          if (res.status !== 429 && res.status < 500)
+            throw new NestError("invalid_request", `Upstash Vector ${req.path?.join("/")}: ${last}`);
           const ra = Number(res.headers.get("retry-after"));
           if (attempt < retries && Number.isFinite(ra) && ra > 0) {
             await sleep(Math.min(ra * 1000, 30_000));

@@ -62,7 +62,11 @@ export async function errorFromResponse(res: Response, what: string): Promise<Ne
  * turned into NestError `upstream_unavailable`, which the SSE relay sends as an `error` event.
  * A drop the caller caused (its `signal` aborted) propagates unchanged.
  */
-export async function* droppedAsUnavailable(events: AsyncIterable<GenerateEvent>, poolUrl: string, signal?: AbortSignal): AsyncGenerator<GenerateEvent> {
+export async function* droppedAsUnavailable(
+  events: AsyncIterable<GenerateEvent>,
+  poolUrl: string,
+  signal?: AbortSignal,
+): AsyncGenerator<GenerateEvent> {
   try {
     yield* events;
   } catch (err) {
@@ -88,7 +92,8 @@ export function createPoolClient(poolUrl: string, fetchFn: typeof fetch = fetch)
   return {
     async readiness() {
       const res = await probeHealth(poolUrl, fetchFn);
-      if (res?.body) await logRejection(res.body.cancel(stopReason("readiness needs only the status")), "pool-client: cancel of a /healthz body");
+      if (res?.body)
+        await logRejection(res.body.cancel(stopReason("readiness needs only the status")), "pool-client: cancel of a /healthz body");
       return { up: res?.ok ? 1 : 0, total: 1 };
     },
     async modelName() {

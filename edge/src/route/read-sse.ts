@@ -68,7 +68,12 @@ export async function* readGenerateEvents(
       }
     }
   } finally {
-    if (!ended) await logRejection(reader.cancel(stopReason("the reader of an SSE body stopped before its end")), "read-sse: cancel of the SSE body", log);
+    if (!ended)
+      await logRejection(
+        reader.cancel(stopReason("the reader of an SSE body stopped before its end")),
+        "read-sse: cancel of the SSE body",
+        log,
+      );
     reader.releaseLock();
   }
 }

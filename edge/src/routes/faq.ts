@@ -83,7 +83,11 @@ export function registerFaqRoutes(
       return r.data;
     });
     const items = requests.map((r, i) => JSON.stringify({ custom_id: String(i), ...r }));
-    const res = await call(ownedPath(c, "/v1/batches"), { method: "POST", headers: { "content-type": "application/x-ndjson" }, body: items.join("\n") });
+    const res = await call(ownedPath(c, "/v1/batches"), {
+      method: "POST",
+      headers: { "content-type": "application/x-ndjson" },
+      body: items.join("\n"),
+    });
     const status = (await res.json()) as { id: string };
     // The job API's result lines do not repeat the request: keep them for the cache keys.
     await deps.faqCache.kv.put(`faqwarm:${status.id}`, JSON.stringify(requests), 7 * 86_400);
@@ -96,7 +100,10 @@ export function registerFaqRoutes(
     if (!/^batch_[0-9a-f]{24}$/.test(id)) throw new NestError("not_found", `no batch \`${id.slice(0, 64)}\``);
     const res = await call(ownedPath(c, `/v1/batches/${id}/results`));
     const batchStatus = res.headers.get("x-batch-status") ?? "unknown";
-    const lines = (await res.text()).split("\n").filter(Boolean).map((l) => JSON.parse(l) as ResultLine);
+    const lines = (await res.text())
+      .split("\n")
+      .filter(Boolean)
+      .map((l) => JSON.parse(l) as ResultLine);
     const stored = await deps.faqCache.kv.get(`faqwarm:${id}`);
     if (stored === null) throw new NestError("not_found", `batch \`${id}\` was not submitted by /v1/faq/warm`);
     const requests = JSON.parse(stored) as GenerateRequest[];
@@ -136,7 +143,10 @@ async function cacheLine(deps: GenerateDeps, req: GenerateRequest, line: ResultL
   const events: GenerateEvent[] = [
     { event: "retrieval", data: retrieval.event },
     ...deltasFrom(line.text!, line.citations ?? []),
-    { event: "done", data: { finish_reason: line.finish_reason!, mode: line.mode!, model, usage: line.usage!, timings_ms: line.timings_ms! } },
+    {
+      event: "done",
+      data: { finish_reason: line.finish_reason!, mode: line.mode!, model, usage: line.usage!, timings_ms: line.timings_ms! },
+    },
   ];
   await deps.faqCache!.put(await faqCacheKey(req, { corpusVersion: version, model }), events);
   return true;

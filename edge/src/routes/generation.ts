@@ -41,7 +41,10 @@ export interface Generation {
 async function cacheKeyFor(deps: GenerateDeps, req: GenerateRequest): Promise<string | undefined> {
   if (!deps.faqCache || !deps.corpusVersion) return undefined;
   // A request's documents are its corpus: their hash is in the key (faqCacheKey).
-  const [corpusVersion, model] = await Promise.all([req.documents ? DOCUMENTS_CORPUS : deps.corpusVersion(req.corpus), deps.pool.modelName?.()]);
+  const [corpusVersion, model] = await Promise.all([
+    req.documents ? DOCUMENTS_CORPUS : deps.corpusVersion(req.corpus),
+    deps.pool.modelName?.(),
+  ]);
   if (!corpusVersion || !model) return undefined;
   return faqCacheKey(req, { corpusVersion, model });
 }
@@ -59,7 +62,10 @@ export interface CachePolicy {
 
 /** The {@link CachePolicy} of a request's `Cache-Control` header (absent = both). */
 export function cachePolicy(cacheControl: string | undefined): CachePolicy {
-  const directives = (cacheControl ?? "").toLowerCase().split(",").map((d) => d.trim());
+  const directives = (cacheControl ?? "")
+    .toLowerCase()
+    .split(",")
+    .map((d) => d.trim());
   const noStore = directives.includes("no-store");
   return { lookup: !noStore && !directives.includes("no-cache"), store: !noStore };
 }

@@ -27,43 +27,57 @@ const Common = {
   stream_options: z.object({ include_usage: z.boolean().optional() }).strict().nullable().optional(),
   max_tokens: MaxTokens,
   /** Stop sequences are refused (null or [] accepted): see {@link refuseStop}. */
-  stop: z.union([z.string(), z.array(z.string()).max(4)]).nullable().optional(),
+  stop: z
+    .union([z.string(), z.array(z.string()).max(4)])
+    .nullable()
+    .optional(),
   /** NEST extension: mode, corpus and NEST parameters; `documents` to answer over (protocol/documents.ts). */
-  nest: NestParamsSchema.partial().extend({ mode: ModeSchema.optional(), corpus: z.string().optional(), documents: DocumentsSchema.optional() }).strict().optional(),
+  nest: NestParamsSchema.partial()
+    .extend({ mode: ModeSchema.optional(), corpus: z.string().optional(), documents: DocumentsSchema.optional() })
+    .strict()
+    .optional(),
   ...Ignored,
 };
 
-const ContentSchema = z.union([
-  z.string(),
-  z.array(z.object({ type: z.literal("text"), text: z.string() }).strict()).min(1),
-]);
+const ContentSchema = z.union([z.string(), z.array(z.object({ type: z.literal("text"), text: z.string() }).strict()).min(1)]);
 
-export const ChatCompletionRequestSchema = z.object({
-  ...Common,
-  max_completion_tokens: MaxTokens,
-  messages: z
-    .array(z.object({ role: z.enum(["system", "developer", "user", "assistant"]), content: ContentSchema, name: z.string().optional() }).strict())
-    .min(1)
-    .max(LIMITS.maxMessages),
-}).strict();
+export const ChatCompletionRequestSchema = z
+  .object({
+    ...Common,
+    max_completion_tokens: MaxTokens,
+    messages: z
+      .array(
+        z
+          .object({ role: z.enum(["system", "developer", "user", "assistant"]), content: ContentSchema, name: z.string().optional() })
+          .strict(),
+      )
+      .min(1)
+      .max(LIMITS.maxMessages),
+  })
+  .strict();
 export type ChatCompletionRequest = z.infer<typeof ChatCompletionRequestSchema>;
 
-export const CompletionRequestSchema = z.object({
-  ...Common,
-  prompt: z.union([z.string(), z.array(z.string()).length(1)]),
-}).strict();
+export const CompletionRequestSchema = z
+  .object({
+    ...Common,
+    prompt: z.union([z.string(), z.array(z.string()).length(1)]),
+  })
+  .strict();
 export type CompletionRequest = z.infer<typeof CompletionRequestSchema>;
 
 /** A 400 naming the field; `param` is the dotted path of the first issue. */
 export class OpenAiParamError extends NestError {
-  constructor(message: string, readonly param: string | null) {
+  constructor(
+    message: string,
+    readonly param: string | null,
+  ) {
     super("invalid_request", message);
   }
 }
 
 function fail(issues: z.core.$ZodIssue[]): never {
   const first = issues[0];
-  throw new OpenAiParamError(issues.map(describeIssue).join("; "), first && first.path.length ? first.path.map(String).join(".") : null);
+  throw new OpenAiParamError(issues.map(describeIssue).join("; "), first?.path.length ? first.path.map(String).join(".") : null);
 }
 
 /** Reads the body as JSON (lone surrogates replaced). @throws NestError `invalid_json` for non-JSON. */
@@ -82,7 +96,11 @@ function refuseStop(stop: string | string[] | null | undefined): void {
   throw new OpenAiParamError("`stop` is not supported by nest (copied spans cross stop strings); leave it out", "stop");
 }
 
-function toGenerate(fields: Record<string, unknown>, nest: ChatCompletionRequest["nest"], maxTokens: number | null | undefined): GenerateRequest {
+function toGenerate(
+  fields: Record<string, unknown>,
+  nest: ChatCompletionRequest["nest"],
+  maxTokens: number | null | undefined,
+): GenerateRequest {
   const parsed = GenerateRequestSchema.safeParse({
     ...nest,
     ...fields,

@@ -64,7 +64,8 @@ async function* chunks(kind: Kind, events: AsyncIterable<GenerateEvent>, model: 
   for await (const ev of events) {
     if (ev.event === "retrieval") {
       retrieval = ev.data;
-      if (kind === "chat") yield chunk({ delta: { role: "assistant", content: "" }, finish_reason: null }, { passages: passagesOf(retrieval) });
+      if (kind === "chat")
+        yield chunk({ delta: { role: "assistant", content: "" }, finish_reason: null }, { passages: passagesOf(retrieval) });
     } else if (ev.event === "delta") {
       const nest = ev.data.citation ? { citation: ev.data.citation } : {};
       yield kind === "chat"
@@ -77,7 +78,9 @@ async function* chunks(kind: Kind, events: AsyncIterable<GenerateEvent>, model: 
         : chunk({ text: "", finish_reason: ev.data.finish_reason }, nest);
       if (includeUsage) yield { data: JSON.stringify({ id, object, created, model, choices: [], usage: usageOf(ev.data) }) };
     } else {
-      yield { data: JSON.stringify({ error: { message: ev.data.error.message, type: "server_error", param: null, code: ev.data.error.code } }) };
+      yield {
+        data: JSON.stringify({ error: { message: ev.data.error.message, type: "server_error", param: null, code: ev.data.error.code } }),
+      };
       break;
     }
   }
@@ -103,9 +106,10 @@ function handler(deps: GenerateDeps, kind: Kind) {
     const out = await collectGeneration(gen.events);
     const done = out.done as DoneEvent;
     const citations = joinContinuedCitations((out.deltas as DeltaEvent[]).flatMap((d): Citation[] => (d.citation ? [d.citation] : [])));
-    const choice = kind === "chat"
-      ? { index: 0, message: { role: "assistant", content: out.text, refusal: null }, finish_reason: done.finish_reason, logprobs: null }
-      : { index: 0, text: out.text, finish_reason: done.finish_reason, logprobs: null };
+    const choice =
+      kind === "chat"
+        ? { index: 0, message: { role: "assistant", content: out.text, refusal: null }, finish_reason: done.finish_reason, logprobs: null }
+        : { index: 0, text: out.text, finish_reason: done.finish_reason, logprobs: null };
     return c.json({
       id: `${kind === "chat" ? "chatcmpl" : "cmpl"}-${crypto.randomUUID().replace(/-/g, "")}`,
       object: kind === "chat" ? "chat.completion" : "text_completion",
@@ -113,7 +117,13 @@ function handler(deps: GenerateDeps, kind: Kind) {
       model,
       choices: [choice],
       usage: usageOf(done),
-      nest: { citations, attribution_ratio: done.usage.attribution_ratio, passages: passagesOf(out.retrieval as RetrievalEvent), usage: done.usage, timings_ms: done.timings_ms },
+      nest: {
+        citations,
+        attribution_ratio: done.usage.attribution_ratio,
+        passages: passagesOf(out.retrieval as RetrievalEvent),
+        usage: done.usage,
+        timings_ms: done.timings_ms,
+      },
     });
   };
 }

@@ -17,8 +17,16 @@ import { Queue, type Job } from "bullmq";
 import { Redis } from "ioredis";
 import { NestError } from "@nest/shared/protocol/errors";
 import {
-  CANCELED_CODE, MAX_IDEMPOTENCY_KEY_CHARS, splitFailure,
-  type BatchItem, type BatchJobData, type BatchResultLine, type BatchState, type BatchStatus, type ItemOutput, type SubmitResponse,
+  CANCELED_CODE,
+  MAX_IDEMPOTENCY_KEY_CHARS,
+  splitFailure,
+  type BatchItem,
+  type BatchJobData,
+  type BatchResultLine,
+  type BatchState,
+  type BatchStatus,
+  type ItemOutput,
+  type SubmitResponse,
 } from "./protocol.ts";
 import { DEFAULT_SUBMIT_CONFIG, ITEM_QUEUE, batchKeys, itemJobId, type BatchSubmitConfig } from "./config.ts";
 import { assertNoEviction, redactRedisUrl } from "./redis-policy.ts";
@@ -108,8 +116,15 @@ export class BatchQueue {
     const id = `batch_${randomBytes(12).toString("hex")}`;
     const itemsHash = sha256(JSON.stringify(items));
     const metaKey = this.keys.meta(id);
-    await this.redis.multi()
-      .hset(metaKey, { id, owner, total: items.length, created_at: Date.now(), custom_ids: JSON.stringify(items.map((it) => it.custom_id)) })
+    await this.redis
+      .multi()
+      .hset(metaKey, {
+        id,
+        owner,
+        total: items.length,
+        created_at: Date.now(),
+        custom_ids: JSON.stringify(items.map((it) => it.custom_id)),
+      })
       .expire(metaKey, cfg.retentionS)
       .exec();
     let idemKey: string | undefined;
@@ -132,17 +147,19 @@ export class BatchQueue {
     }
     try {
       for (let i = 0; i < items.length; i += 1000) {
-        await this.queue.addBulk(items.slice(i, i + 1000).map((it) => ({
-          name: "generate",
-          data: { batch_id: id, index: it.index, custom_id: it.custom_id, request: it.request },
-          opts: {
-            jobId: itemJobId(id, it.index),
-            attempts: cfg.attempts,
-            backoff: { type: "exponential", delay: cfg.backoffMs },
-            removeOnComplete: { age: cfg.retentionS },
-            removeOnFail: { age: cfg.retentionS },
-          },
-        })));
+        await this.queue.addBulk(
+          items.slice(i, i + 1000).map((it) => ({
+            name: "generate",
+            data: { batch_id: id, index: it.index, custom_id: it.custom_id, request: it.request },
+            opts: {
+              jobId: itemJobId(id, it.index),
+              attempts: cfg.attempts,
+              backoff: { type: "exponential", delay: cfg.backoffMs },
+              removeOnComplete: { age: cfg.retentionS },
+              removeOnFail: { age: cfg.retentionS },
+            },
+          })),
+        );
       }
       await this.redis.hset(metaKey, "enqueued", 1);
     } catch (err) {
@@ -240,11 +257,13 @@ export class BatchQueue {
     await this.forEachChunk(meta.total, async (indices) => {
       const ids = indices.map((i) => itemJobId(batchId, i));
       const states = await Promise.all(ids.map((id) => this.queue.getJobState(id)));
-      await Promise.all(ids.map((id, k) => {
-        const s = states[k];
-        // A job that turned active in between is locked: remove() leaves it (it then runs to its end).
-        return s === "waiting" || s === "delayed" || s === "prioritized" ? this.queue.remove(id).catch(() => 0) : 0;
-      }));
+      await Promise.all(
+        ids.map((id, k) => {
+          const s = states[k];
+          // A job that turned active in between is locked: remove() leaves it (it then runs to its end).
+          return s === "waiting" || s === "delayed" || s === "prioritized" ? this.queue.remove(id).catch(() => 0) : 0;
+        }),
+      );
     });
     return this.status(batchId, owner);
   }
@@ -260,7 +279,8 @@ export class BatchQueue {
     const [total, createdAt, canceledAt, enqueued, storedOwner] = /^batch_[0-9a-f]{24}$/.test(batchId)
       ? await this.redis.hmget(this.keys.meta(batchId), "total", "created_at", "canceled_at", "enqueued", "owner")
       : [];
-    if (!total || (storedOwner ?? "") !== owner) throw new NestError("not_found", `no batch \`${batchId.slice(0, 64)}\` (unknown or expired)`);
+    if (!total || (storedOwner ?? "") !== owner)
+      throw new NestError("not_found", `no batch \`${batchId.slice(0, 64)}\` (unknown or expired)`);
     return {
       id: batchId,
       total: Number(total),

@@ -111,7 +111,11 @@ async function main(): Promise<void> {
   const decoder = await DecoderPool.start(await findModelDir(home), hosts, positiveInt("threads", values.threads, 0, 0));
   const corpora = corpusIndexes(home, env.corpus.NEST_FUSION);
   const consumer = await startBatchConsumer({
-    redisUrl, prefix, decoder: metrics.observed(decoder, "batch"), indexFor: corpora.indexFor, concurrency,
+    redisUrl,
+    prefix,
+    decoder: metrics.observed(decoder, "batch"),
+    indexFor: corpora.indexFor,
+    concurrency,
     lockMs: positiveInt("lock-ms", values["lock-ms"], timing.lockMs),
     stalledIntervalMs: positiveInt("stalled-interval-ms", values["stalled-interval-ms"], timing.stalledIntervalMs),
     maxStalledCount: positiveInt("max-stalled", values["max-stalled"], 2),
@@ -129,15 +133,19 @@ async function main(): Promise<void> {
     stopping = true;
     err(`${signal}: draining (running items finish, nothing new starts)`);
     readiness.drain();
-    consumer.close()
+    consumer
+      .close()
       .then(() => Promise.all([decoder.close(), corpora.close(), depth.close(), ops?.close()]))
-      .then(() => {
-        err("batch consumer stopped");
-        process.exit(0);
-      }, (e: unknown) => {
-        err(`batch consumer: ${(e as Error).message}`);
-        process.exit(1);
-      });
+      .then(
+        () => {
+          err("batch consumer stopped");
+          process.exit(0);
+        },
+        (e: unknown) => {
+          err(`batch consumer: ${(e as Error).message}`);
+          process.exit(1);
+        },
+      );
   };
   process.on("SIGTERM", () => stop("SIGTERM"));
   process.on("SIGINT", () => stop("SIGINT"));

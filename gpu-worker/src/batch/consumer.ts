@@ -11,7 +11,7 @@
  */
 import { DelayedError, UnrecoverableError, Worker, type Job } from "bullmq";
 import { Redis } from "ioredis";
-import { NestError, toNestError } from "@nest/shared/protocol/errors";
+import { toNestError } from "@nest/shared/protocol/errors";
 import { joinContinuedCitations } from "@nest/shared/protocol/citations";
 import type { Citation, GenerateEvent } from "@nest/shared/protocol/events";
 import type { DecodeJob } from "@nest/shared/protocol/worker";

@@ -13,7 +13,8 @@ import { NestError } from "@nest/shared/protocol/errors";
 export const QUEUE_RETRY_AFTER_S = 5;
 
 /** ioredis / BullMQ messages that mean "Redis cannot be reached", not "the command was wrong". */
-const CONNECTIVITY = /ECONNREFUSED|ECONNRESET|ETIMEDOUT|EHOSTUNREACH|ENOTFOUND|EPIPE|max retries per request|Connection is closed|Stream isn't writeable|connect ETIMEDOUT|Socket closed/i;
+const CONNECTIVITY =
+  /ECONNREFUSED|ECONNRESET|ETIMEDOUT|EHOSTUNREACH|ENOTFOUND|EPIPE|max retries per request|Connection is closed|Stream isn't writeable|connect ETIMEDOUT|Socket closed/i;
 
 /** One Redis address's outage state, shared by every connection of the process to it. */
 export class RedisOutage {
@@ -61,7 +62,8 @@ export class RedisOutage {
     if (!this.down && !CONNECTIVITY.test(message)) return err;
     if (!this.down) this.onError(err instanceof Error ? err : new Error(message));
     return new NestError("queue_unavailable", "the batch queue is unavailable (Redis cannot be reached); retry later", {
-      retryAfterS: QUEUE_RETRY_AFTER_S, cause: err,
+      retryAfterS: QUEUE_RETRY_AFTER_S,
+      cause: err,
     });
   }
 }

@@ -10,7 +10,8 @@ import { startBatchConsumer, type BatchConsumer, type ConsumerOptions, type Item
 import { registerJobApiRoutes } from "./job-api.ts";
 import type { BatchSubmitConfig } from "./config.ts";
 
-export type BatchServiceOptions = Partial<BatchSubmitConfig> & Pick<BatchSubmitConfig, "redisUrl" | "prefix"> &
+export type BatchServiceOptions = Partial<BatchSubmitConfig> &
+  Pick<BatchSubmitConfig, "redisUrl" | "prefix"> &
   Pick<ConsumerOptions, "concurrency" | "lockMs" | "stalledIntervalMs" | "maxStalledCount" | "log"> & {
     /** Run a consumer in this process. @defaultValue true */
     consume?: boolean;

@@ -267,7 +267,13 @@ export class CorpusKeyStore {
     }
   }
 
-  private async read(passage: Passage, e: IndexEntry, keys: FileHandle, tokenFile: FileHandle, scaleFile?: FileHandle): Promise<EncodedPassage> {
+  private async read(
+    passage: Passage,
+    e: IndexEntry,
+    keys: FileHandle,
+    tokenFile: FileHandle,
+    scaleFile?: FileHandle,
+  ): Promise<EncodedPassage> {
     const h = this.meta.hiddenSize;
     const numKeys = Math.max(0, e.n - 1);
     const rb = rowBytes(this.meta.precision, h);
@@ -381,7 +387,8 @@ async function truncateTo(path: string, bytes: number): Promise<void> {
   const f = await open(path, "a+");
   try {
     const size = (await f.stat()).size;
-    if (size < bytes) throw new Error(`${path} is ${size} bytes, its index needs ${bytes}: the store is damaged (remove the folder to re-encode)`);
+    if (size < bytes)
+      throw new Error(`${path} is ${size} bytes, its index needs ${bytes}: the store is damaged (remove the folder to re-encode)`);
     if (size > bytes) await f.truncate(bytes);
   } finally {
     await f.close();

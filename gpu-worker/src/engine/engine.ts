@@ -79,7 +79,10 @@ export class Engine {
     const useCorpusKeys = opts.corpusKeys ?? env.encode.NEST_CORPUS_KEYS;
     const corpusKeys = useCorpusKeys ? corpusKeyResolver(keysDir, { modelKey, hiddenSize: manifest.hidden_size }) : undefined;
     const batch = encodeBatchOptions({}, env.encode);
-    const encoder = new PassageEncoder(lm, tokenizer, manifest.bos_token_id, modelKey, defaultCacheBytes(env.encode), disk, { corpusKeys, batch });
+    const encoder = new PassageEncoder(lm, tokenizer, manifest.bos_token_id, modelKey, defaultCacheBytes(env.encode), disk, {
+      corpusKeys,
+      batch,
+    });
     return new Engine(manifest, lm, tokenizer, encoder);
   }
 
@@ -100,7 +103,11 @@ export class Engine {
    * @param extraTokens tokens that will follow the prompt in the same pass (a scored continuation).
    * @throws NestError `invalid_request` when the prompt (plus `extraTokens`) is over the token budget.
    */
-  private async prepare(job: DecodeJob, extraTokens = 0, signal?: AbortSignal): Promise<{ promptIds: number[]; store: TokenStore; numEncoded: number }> {
+  private async prepare(
+    job: DecodeJob,
+    extraTokens = 0,
+    signal?: AbortSignal,
+  ): Promise<{ promptIds: number[]; store: TokenStore; numEncoded: number }> {
     const { promptIds, complete } = await this.open(job, extraTokens, signal);
     const { store, numEncoded } = await complete;
     return { promptIds, store, numEncoded };

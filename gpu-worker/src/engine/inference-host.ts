@@ -52,7 +52,8 @@ export class InferenceHost {
     const model = await new Promise<string>((resolve, reject) => {
       const onMessage = (m: ThreadMessage) => {
         if (m.type === "ready") resolve(m.model);
-        else if (m.type === "fatal") reject(new NestError(m.error.code === "model_not_prepared" ? "model_not_prepared" : "internal", m.error.message));
+        else if (m.type === "fatal")
+          reject(new NestError(m.error.code === "model_not_prepared" ? "model_not_prepared" : "internal", m.error.message));
       };
       worker.once("message", onMessage);
       worker.once("error", reject);

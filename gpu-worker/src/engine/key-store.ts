@@ -74,10 +74,14 @@ export class DiskKeyStore {
     );
     const len = Buffer.alloc(4);
     len.writeUInt32LE(header.length, 0);
-    const parts = [len, header, Buffer.from(e.tokens.buffer, e.tokens.byteOffset, e.tokens.byteLength),
+    const parts = [
+      len,
+      header,
+      Buffer.from(e.tokens.buffer, e.tokens.byteOffset, e.tokens.byteLength),
       Buffer.from(e.charStart.buffer, e.charStart.byteOffset, e.charStart.byteLength),
       Buffer.from(e.charEnd.buffer, e.charEnd.byteOffset, e.charEnd.byteLength),
-      Buffer.from(e.keys.buffer, e.keys.byteOffset, e.keys.byteLength)];
+      Buffer.from(e.keys.buffer, e.keys.byteOffset, e.keys.byteLength),
+    ];
     const path = this.path(hash);
     await mkdir(join(path, ".."), { recursive: true });
     const tmp = `${path}.${process.pid}.${Math.random().toString(36).slice(2)}.tmp`;

@@ -49,7 +49,12 @@ export const EncodeBatchOptionsSchema = z.object({
    * Most padded tokens (batch × longest sequence) in one pass (`NEST_ENCODE_BATCH_TOKENS`): bounds the
    * pass's activations (hidden states alone are `[batch, seq, hidden]` float32 per layer).
    */
-  maxBatchTokens: z.number().int().min(MAX_PASSAGE_TOKENS + 1).max(1 << 20).default(4096),
+  maxBatchTokens: z
+    .number()
+    .int()
+    .min(MAX_PASSAGE_TOKENS + 1)
+    .max(1 << 20)
+    .default(4096),
   /**
    * Most padding in one pass, as a fraction of its real tokens: a batch's padding may reach
    * `max(maxPaddingRatio × real tokens, 64)` tokens. Padding is computed like real tokens on a CPU,
@@ -66,7 +71,10 @@ export type EncodeBatchOptions = z.infer<typeof EncodeBatchOptionsSchema>;
  *   environment is read here)
  * @throws ZodError naming the field when an override is out of range.
  */
-export function encodeBatchOptions(overrides: Partial<EncodeBatchOptions> = {}, env: EncodeEnv = DEFAULT_NODE_ENV.encode): EncodeBatchOptions {
+export function encodeBatchOptions(
+  overrides: Partial<EncodeBatchOptions> = {},
+  env: EncodeEnv = DEFAULT_NODE_ENV.encode,
+): EncodeBatchOptions {
   const raw: Record<string, unknown> = {
     maxBatchPassages: env.NEST_ENCODE_BATCH,
     maxPaddingRatio: env.NEST_ENCODE_PADDING,
@@ -214,7 +222,11 @@ export class PassageEncoder {
         missing.delete(key);
       }
     }
-    const storeOf = () => buildTokenStore(passages.map((p) => found.get(this.cacheKey(p))!), this.lm.hiddenSize);
+    const storeOf = () =>
+      buildTokenStore(
+        passages.map((p) => found.get(this.cacheKey(p))!),
+        this.lm.hiddenSize,
+      );
     if (missing.size === 0) {
       this.lm.reset();
       const store = storeOf();
@@ -295,7 +307,10 @@ export class PassageEncoder {
     const { sequences, entries, bosLength } = job;
     // Passages of fewer than 2 tokens have no keys: nothing to run.
     const runnable = sequences.map((x, i) => (x.n >= 2 ? i : -1)).filter((i) => i >= 0);
-    const plan = planBatches(runnable.map((i) => sequences[i]!.seq.length), batch);
+    const plan = planBatches(
+      runnable.map((i) => sequences[i]!.seq.length),
+      batch,
+    );
     for (const group of plan) {
       signal?.throwIfAborted();
       const members = group.map((g) => runnable[g]!);

@@ -22,7 +22,8 @@ import type { FusionMethod } from "@nest/shared/retrieve/fusion";
  * @throws NestError `not_found` when the named corpus is not prepared.
  */
 export async function openTaskIndex(
-  task: EvalTask, opts: { home: string; corpus?: string; indexDir?: string; fusion?: FusionMethod; log?: (line: string) => void },
+  task: EvalTask,
+  opts: { home: string; corpus?: string; indexDir?: string; fusion?: FusionMethod; log?: (line: string) => void },
 ): Promise<{ index: LancePassageIndex; dir: string; built: boolean }> {
   if (!task.passages || !task.corpusVersion) {
     const corpus = opts.corpus ?? "factbook";

@@ -92,7 +92,9 @@ export async function evaluate(opts: EvaluateOptions): Promise<EvaluateResult> {
   const modelDir = opts.modelDir ?? (await findModelDir(opts.home));
   const plan = planVariants({ modes: opts.modes, params: opts.params ?? {}, gammas: opts.gammas, ablation: opts.ablation });
   const task = await loadTask(opts, modelDir);
-  log(`task ${task.name}: ${task.examples.length} examples${task.passages ? `, ${task.passages.length} passages` : ""}; ${plan.variants.length} variants: ${plan.variants.map((v) => v.name).join(", ")}`);
+  log(
+    `task ${task.name}: ${task.examples.length} examples${task.passages ? `, ${task.passages.length} passages` : ""}; ${plan.variants.length} variants: ${plan.variants.map((v) => v.name).join(", ")}`,
+  );
   if (opts.reportOnly) return rebuildReport(opts, task, plan, startedAt);
   const needsIndex = plan.variants.some((v) => v.mode !== "base");
   // An Engine creation site: the decoder, the encoder and the index fusion read the environment, parsed here.
@@ -112,7 +114,12 @@ export async function evaluate(opts: EvaluateOptions): Promise<EvaluateResult> {
   let records: ExampleRecord[];
   try {
     records = await runEval({
-      engine, index: opened?.index, task, variants: plan.variants, maxNewTokens, passages,
+      engine,
+      index: opened?.index,
+      task,
+      variants: plan.variants,
+      maxNewTokens,
+      passages,
       skip: (id, variant) => have.has(`${id}\u0000${variant}`),
       onRecord: (r, done, total) => {
         jsonl.write(JSON.stringify(r) + "\n");
@@ -128,10 +135,25 @@ export async function evaluate(opts: EvaluateOptions): Promise<EvaluateResult> {
   records = [...previous.filter((r) => wanted.has(r.id)), ...records];
   const summaries = summarize(records);
   const paired = task.kind === "qa" ? [...pairedAlr(records), ...(await versusBaseline(opts, task, plan, records))] : [];
-  const report = await writeReport(opts.out, {
-    task: task.name, data: opts.data, model: engine.manifest.name, examples: task.examples.length, maxNewTokens, passages,
-    params: opts.params ?? {}, startedAt, wallSeconds: (performance.now() - t0) / 1000, selection: selection(opts, previous.length),
-  }, summaries, plan, task.kind, paired);
+  const report = await writeReport(
+    opts.out,
+    {
+      task: task.name,
+      data: opts.data,
+      model: engine.manifest.name,
+      examples: task.examples.length,
+      maxNewTokens,
+      passages,
+      params: opts.params ?? {},
+      startedAt,
+      wallSeconds: (performance.now() - t0) / 1000,
+      selection: selection(opts, previous.length),
+    },
+    summaries,
+    plan,
+    task.kind,
+    paired,
+  );
   return { records, summaries, paired, plan, task, mainTable: mainTable(summaries, plan, task.kind), report };
 }
 
@@ -145,18 +167,29 @@ function selection(opts: EvaluateOptions, resumed: number): Record<string, strin
 }
 
 /** Paired ALR of every mode against the same mode in `opts.baseline` (re-scored), on the questions both ran. */
-async function versusBaseline(opts: EvaluateOptions, task: EvalTask, plan: PlannedVariants, records: readonly ExampleRecord[]): Promise<PairedAlr[]> {
+async function versusBaseline(
+  opts: EvaluateOptions,
+  task: EvalTask,
+  plan: PlannedVariants,
+  records: readonly ExampleRecord[],
+): Promise<PairedAlr[]> {
   if (!opts.baseline) return [];
   const byId = new Map(task.examples.map((e) => [e.id, e]));
   const before = (await readRecords(join(opts.baseline, "examples.jsonl"))).flatMap((r) => {
     const ex = byId.get(r.id);
     return ex ? [{ ...rescoreRecord(task, ex, r), variant: `before ${r.variant}` }] : [];
   });
-  return pairedAlr([...records, ...before], plan.modes.map((m) => [m, `before ${m}`] as const));
+  return pairedAlr(
+    [...records, ...before],
+    plan.modes.map((m) => [m, `before ${m}`] as const),
+  );
 }
 
 async function readRecords(path: string): Promise<ExampleRecord[]> {
-  return (await readFile(path, "utf8")).split("\n").filter((l) => l.trim()).map((l) => JSON.parse(l) as ExampleRecord);
+  return (await readFile(path, "utf8"))
+    .split("\n")
+    .filter((l) => l.trim())
+    .map((l) => JSON.parse(l) as ExampleRecord);
 }
 
 /**
@@ -176,10 +209,25 @@ async function rebuildReport(opts: EvaluateOptions, task: EvalTask, plan: Planne
   const paired = task.kind === "qa" ? [...pairedAlr(records), ...(await versusBaseline(opts, task, plan, records))] : [];
   const examples = new Set(records.map((r) => r.id)).size;
   const manifest = await readManifest(opts.modelDir ?? (await findModelDir(opts.home)));
-  const report = await writeReport(opts.out, {
-    task: task.name, data: opts.data, model: manifest.name, examples, maxNewTokens: opts.maxNewTokens ?? 64, passages: opts.passages ?? 40,
-    params: opts.params ?? {}, startedAt, wallSeconds: 0, selection: selection(opts, 0),
-  }, summaries, plan, task.kind, paired);
+  const report = await writeReport(
+    opts.out,
+    {
+      task: task.name,
+      data: opts.data,
+      model: manifest.name,
+      examples,
+      maxNewTokens: opts.maxNewTokens ?? 64,
+      passages: opts.passages ?? 40,
+      params: opts.params ?? {},
+      startedAt,
+      wallSeconds: 0,
+      selection: selection(opts, 0),
+    },
+    summaries,
+    plan,
+    task.kind,
+    paired,
+  );
   return { records, summaries, paired, plan, task, mainTable: mainTable(summaries, plan, task.kind), report };
 }
 

@@ -17,9 +17,14 @@ const PUNCTUATION = new Set("!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~");
  */
 export function normalizeAnswer(s: string): string {
   const lower = s.toLowerCase();
-  const noPunc = Array.from(lower).filter((c) => !PUNCTUATION.has(c)).join("");
+  const noPunc = Array.from(lower)
+    .filter((c) => !PUNCTUATION.has(c))
+    .join("");
   const noArticles = noPunc.replace(/\b(a|an|the)\b/g, " ");
-  return noArticles.split(/\s+/).filter((w) => w.length > 0).join(" ");
+  return noArticles
+    .split(/\s+/)
+    .filter((w) => w.length > 0)
+    .join(" ");
 }
 
 /** SQuAD tokens: `normalizeAnswer(s).split()`. */
@@ -87,11 +92,35 @@ export function containsRun(haystack: readonly string[], needle: readonly string
  * read as '). See {@link abstains}.
  */
 export const ABSTENTION_PHRASES: readonly string[] = [
-  "i don't know", "i do not know", "don't know", "do not know", "not sure", "cannot answer", "can't answer",
-  "unable to answer", "unable to find", "unable to determine", "cannot determine", "can't determine",
-  "no information", "not enough information", "no answer", "not mentioned", "does not mention", "doesn't mention", "do not mention", "don't mention",
-  "not provided", "does not provide", "doesn't provide", "not specified", "does not say", "doesn't say",
-  "not stated", "unknown", "no record",
+  "i don't know",
+  "i do not know",
+  "don't know",
+  "do not know",
+  "not sure",
+  "cannot answer",
+  "can't answer",
+  "unable to answer",
+  "unable to find",
+  "unable to determine",
+  "cannot determine",
+  "can't determine",
+  "no information",
+  "not enough information",
+  "no answer",
+  "not mentioned",
+  "does not mention",
+  "doesn't mention",
+  "do not mention",
+  "don't mention",
+  "not provided",
+  "does not provide",
+  "doesn't provide",
+  "not specified",
+  "does not say",
+  "doesn't say",
+  "not stated",
+  "unknown",
+  "no record",
 ];
 
 /**
@@ -101,7 +130,11 @@ export const ABSTENTION_PHRASES: readonly string[] = [
  * @returns 1 when the output abstains, else 0.
  */
 export function abstains(output: string): number {
-  const text = output.toLowerCase().replace(/[\u2018\u2019]/g, "'").replace(/\s+/g, " ").trim();
+  const text = output
+    .toLowerCase()
+    .replace(/[\u2018\u2019]/g, "'")
+    .replace(/\s+/g, " ")
+    .trim();
   if (text.length === 0) return 1;
   const words = ` ${text.replace(/[^a-z0-9' ]/g, " ").replace(/\s+/g, " ")} `;
   return ABSTENTION_PHRASES.some((p) => words.includes(` ${p} `)) ? 1 : 0;

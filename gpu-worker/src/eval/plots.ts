@@ -22,8 +22,18 @@ export function niceMax(max: number): number {
  * Stacked bars: one bar per `bars[i]`, its `values` stacked in `series` order.
  * @param unit axis label, e.g. "ms per example".
  */
-export function stackedBarSvg(title: string, series: readonly string[], bars: ReadonlyArray<{ label: string; values: readonly number[] }>, unit: string): string {
-  const w = 120 + bars.length * 70, h = 320, left = 60, top = 30, bottom = 70, plotH = h - top - bottom;
+export function stackedBarSvg(
+  title: string,
+  series: readonly string[],
+  bars: ReadonlyArray<{ label: string; values: readonly number[] }>,
+  unit: string,
+): string {
+  const w = 120 + bars.length * 70,
+    h = 320,
+    left = 60,
+    top = 30,
+    bottom = 70,
+    plotH = h - top - bottom;
   const ymax = niceMax(Math.max(...bars.map((b) => b.values.reduce((a, v) => a + v, 0))));
   const y = (v: number) => top + plotH - (v / ymax) * plotH;
   const parts: string[] = [];
@@ -36,10 +46,14 @@ export function stackedBarSvg(title: string, series: readonly string[], bars: Re
     const x = left + 15 + i * 70;
     let acc = 0;
     b.values.forEach((v, s) => {
-      parts.push(`<rect x="${x}" y="${y(acc + v)}" width="40" height="${Math.max(0, y(acc) - y(acc + v))}" fill="${COLORS[s % COLORS.length]}"><title>${esc(series[s]!)}: ${fmt(v)}</title></rect>`);
+      parts.push(
+        `<rect x="${x}" y="${y(acc + v)}" width="40" height="${Math.max(0, y(acc) - y(acc + v))}" fill="${COLORS[s % COLORS.length]}"><title>${esc(series[s]!)}: ${fmt(v)}</title></rect>`,
+      );
       acc += v;
     });
-    parts.push(`<text x="${x + 20}" y="${top + plotH + 14}" text-anchor="end" transform="rotate(-30 ${x + 20} ${top + plotH + 14})" ${FONT}>${esc(b.label)}</text>`);
+    parts.push(
+      `<text x="${x + 20}" y="${top + plotH + 14}" text-anchor="end" transform="rotate(-30 ${x + 20} ${top + plotH + 14})" ${FONT}>${esc(b.label)}</text>`,
+    );
   });
   series.forEach((s, i) => {
     parts.push(`<rect x="${w - 110}" y="${top + i * 16}" width="10" height="10" fill="${COLORS[i % COLORS.length]}"/>`);
@@ -52,8 +66,19 @@ export function stackedBarSvg(title: string, series: readonly string[], bars: Re
  * Line chart against x on a log10 axis: one polyline per series (points with null y are skipped).
  * @param xs positive x values (e.g. γ), in plotting order.
  */
-export function logLineSvg(title: string, xLabel: string, xs: readonly number[], series: ReadonlyArray<{ name: string; ys: readonly (number | null)[] }>, yLabel: string): string {
-  const w = 520, h = 300, left = 60, top = 30, plotW = 320, plotH = 200;
+export function logLineSvg(
+  title: string,
+  xLabel: string,
+  xs: readonly number[],
+  series: ReadonlyArray<{ name: string; ys: readonly (number | null)[] }>,
+  yLabel: string,
+): string {
+  const w = 520,
+    h = 300,
+    left = 60,
+    top = 30,
+    plotW = 320,
+    plotH = 200;
   const lx = xs.map((x) => Math.log10(x));
   const [x0, x1] = [Math.min(...lx), Math.max(...lx)];
   const X = (x: number) => left + (x1 === x0 ? plotW / 2 : ((Math.log10(x) - x0) / (x1 - x0)) * plotW);
@@ -70,7 +95,9 @@ export function logLineSvg(title: string, xLabel: string, xs: readonly number[],
   series.forEach((s, i) => {
     const pts = xs.flatMap((x, j) => (s.ys[j] === null || s.ys[j] === undefined ? [] : [[X(x), Y(s.ys[j]!)] as const]));
     const c = COLORS[i % COLORS.length];
-    parts.push(`<polyline fill="none" stroke="${c}" stroke-width="2" points="${pts.map(([a, b]) => `${a.toFixed(1)},${b.toFixed(1)}`).join(" ")}"/>`);
+    parts.push(
+      `<polyline fill="none" stroke="${c}" stroke-width="2" points="${pts.map(([a, b]) => `${a.toFixed(1)},${b.toFixed(1)}`).join(" ")}"/>`,
+    );
     pts.forEach(([a, b]) => parts.push(`<circle cx="${a.toFixed(1)}" cy="${b.toFixed(1)}" r="3" fill="${c}"/>`));
     parts.push(`<rect x="${left + plotW + 15}" y="${top + i * 16}" width="10" height="10" fill="${c}"/>`);
     parts.push(`<text x="${left + plotW + 29}" y="${top + i * 16 + 9}" ${FONT}>${esc(s.name)}</text>`);

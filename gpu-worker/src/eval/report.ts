@@ -39,15 +39,37 @@ export function mainTable(summaries: readonly VariantSummary[], plan: PlannedVar
   const abstain = kind === "qa" && rows.some((s) => s.unanswerable > 0);
   const quality = kind === "qa" ? ["ALR % [95 % CI]", "EM %", "F1 %", ...(abstain ? ["abstain %"] : [])] : ["RG-1", "RG-2", "RG-L", "PPL"];
   return table(
-    ["mode", "n", ...quality, "attrib %", "copied %", "1-tok cites %", "cites/ans", "run len", "cite prec %", "gold cov %", "passes/tok", "tok/s", "latency ms"],
+    [
+      "mode",
+      "n",
+      ...quality,
+      "attrib %",
+      "copied %",
+      "1-tok cites %",
+      "cites/ans",
+      "run len",
+      "cite prec %",
+      "gold cov %",
+      "passes/tok",
+      "tok/s",
+      "latency ms",
+    ],
     rows.map((s) => [
-      s.variant, String(s.examples),
+      s.variant,
+      String(s.examples),
       ...(kind === "qa"
         ? [alrCell(s), pct(s.em), pct(s.f1), ...(abstain ? [`${pct(s.abstention)} (${s.unanswerable})`] : [])]
         : [pct(s.rouge1), pct(s.rouge2), pct(s.rougeL), num(s.perplexity, 2)]),
-      pct(s.attribution_ratio), pct(s.copied_ratio), pct(s.single_token_citation_share), num(s.citations_per_example, 1),
-      num(s.attribution_run_length, 1), pct(s.citation_precision), pct(s.gold_covered),
-      num(s.forward_passes_per_token, 3), num(s.tokens_per_s, 1), s.latency_ms.toFixed(0),
+      pct(s.attribution_ratio),
+      pct(s.copied_ratio),
+      pct(s.single_token_citation_share),
+      num(s.citations_per_example, 1),
+      num(s.attribution_run_length, 1),
+      pct(s.citation_precision),
+      pct(s.gold_covered),
+      num(s.forward_passes_per_token, 3),
+      num(s.tokens_per_s, 1),
+      s.latency_ms.toFixed(0),
     ]),
   );
 }
@@ -59,27 +81,44 @@ function alrCell(s: VariantSummary): string {
 /** The paired-bootstrap table of ALR differences (points). */
 export function pairedTable(paired: readonly PairedAlr[]): string {
   const pts = (x: number) => `${x >= 0 ? "+" : ""}${(100 * x).toFixed(1)}`;
-  return table(["difference", "n", "Δ ALR (points)", "95 % CI", "P(Δ ≤ 0)"], paired.map((p) => [
-    `${p.a} − ${p.b}`, String(p.n), pts(p.diff), `[${pts(p.low)}, ${pts(p.high)}]`, p.p_not_greater.toFixed(3),
-  ]));
+  return table(
+    ["difference", "n", "Δ ALR (points)", "95 % CI", "P(Δ ≤ 0)"],
+    paired.map((p) => [`${p.a} − ${p.b}`, String(p.n), pts(p.diff), `[${pts(p.low)}, ${pts(p.high)}]`, p.p_not_greater.toFixed(3)]),
+  );
 }
 
 /** Writes summary.json, report.md, speed.svg and (with a sweep) gamma.svg into `dir`. @returns report.md's text. */
-export async function writeReport(dir: string, meta: ReportMeta, summaries: readonly VariantSummary[], plan: PlannedVariants, kind: "qa" | "completion", paired: readonly PairedAlr[] = []): Promise<string> {
+export async function writeReport(
+  dir: string,
+  meta: ReportMeta,
+  summaries: readonly VariantSummary[],
+  plan: PlannedVariants,
+  kind: "qa" | "completion",
+  paired: readonly PairedAlr[] = [],
+): Promise<string> {
   const by = new Map(summaries.map((s) => [s.variant, s]));
   const quality = (s: VariantSummary) => (kind === "qa" ? s.alr : s.rouge1);
   const qName = kind === "qa" ? "ALR %" : "ROUGE-1";
   const phases = ["retrieval", "encoding", "knn", "lm", "other"] as const;
   await writeFile(
     join(dir, "speed.svg"),
-    stackedBarSvg(`Mean latency per example by phase (${meta.task}, ${meta.model})`, [...phases], summaries.map((s) => ({ label: s.variant, values: phases.map((p) => s.breakdown_ms[p]) })), "ms per example"),
+    stackedBarSvg(
+      `Mean latency per example by phase (${meta.task}, ${meta.model})`,
+      [...phases],
+      summaries.map((s) => ({ label: s.variant, values: phases.map((p) => s.breakdown_ms[p]) })),
+      "ms per example",
+    ),
   );
   const md: string[] = [
     `# Evaluation: ${meta.task}`,
     "",
     `Data \`${meta.data}\` · model \`${meta.model}\` · ${meta.examples} examples · max_new_tokens ${meta.maxNewTokens} · ` +
       `passages ${meta.passages} · params ${JSON.stringify(meta.params)} · started ${meta.startedAt} · wall ${meta.wallSeconds.toFixed(0)} s` +
-      (meta.selection && Object.keys(meta.selection).length > 0 ? ` · ${Object.entries(meta.selection).map(([k, v]) => `${k} ${v}`).join(" · ")}` : ""),
+      (meta.selection && Object.keys(meta.selection).length > 0
+        ? ` · ${Object.entries(meta.selection)
+            .map(([k, v]) => `${k} ${v}`)
+            .join(" · ")}`
+        : ""),
     "",
     "## Main table",
     "",
@@ -92,19 +131,28 @@ export async function writeReport(dir: string, meta: ReportMeta, summaries: read
       "cite prec = share of distinct cited passages that are gold (SQuAD: the gold paragraph; factbook: the passages holding the answer), mean over answers that cite; " +
       "gold cov = share of answers where a run of contiguous citations of a gold passage contains a gold answer; passes/tok = LM forward passes (prefill excluded) per generated token.",
     "",
-    ...(paired.length > 0 ? [
-      "## Paired bootstrap of ALR differences",
-      "",
-      pairedTable(paired),
-      "",
-      "Questions resampled with replacement (the same questions for both modes), 10,000 resamples, seed 12; a difference whose interval contains 0 is not evidence either way.",
-      "",
-    ] : []),
+    ...(paired.length > 0
+      ? [
+          "## Paired bootstrap of ALR differences",
+          "",
+          pairedTable(paired),
+          "",
+          "Questions resampled with replacement (the same questions for both modes), 10,000 resamples, seed 12; a difference whose interval contains 0 is not evidence either way.",
+          "",
+        ]
+      : []),
     "## Speed breakdown (mean ms per example)",
     "",
-    table(["variant", ...phases, "total", "tokens", "draft acc %"], summaries.map((s) => [
-      s.variant, ...phases.map((p) => s.breakdown_ms[p].toFixed(0)), s.latency_ms.toFixed(0), s.mean_completion_tokens.toFixed(1), pct(s.draft_acceptance),
-    ])),
+    table(
+      ["variant", ...phases, "total", "tokens", "draft acc %"],
+      summaries.map((s) => [
+        s.variant,
+        ...phases.map((p) => s.breakdown_ms[p].toFixed(0)),
+        s.latency_ms.toFixed(0),
+        s.mean_completion_tokens.toFixed(1),
+        pct(s.draft_acceptance),
+      ]),
+    ),
     "",
     "`lm` includes the prompt prefill; `other` = mixture, verification, detokenising, prompt building.",
     "",
@@ -114,22 +162,60 @@ export async function writeReport(dir: string, meta: ReportMeta, summaries: read
     const rows = plan.gamma.map((g) => ({ g: g.gamma, s: by.get(g.variant)! }));
     await writeFile(
       join(dir, "gamma.svg"),
-      logLineSvg(`nest: quality and attributed run length against γ (${meta.task})`, "γ", rows.map((r) => r.g), [
-        { name: qName, ys: rows.map((r) => (quality(r.s) === null ? null : 100 * quality(r.s)!)) },
-        { name: "run len (tok)", ys: rows.map((r) => r.s.attribution_run_length) },
-        { name: "attrib %", ys: rows.map((r) => (r.s.attribution_ratio === null ? null : 100 * r.s.attribution_ratio)) },
-      ], "value"),
+      logLineSvg(
+        `nest: quality and attributed run length against γ (${meta.task})`,
+        "γ",
+        rows.map((r) => r.g),
+        [
+          { name: qName, ys: rows.map((r) => (quality(r.s) === null ? null : 100 * quality(r.s)!)) },
+          { name: "run len (tok)", ys: rows.map((r) => r.s.attribution_run_length) },
+          { name: "attrib %", ys: rows.map((r) => (r.s.attribution_ratio === null ? null : 100 * r.s.attribution_ratio)) },
+        ],
+        "value",
+      ),
     );
-    md.push("", "## γ sweep (nest)", "", table(["γ", qName, "attrib %", "run len", "draft acc %", "passes/tok", "tok/s", "latency ms"], rows.map(({ g, s }) => [
-      g.toExponential(0), pct(quality(s)), pct(s.attribution_ratio), num(s.attribution_run_length, 1), pct(s.draft_acceptance),
-      num(s.forward_passes_per_token, 3), num(s.tokens_per_s, 1), s.latency_ms.toFixed(0),
-    ])), "", "![gamma sweep](gamma.svg)");
+    md.push(
+      "",
+      "## γ sweep (nest)",
+      "",
+      table(
+        ["γ", qName, "attrib %", "run len", "draft acc %", "passes/tok", "tok/s", "latency ms"],
+        rows.map(({ g, s }) => [
+          g.toExponential(0),
+          pct(quality(s)),
+          pct(s.attribution_ratio),
+          num(s.attribution_run_length, 1),
+          pct(s.draft_acceptance),
+          num(s.forward_passes_per_token, 3),
+          num(s.tokens_per_s, 1),
+          s.latency_ms.toFixed(0),
+        ]),
+      ),
+      "",
+      "![gamma sweep](gamma.svg)",
+    );
   }
   if (plan.ablation.length > 0) {
-    md.push("", "## Ablation (paper Table 3)", "", table(["configuration", qName, ...(kind === "qa" ? ["F1 %"] : []), "attrib %", "copied %", "run len", "passes/tok"], plan.ablation.map(({ label, variant }) => {
-      const s = by.get(variant)!;
-      return [label, pct(quality(s)), ...(kind === "qa" ? [pct(s.f1)] : []), pct(s.attribution_ratio), pct(s.copied_ratio), num(s.attribution_run_length, 1), num(s.forward_passes_per_token, 3)];
-    })));
+    md.push(
+      "",
+      "## Ablation (paper Table 3)",
+      "",
+      table(
+        ["configuration", qName, ...(kind === "qa" ? ["F1 %"] : []), "attrib %", "copied %", "run len", "passes/tok"],
+        plan.ablation.map(({ label, variant }) => {
+          const s = by.get(variant)!;
+          return [
+            label,
+            pct(quality(s)),
+            ...(kind === "qa" ? [pct(s.f1)] : []),
+            pct(s.attribution_ratio),
+            pct(s.copied_ratio),
+            num(s.attribution_run_length, 1),
+            num(s.forward_passes_per_token, 3),
+          ];
+        }),
+      ),
+    );
   }
   const text = md.join("\n") + "\n";
   await writeFile(join(dir, "report.md"), text);

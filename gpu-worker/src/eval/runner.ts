@@ -73,7 +73,9 @@ export interface ExampleRecord {
 }
 
 /** A citation as stored in the JSONL: its ranges and the number of generated tokens it covers. */
-export type RecordCitation = Pick<Citation, "passage_id" | "passage_start" | "passage_end" | "text_start" | "text_end"> & { tokens?: number };
+export type RecordCitation = Pick<Citation, "passage_id" | "passage_start" | "passage_end" | "text_start" | "text_end"> & {
+  tokens?: number;
+};
 
 export interface RunOptions {
   engine: Engine;
@@ -95,7 +97,11 @@ export interface RunOptions {
 const EXCLUDE_OVERFETCH = 16;
 
 /** Drops the passages that overlap the example's excluded window (WikiText held-out continuation). */
-export function excludeWindow(task: Pick<EvalTask, "origins">, ex: Pick<EvalExample, "exclude">, passages: readonly ScoredPassage[]): ScoredPassage[] {
+export function excludeWindow(
+  task: Pick<EvalTask, "origins">,
+  ex: Pick<EvalExample, "exclude">,
+  passages: readonly ScoredPassage[],
+): ScoredPassage[] {
   const w = ex.exclude;
   if (!w) return [...passages];
   return passages.filter((p) => {
@@ -111,7 +117,11 @@ export function excludeWindow(task: Pick<EvalTask, "origins">, ex: Pick<EvalExam
  */
 async function* engineEvents(engine: Engine, job: DecodeJob, signal?: AbortSignal): AsyncGenerator<GenerateEvent> {
   const events: GenerateEvent[] = [];
-  await engine.run(job, { delta: (data) => events.push({ event: "delta", data }), done: (data) => events.push({ event: "done", data }) }, signal);
+  await engine.run(
+    job,
+    { delta: (data) => events.push({ event: "delta", data }), done: (data) => events.push({ event: "done", data }) },
+    signal,
+  );
   yield* events;
 }
 
@@ -122,7 +132,10 @@ async function* engineEvents(engine: Engine, job: DecodeJob, signal?: AbortSigna
  *   engine's errors otherwise.
  */
 export async function runEval(opts: RunOptions): Promise<ExampleRecord[]> {
-  const requests = opts.variants.map((v) => ({ v, base: { mode: v.mode, max_new_tokens: opts.maxNewTokens, passages: opts.passages, ...v.params } }));
+  const requests = opts.variants.map((v) => ({
+    v,
+    base: { mode: v.mode, max_new_tokens: opts.maxNewTokens, passages: opts.passages, ...v.params },
+  }));
   for (const { v, base } of requests) {
     const r = GenerateRequestSchema.safeParse({ ...base, prompt: "x" });
     if (!r.success) throw new Error(`variant ${v.name}: ${r.error.issues.map((i) => `${i.path.join(".")}: ${i.message}`).join("; ")}`);
@@ -184,10 +197,19 @@ export function chargeColdEncoding(records: readonly ExampleRecord[]): ExampleRe
 }
 
 /** Builds the record of one generation and computes its metrics. */
-export function scoreRecord(task: EvalTask, ex: EvalExample, v: Variant, deltas: readonly DeltaEvent[], done: DoneEvent, retrievalMs: number): ExampleRecord {
+export function scoreRecord(
+  task: EvalTask,
+  ex: EvalExample,
+  v: Variant,
+  deltas: readonly DeltaEvent[],
+  done: DoneEvent,
+  retrievalMs: number,
+): ExampleRecord {
   const output = deltas.map((d) => d.text).join("");
   // One citation per cited run: the pieces of a streamed run (`continues`) are joined.
-  const citations: Array<Citation & { tokens: number }> = joinContinuedCitations(deltas.flatMap((d) => (d.citation ? [{ ...d.citation, tokens: d.tokens }] : [])));
+  const citations: Array<Citation & { tokens: number }> = joinContinuedCitations(
+    deltas.flatMap((d) => (d.citation ? [{ ...d.citation, tokens: d.tokens }] : [])),
+  );
   const attribution = attributionStats(tokenPassages(deltas));
   const rouge = ex.reference !== undefined ? rougeScores(output, ex.reference) : null;
   const metrics: ExampleMetrics = {
@@ -212,18 +234,33 @@ export function scoreRecord(task: EvalTask, ex: EvalExample, v: Variant, deltas:
     usage: done.usage,
     timings_ms: withTimings(done, r1(retrievalMs), r1(done.timings_ms.total + retrievalMs)).timings_ms,
     finish_reason: done.finish_reason,
-    citations: citations.map(({ passage_id, passage_start, passage_end, text_start, text_end, tokens }) => ({ passage_id, passage_start, passage_end, text_start, text_end, tokens })),
+    citations: citations.map(({ passage_id, passage_start, passage_end, text_start, text_end, tokens }) => ({
+      passage_id,
+      passage_start,
+      passage_end,
+      text_start,
+      text_end,
+      tokens,
+    })),
   };
 }
 
 /** The metrics computed from the output text and its citations alone (so a stored record can be re-scored). */
-type AnswerMetrics = Pick<ExampleMetrics, "alr" | "em" | "f1" | "abstained" | "citations" | "single_token_citations" | "citation_precision" | "gold_covered">;
+type AnswerMetrics = Pick<
+  ExampleMetrics,
+  "alr" | "em" | "f1" | "abstained" | "citations" | "single_token_citations" | "citation_precision" | "gold_covered"
+>;
 
 /**
  * QA answer metrics (ALR, EM, F1 over answerable questions; abstention) and citation metrics of
  * one output. Citation counts: `single_token_citations` is null when a citation lacks `tokens`.
  */
-export function answerMetrics(task: Pick<EvalTask, "kind" | "origins">, ex: Pick<EvalExample, "answers" | "gold" | "goldPassages">, output: string, citations: readonly RecordCitation[]): AnswerMetrics {
+export function answerMetrics(
+  task: Pick<EvalTask, "kind" | "origins">,
+  ex: Pick<EvalExample, "answers" | "gold" | "goldPassages">,
+  output: string,
+  citations: readonly RecordCitation[],
+): AnswerMetrics {
   const qa = task.kind === "qa";
   const answerable = qa && ex.answers.length > 0;
   return {
@@ -242,7 +279,11 @@ export function answerMetrics(task: Pick<EvalTask, "kind" | "origins">, ex: Pick
  * by an older harness): the answer and citation metrics are recomputed from `output` and
  * `citations`; attribution, usage and timings are kept.
  */
-export function rescoreRecord(task: Pick<EvalTask, "kind" | "origins">, ex: Pick<EvalExample, "answers" | "gold" | "goldPassages">, r: ExampleRecord): ExampleRecord {
+export function rescoreRecord(
+  task: Pick<EvalTask, "kind" | "origins">,
+  ex: Pick<EvalExample, "answers" | "gold" | "goldPassages">,
+  r: ExampleRecord,
+): ExampleRecord {
   return { ...r, answers: ex.answers, metrics: { ...r.metrics, ...answerMetrics(task, ex, r.output, r.citations) } };
 }
 
@@ -251,11 +292,18 @@ export function rescoreRecord(task: Pick<EvalTask, "kind" | "origins">, ex: Pick
  * in both the passage and the output) into runs: a copied span committed over several decoding
  * steps arrives as several cited deltas.
  */
-export function citationRuns<C extends Pick<Citation, "passage_id" | "passage_start" | "passage_end"> & Partial<Pick<Citation, "text_start" | "text_end">>>(citations: readonly C[]): C[] {
+export function citationRuns<
+  C extends Pick<Citation, "passage_id" | "passage_start" | "passage_end"> & Partial<Pick<Citation, "text_start" | "text_end">>,
+>(citations: readonly C[]): C[] {
   const out: C[] = [];
   for (const c of citations) {
     const prev = out.at(-1);
-    if (prev && prev.passage_id === c.passage_id && prev.passage_end === c.passage_start && (prev.text_end === undefined || prev.text_end === c.text_start)) {
+    if (
+      prev &&
+      prev.passage_id === c.passage_id &&
+      prev.passage_end === c.passage_start &&
+      (prev.text_end === undefined || prev.text_end === c.text_start)
+    ) {
       out[out.length - 1] = { ...prev, passage_end: c.passage_end, ...(c.text_end !== undefined ? { text_end: c.text_end } : {}) };
     } else out.push({ ...c });
   }
@@ -274,8 +322,10 @@ export function citationRuns<C extends Pick<Citation, "passage_id" | "passage_st
  * when the example has no gold passage (e.g. a question without an answer).
  */
 export function citationMetrics(
-  task: Pick<EvalTask, "origins">, ex: Pick<EvalExample, "gold" | "goldPassages" | "answers">,
-  citations: readonly (Pick<Citation, "passage_id" | "passage_start" | "passage_end"> & Partial<Pick<Citation, "text_start" | "text_end">>)[],
+  task: Pick<EvalTask, "origins">,
+  ex: Pick<EvalExample, "gold" | "goldPassages" | "answers">,
+  citations: readonly (Pick<Citation, "passage_id" | "passage_start" | "passage_end"> &
+    Partial<Pick<Citation, "text_start" | "text_end">>)[],
   output = "",
 ): Pick<ExampleMetrics, "citation_precision" | "gold_covered"> {
   const gold = ex.gold;
@@ -291,8 +341,12 @@ export function citationMetrics(
         const e = o.start + c.passage_end;
         return gold.spans.some((g) => s <= g.start && g.end <= e);
       })
-    : runs.some((c) => c.text_start !== undefined && c.text_end !== undefined &&
-        ex.answers.some((a) => containsRun(squadTokens(output.slice(c.text_start, c.text_end)), squadTokens(a))));
+    : runs.some(
+        (c) =>
+          c.text_start !== undefined &&
+          c.text_end !== undefined &&
+          ex.answers.some((a) => containsRun(squadTokens(output.slice(c.text_start, c.text_end)), squadTokens(a))),
+      );
   return {
     citation_precision: cited.length === 0 ? null : cited.filter(inGold).length / cited.length,
     gold_covered: covered ? 1 : 0,

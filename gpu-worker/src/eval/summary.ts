@@ -88,11 +88,13 @@ function summarizeOne(variant: string, rs: readonly ExampleRecord[]): VariantSum
   const citedInCounts = sum(withCounts.map((r) => r.metrics.citations ?? r.citations.length));
   const tokens = sum(rs.map((r) => r.usage.completion_tokens));
   const attributed = sum(rs.map((r) => r.usage.attributed_tokens));
-  const runs = sum(rs.map((r) => {
-    const len = r.metrics.attribution_run_length;
-    const a = (r.metrics.attribution_ratio ?? 0) * r.usage.completion_tokens;
-    return len ? Math.round(a / len) : 0;
-  }));
+  const runs = sum(
+    rs.map((r) => {
+      const len = r.metrics.attribution_run_length;
+      const a = (r.metrics.attribution_ratio ?? 0) * r.usage.completion_tokens;
+      return len ? Math.round(a / len) : 0;
+    }),
+  );
   const drafted = sum(rs.map((r) => r.usage.drafted_tokens));
   const passes = sum(rs.map((r) => r.usage.lm_forward_passes));
   const totalMs = sum(rs.map((r) => r.timings_ms.total));
@@ -132,7 +134,12 @@ function summarizeOne(variant: string, rs: readonly ExampleRecord[]): VariantSum
 
 /** The ALR differences the issue asks about (a − b), in report order. */
 export const PAIRED_COMPARISONS: ReadonlyArray<readonly [string, string]> = [
-  ["rag-nest", "rag"], ["nest", "rag"], ["nest", "knnlm"], ["rag", "base"], ["nest", "base"], ["rag-nest", "base"],
+  ["rag-nest", "rag"],
+  ["nest", "rag"],
+  ["nest", "knnlm"],
+  ["rag", "base"],
+  ["nest", "base"],
+  ["rag-nest", "base"],
 ];
 
 /** One paired comparison of two variants' ALR on the questions both answered. */
@@ -155,7 +162,11 @@ export interface PairedAlr {
  * Paired bootstrap (stats.ts) of ALR differences: questions are the unit; both variants' scores of a
  * resampled question move together. Pairs whose variants are absent are skipped.
  */
-export function pairedAlr(records: readonly ExampleRecord[], pairs: ReadonlyArray<readonly [string, string]> = PAIRED_COMPARISONS, opts: BootstrapOptions = {}): PairedAlr[] {
+export function pairedAlr(
+  records: readonly ExampleRecord[],
+  pairs: ReadonlyArray<readonly [string, string]> = PAIRED_COMPARISONS,
+  opts: BootstrapOptions = {},
+): PairedAlr[] {
   const byVariant = new Map<string, Map<string, number>>();
   for (const r of records) {
     if (typeof r.metrics.alr !== "number" || r.answers.length === 0) continue;
@@ -169,9 +180,23 @@ export function pairedAlr(records: readonly ExampleRecord[], pairs: ReadonlyArra
     const mb = byVariant.get(b);
     if (!ma || !mb) continue;
     const ids = [...ma.keys()].filter((id) => mb.has(id));
-    const r = pairedBootstrap(ids.map((id) => ma.get(id)!), ids.map((id) => mb.get(id)!), opts);
+    const r = pairedBootstrap(
+      ids.map((id) => ma.get(id)!),
+      ids.map((id) => mb.get(id)!),
+      opts,
+    );
     if (!r) continue;
-    out.push({ a, b, n: r.n, diff: r.estimate, low: r.low, high: r.high, p_not_greater: r.pNotGreater, resamples: opts.resamples ?? BOOTSTRAP_RESAMPLES, seed: opts.seed ?? BOOTSTRAP_SEED });
+    out.push({
+      a,
+      b,
+      n: r.n,
+      diff: r.estimate,
+      low: r.low,
+      high: r.high,
+      p_not_greater: r.pNotGreater,
+      resamples: opts.resamples ?? BOOTSTRAP_RESAMPLES,
+      seed: opts.seed ?? BOOTSTRAP_SEED,
+    });
   }
   return out;
 }

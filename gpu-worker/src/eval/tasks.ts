@@ -118,7 +118,12 @@ const sha = (s: string) => createHash("sha256").update(s).digest("hex");
 
 /** Chunks `text` into passages `{idPrefix}-{i}`; records each passage's offset under `paragraph`. */
 function chunkParagraph(
-  text: string, title: string, source: string, idPrefix: string, paragraph: string, origins: Map<string, PassageOrigin>,
+  text: string,
+  title: string,
+  source: string,
+  idPrefix: string,
+  paragraph: string,
+  origins: Map<string, PassageOrigin>,
 ): Passage[] {
   return chunkText(text, { maxWords: DEFAULT_CHUNK_WORDS }).map((c, i) => {
     const id = `${idPrefix}-${i}`;
@@ -180,7 +185,14 @@ export async function loadSquad(path: string, sel: Selection = {}): Promise<Eval
       }
     });
   }
-  return { name: "squad", kind: "qa", examples: select(squadSplit(examples, sel.split ?? "all"), sel), passages, origins, corpusVersion: contentVersion(passages) };
+  return {
+    name: "squad",
+    kind: "qa",
+    examples: select(squadSplit(examples, sel.split ?? "all"), sel),
+    passages,
+    origins,
+    corpusVersion: contentVersion(passages),
+  };
 }
 
 const JsonlLineSchema = z.object({
@@ -208,10 +220,14 @@ export async function loadJsonl(path: string, sel: Selection = {}, name: "jsonl"
       throw new NestError("invalid_request", `${path}:${i + 1}: not JSON`);
     }
     const r = JsonlLineSchema.safeParse(value);
-    if (!r.success) throw new NestError("invalid_request", `${path}:${i + 1}: expected {question, answers[]}: ${r.error.issues[0]?.message}`);
+    if (!r.success)
+      throw new NestError("invalid_request", `${path}:${i + 1}: expected {question, answers[]}: ${r.error.issues[0]?.message}`);
     const answers = r.data.answers.map((a) => a.trim()).filter((a) => a.length > 0);
     examples.push({
-      id: String(r.data.id ?? i + 1), prompt: r.data.question, query: r.data.question, answers,
+      id: String(r.data.id ?? i + 1),
+      prompt: r.data.question,
+      query: r.data.question,
+      answers,
       ...(r.data.gold_passages ? { goldPassages: r.data.gold_passages } : {}),
     });
   });
@@ -251,7 +267,12 @@ export function wikitextArticles(raw: string): Array<{ title: string; text: stri
  * `store: "exclude-window"` (default) each example carries its window's character range
  * (`decode(ids[0, i)).length` to `decode(ids[0, i+384)).length`) as `exclude`.
  */
-export async function loadWikitext(path: string, tokenizer: TextTokenizer, sel: Selection = {}, store: WikitextStore = "exclude-window"): Promise<EvalTask> {
+export async function loadWikitext(
+  path: string,
+  tokenizer: TextTokenizer,
+  sel: Selection = {},
+  store: WikitextStore = "exclude-window",
+): Promise<EvalTask> {
   const articles = wikitextArticles(await readFile(path, "utf8"));
   if (articles.length === 0) throw new NestError("invalid_request", `${path} holds no ` + "` = Title = `" + " articles");
   const passages: Passage[] = [];
@@ -265,11 +286,26 @@ export async function loadWikitext(path: string, tokenizer: TextTokenizer, sel: 
     for (let i = 0; i + span < ids.length; i += WIKITEXT_PREFIX_TOKENS) {
       const prefix = tokenizer.decode(ids.slice(i, i + WIKITEXT_PREFIX_TOKENS));
       const reference = tokenizer.decode(ids.slice(i + WIKITEXT_PREFIX_TOKENS, i + span));
-      const exclude = store === "exclude-window"
-        ? { paragraph: key, start: tokenizer.decode(ids.slice(0, i)).length, end: tokenizer.decode(ids.slice(0, i + span)).length }
-        : undefined;
-      examples.push({ id: `${ai}:${i}`, prompt: `Continue the article:\n${a.title}\n${prefix}`, query: prefix, answers: [], reference, ...(exclude ? { exclude } : {}) });
+      const exclude =
+        store === "exclude-window"
+          ? { paragraph: key, start: tokenizer.decode(ids.slice(0, i)).length, end: tokenizer.decode(ids.slice(0, i + span)).length }
+          : undefined;
+      examples.push({
+        id: `${ai}:${i}`,
+        prompt: `Continue the article:\n${a.title}\n${prefix}`,
+        query: prefix,
+        answers: [],
+        reference,
+        ...(exclude ? { exclude } : {}),
+      });
     }
   });
-  return { name: "wikitext", kind: "completion", examples: select(examples, sel), passages, origins, corpusVersion: contentVersion(passages) };
+  return {
+    name: "wikitext",
+    kind: "completion",
+    examples: select(examples, sel),
+    passages,
+    origins,
+    corpusVersion: contentVersion(passages),
+  };
 }

@@ -54,8 +54,6 @@ export function planVariants(plan: VariantPlan): PlannedVariants {
   };
   const modes = plan.modes.map((m) => add(ModeSchema.parse(m), m, {}));
   const gamma = (plan.gammas ?? []).map((g) => ({ gamma: g, variant: add(`nest γ=${g.toExponential(0)}`, "nest", { gamma: g }) }));
-  const ablation = plan.ablation
-    ? ABLATION.map((a) => ({ label: a.label, variant: add(`abl ${a.label}`, a.mode, a.params) }))
-    : [];
+  const ablation = plan.ablation ? ABLATION.map((a) => ({ label: a.label, variant: add(`abl ${a.label}`, a.mode, a.params) })) : [];
   return { variants, modes, gamma, ablation };
 }

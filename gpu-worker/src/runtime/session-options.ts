@@ -8,7 +8,11 @@
 import { z } from "zod";
 import { NestError } from "@nest/shared/protocol/errors";
 import {
-  DEFAULT_NODE_ENV, EXECUTION_PROVIDERS, GRAPH_OPTIMIZATION_LEVELS, PRECISIONS, type RuntimeEnv,
+  DEFAULT_NODE_ENV,
+  EXECUTION_PROVIDERS,
+  GRAPH_OPTIMIZATION_LEVELS,
+  PRECISIONS,
+  type RuntimeEnv,
 } from "@nest/shared/config/node-env";
 
 export { PRECISIONS };

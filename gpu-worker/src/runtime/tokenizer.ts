@@ -89,8 +89,14 @@ export class ModelTokenizer {
     private readonly alphabet: Map<string, number> | null,
   ) {
     const byLength = (a: readonly [string, number], b: readonly [string, number]) => b[0].length - a[0].length;
-    this.specialsByContent = addedTokens.filter((t) => t.special).map((t) => [t.content, t.id] as const).sort(byLength);
-    this.plainAdded = addedTokens.filter((t) => !t.special).map((t) => [t.content, t.id] as const).sort(byLength);
+    this.specialsByContent = addedTokens
+      .filter((t) => t.special)
+      .map((t) => [t.content, t.id] as const)
+      .sort(byLength);
+    this.plainAdded = addedTokens
+      .filter((t) => !t.special)
+      .map((t) => [t.content, t.id] as const)
+      .sort(byLength);
     this.specialIds = new Set(addedTokens.filter((t) => t.special).map((t) => t.id));
   }
 
@@ -273,7 +279,6 @@ export class ModelTokenizer {
     }
     return { ids: Int32Array.from(ids), charStart, charEnd, roundTrips: this.decode(ids) === text };
   }
-
 }
 
 /** Splits `text` at every occurrence of the given token contents (longest first), left to right. */

@@ -24,11 +24,20 @@ export const EXECUTION_PROVIDERS = ["cpu", "cuda"] as const;
 export const GRAPH_OPTIMIZATION_LEVELS = ["disabled", "basic", "extended", "all"] as const;
 
 /** `"0"` = off, anything else = on; unset = on. */
-const flagDefaultOn = z.string().optional().transform((v) => v !== "0");
+const flagDefaultOn = z
+  .string()
+  .optional()
+  .transform((v) => v !== "0");
 /** `"1"` = on, anything else = off; unset = off. */
-const flagDefaultOff = z.string().optional().transform((v) => v === "1");
+const flagDefaultOff = z
+  .string()
+  .optional()
+  .transform((v) => v === "1");
 /** `"0"` = off, anything else = on; unset = off. */
-const flagSetOn = z.string().optional().transform((v) => v !== undefined && v !== "0");
+const flagSetOn = z
+  .string()
+  .optional()
+  .transform((v) => v !== undefined && v !== "0");
 /** Exactly `"0"` or `"1"` (anything else is refused). */
 const bit = z.enum(["0", "1"]).transform((v) => v === "1");
 const port = z.coerce.number().int().min(0).max(65535);
@@ -36,20 +45,34 @@ const positiveMs = z.coerce.number().int().positive();
 
 export const NodeEnvSchema = z.object({
   // home, cli
-  NEST_HOME: z.string().optional().describe("cache folder: Python venv, downloads, exported models, corpus indexes, keys; unset = `~/.cache/nest` (resolved by `nestHome()`)"),
-  NEST_API_KEY: z.string().optional().describe("`serve` accepts this key and `ask`/`batch` send it; unset: `serve` creates a random key once in `$NEST_HOME/api-key` (mode 0600) and the clients read it there"),
+  NEST_HOME: z
+    .string()
+    .optional()
+    .describe(
+      "cache folder: Python venv, downloads, exported models, corpus indexes, keys; unset = `~/.cache/nest` (resolved by `nestHome()`)",
+    ),
+  NEST_API_KEY: z
+    .string()
+    .optional()
+    .describe(
+      "`serve` accepts this key and `ask`/`batch` send it; unset: `serve` creates a random key once in `$NEST_HOME/api-key` (mode 0600) and the clients read it there",
+    ),
 
   // serve (stack) and the gpu-worker process
   NEST_POOL_SECRET: z
     .string()
     .min(16, "must be at least 16 characters")
     .optional()
-    .describe("HMAC secret the edge signs its pool calls with (≥ 16 characters); `serve`: a fresh random one per start when unset; worker-main: required unless NEST_ALLOW_UNSIGNED=1"),
+    .describe(
+      "HMAC secret the edge signs its pool calls with (≥ 16 characters); `serve`: a fresh random one per start when unset; worker-main: required unless NEST_ALLOW_UNSIGNED=1",
+    ),
   NEST_FAQ_TTL_S: z.coerce.number().int().positive().default(86_400).describe("lifetime of a cached FAQ answer, seconds"),
   NEST_WORKER_HOST: z.string().default("127.0.0.1").describe("worker-main: interface the HTTP pool binds (the image sets 0.0.0.0)"),
   NEST_WORKER_PORT: port.default(8788).describe("worker-main: TCP port of the HTTP pool (0 = any free port)"),
   NEST_ALLOW_UNSIGNED: bit.default(false).describe("worker-main: `1` runs an open pool without NEST_POOL_SECRET (tests only); `0` or `1`"),
-  NEST_BATCH_CONSUME: bit.default(true).describe("worker-main with NEST_REDIS_URL: `1` also decodes batch items in the pool, `0` leaves them to the batch consumers"),
+  NEST_BATCH_CONSUME: bit
+    .default(true)
+    .describe("worker-main with NEST_REDIS_URL: `1` also decodes batch items in the pool, `0` leaves them to the batch consumers"),
   NEST_MODEL_DIR: z.string().optional().describe("worker-main: model folder; unset = the model `nestlm setup` prepared in $NEST_HOME"),
   NEST_WARMUP: bit.default(true).describe("worker-main: `1` runs one warm-up generation before /readyz turns ready; `0` or `1`"),
 
@@ -58,9 +81,13 @@ export const NodeEnvSchema = z.object({
     .string()
     .regex(/^rediss?:\/\//, "must be a redis:// or rediss:// URL")
     .optional()
-    .describe("Redis of the batch queue and the FAQ cache; unset: `serve` and the consumers use redis://127.0.0.1:6379, worker-main serves no /v1/batches"),
+    .describe(
+      "Redis of the batch queue and the FAQ cache; unset: `serve` and the consumers use redis://127.0.0.1:6379, worker-main serves no /v1/batches",
+    ),
   NEST_BATCH_PREFIX: z.string().default("nest").describe("prefix of every Redis key of the batch queue (BullMQ's and ours)"),
-  NEST_BATCH_LOCK_MS: positiveMs.default(30_000).describe("batch consumers: job lock, milliseconds (a dead consumer's item is taken up again within about lock + stalled interval)"),
+  NEST_BATCH_LOCK_MS: positiveMs
+    .default(30_000)
+    .describe("batch consumers: job lock, milliseconds (a dead consumer's item is taken up again within about lock + stalled interval)"),
   NEST_BATCH_STALLED_INTERVAL_MS: positiveMs.default(30_000).describe("batch consumers: period of the stalled-job check, milliseconds"),
 
   // ops
@@ -68,25 +95,58 @@ export const NodeEnvSchema = z.object({
   NEST_METRICS_HOST: z.string().default("0.0.0.0").describe("consumer-main: interface of the metrics port"),
 
   // decoder session (onnxruntime)
-  NEST_PRECISION: z.enum(PRECISIONS).default("fp32").describe("decoder weights: fp32, int8, int4 or fp16 (prepare with `nestlm setup --precision …`)"),
-  NEST_EXECUTION_PROVIDER: z.enum(EXECUTION_PROVIDERS).default("cpu").describe("onnxruntime execution provider: cpu or cuda (needs onnxruntime-node's CUDA provider libraries, docs/cuda.md)"),
+  NEST_PRECISION: z
+    .enum(PRECISIONS)
+    .default("fp32")
+    .describe("decoder weights: fp32, int8, int4 or fp16 (prepare with `nestlm setup --precision …`)"),
+  NEST_EXECUTION_PROVIDER: z
+    .enum(EXECUTION_PROVIDERS)
+    .default("cpu")
+    .describe("onnxruntime execution provider: cpu or cuda (needs onnxruntime-node's CUDA provider libraries, docs/cuda.md)"),
   NEST_THREADS: z.coerce.number().int().min(0).max(256).default(0).describe("onnxruntime intra-op threads, 0..256; 0 = one per core"),
-  NEST_GRAPH_OPTIMIZATION: z.enum(GRAPH_OPTIMIZATION_LEVELS).default("all").describe("onnxruntime graph optimisation level: disabled, basic, extended, all"),
-  NEST_CPU_MEM_ARENA: flagDefaultOn.describe("`0` disables onnxruntime's CPU memory arena (faster allocation, keeps peak memory); default on"),
-  NEST_INTRA_OP_SPINNING: flagSetOn.describe("`1` lets onnxruntime's intra-op threads busy-wait between ops (`session.intra_op.allow_spinning`); default off: it halves decoding speed when the CPU is shared"),
+  NEST_GRAPH_OPTIMIZATION: z
+    .enum(GRAPH_OPTIMIZATION_LEVELS)
+    .default("all")
+    .describe("onnxruntime graph optimisation level: disabled, basic, extended, all"),
+  NEST_CPU_MEM_ARENA: flagDefaultOn.describe(
+    "`0` disables onnxruntime's CPU memory arena (faster allocation, keeps peak memory); default on",
+  ),
+  NEST_INTRA_OP_SPINNING: flagSetOn.describe(
+    "`1` lets onnxruntime's intra-op threads busy-wait between ops (`session.intra_op.allow_spinning`); default off: it halves decoding speed when the CPU is shared",
+  ),
 
   // passage encoding and its key caches
-  NEST_ENCODE_BATCH: z.coerce.number().int().min(1).max(256).default(8).describe("most passages per LM encoding pass, 1..256 (1 = one passage per pass)"),
-  NEST_ENCODE_PADDING: z.coerce.number().min(0).max(100).default(0.25).describe("most padding per encoding pass, as a fraction of its real tokens (at least 64 tokens), 0..100"),
+  NEST_ENCODE_BATCH: z.coerce
+    .number()
+    .int()
+    .min(1)
+    .max(256)
+    .default(8)
+    .describe("most passages per LM encoding pass, 1..256 (1 = one passage per pass)"),
+  NEST_ENCODE_PADDING: z.coerce
+    .number()
+    .min(0)
+    .max(100)
+    .default(0.25)
+    .describe("most padding per encoding pass, as a fraction of its real tokens (at least 64 tokens), 0..100"),
   // Above the longest passage encoded (512 tokens, MAX_PASSAGE_TOKENS in gpu-worker/src/engine/passage-encoder.ts).
-  NEST_ENCODE_BATCH_TOKENS: z.coerce.number().int().min(513).max(1 << 20).default(4096).describe("most padded tokens (passages × longest) per encoding pass, 513..1048576 tokens"),
+  NEST_ENCODE_BATCH_TOKENS: z.coerce
+    .number()
+    .int()
+    .min(513)
+    .max(1 << 20)
+    .default(4096)
+    .describe("most padded tokens (passages × longest) per encoding pass, 513..1048576 tokens"),
   NEST_KEY_CACHE_MB: z.coerce.number().min(0).default(256).describe("bound of the worker's in-memory passage-key LRU, MiB (0 = none)"),
   NEST_KEY_CACHE: flagDefaultOn.describe("`0` keeps encoded passages in memory only (no $NEST_HOME/keys/ files); default on"),
   NEST_CORPUS_KEYS: flagDefaultOn.describe("`0` ignores pre-encoded corpus key files (`nestlm encode`); default on"),
 
   // corpora
   NEST_FACTBOOK_DENSE: flagDefaultOff.describe("`1`: `setup` also embeds the factbook for hybrid retrieval; default off"),
-  NEST_FUSION: z.enum(FUSION_METHODS).default(DEFAULT_FUSION).describe("fusion of a hybrid index when a request gives none: rrf, adaptive, bm25 or dense"),
+  NEST_FUSION: z
+    .enum(FUSION_METHODS)
+    .default(DEFAULT_FUSION)
+    .describe("fusion of a hybrid index when a request gives none: rrf, adaptive, bm25 or dense"),
   UPSTASH_VECTOR_REST_URL: z.string().optional().describe("`nestlm ingest --target upstash`: Upstash Vector REST URL"),
   UPSTASH_VECTOR_REST_TOKEN: z.string().optional().describe("`nestlm ingest --target upstash`: Upstash Vector REST token"),
 });
@@ -105,15 +165,37 @@ export const NODE_ENV_SLICES = {
   /** `nestlm serve`: the edge and its supervised worker in one process tree. */
   stack: ["NEST_POOL_SECRET", "NEST_FAQ_TTL_S"],
   /** The gpu-worker process `worker-main.ts`. */
-  worker: ["NEST_WORKER_HOST", "NEST_WORKER_PORT", "NEST_POOL_SECRET", "NEST_ALLOW_UNSIGNED", "NEST_BATCH_CONSUME", "NEST_MODEL_DIR", "NEST_WARMUP"],
+  worker: [
+    "NEST_WORKER_HOST",
+    "NEST_WORKER_PORT",
+    "NEST_POOL_SECRET",
+    "NEST_ALLOW_UNSIGNED",
+    "NEST_BATCH_CONSUME",
+    "NEST_MODEL_DIR",
+    "NEST_WARMUP",
+  ],
   /** The batch queue (`gpu-worker/src/batch/config.ts`): producers and consumers. */
   batch: ["NEST_REDIS_URL", "NEST_BATCH_PREFIX", "NEST_BATCH_LOCK_MS", "NEST_BATCH_STALLED_INTERVAL_MS"],
   /** The consumer's probes and `/metrics`. */
   metrics: ["NEST_METRICS_PORT", "NEST_METRICS_HOST"],
   /** The decoder session (`runtimeOptions`). */
-  runtime: ["NEST_PRECISION", "NEST_EXECUTION_PROVIDER", "NEST_THREADS", "NEST_GRAPH_OPTIMIZATION", "NEST_CPU_MEM_ARENA", "NEST_INTRA_OP_SPINNING"],
+  runtime: [
+    "NEST_PRECISION",
+    "NEST_EXECUTION_PROVIDER",
+    "NEST_THREADS",
+    "NEST_GRAPH_OPTIMIZATION",
+    "NEST_CPU_MEM_ARENA",
+    "NEST_INTRA_OP_SPINNING",
+  ],
   /** The passage encoder and its key caches (`encodeBatchOptions`, `defaultCacheBytes`, `Engine.load`). */
-  encode: ["NEST_ENCODE_BATCH", "NEST_ENCODE_PADDING", "NEST_ENCODE_BATCH_TOKENS", "NEST_KEY_CACHE_MB", "NEST_KEY_CACHE", "NEST_CORPUS_KEYS"],
+  encode: [
+    "NEST_ENCODE_BATCH",
+    "NEST_ENCODE_PADDING",
+    "NEST_ENCODE_BATCH_TOKENS",
+    "NEST_KEY_CACHE_MB",
+    "NEST_KEY_CACHE",
+    "NEST_CORPUS_KEYS",
+  ],
   /** Corpus indexes: building the factbook (`prepareCorpus`), opening an index (`openLanceIndex`). */
   corpus: ["NEST_FACTBOOK_DENSE", "NEST_FUSION"],
   /** `nestlm ingest --target upstash`. */
@@ -158,7 +240,10 @@ export function nodeEnv(env: Readonly<Record<string, string | undefined>>): Node
     throw new RangeError(r.error.issues.map((i) => `environment variable ${i.path.join(".")}: ${i.message}`).join("; "));
   }
   const vars: Readonly<Record<string, unknown>> = r.data;
-  const slices = Object.entries(NODE_ENV_SLICES).map(([slice, names]) => [slice, Object.freeze(Object.fromEntries(names.map((n) => [n, vars[n]])))]);
+  const slices = Object.entries(NODE_ENV_SLICES).map(([slice, names]) => [
+    slice,
+    Object.freeze(Object.fromEntries(names.map((n) => [n, vars[n]]))),
+  ]);
   return Object.freeze(Object.fromEntries(slices)) as NodeEnv;
 }
 

@@ -11,7 +11,12 @@ import { z } from "zod";
 const csv = z
   .string()
   .optional()
-  .transform((v) => (v ?? "").split(",").map((s) => s.trim()).filter(Boolean));
+  .transform((v) =>
+    (v ?? "")
+      .split(",")
+      .map((s) => s.trim())
+      .filter(Boolean),
+  );
 
 /** JSON object of corpus → version. */
 const versions = z
@@ -28,7 +33,10 @@ const versions = z
   .pipe(z.record(z.string(), z.string()));
 
 export const WorkersVarsSchema = z.object({
-  NEST_POOL_URL: z.string().default("").describe("base URL of the first gpu-worker pool (also its batch job API and, without Upstash, its /v1/retrieve index); empty = none"),
+  NEST_POOL_URL: z
+    .string()
+    .default("")
+    .describe("base URL of the first gpu-worker pool (also its batch job API and, without Upstash, its /v1/retrieve index); empty = none"),
   NEST_POOL_URLS: csv.describe("more pools, comma-separated (least-outstanding-requests routing)"),
   NEST_API_KEY_HASHES: csv.describe("secret: comma-separated hex SHA-256 of static full-access keys"),
   NEST_POOL_SECRET: z.string().optional().describe("secret: HMAC key shared with the pools (their NEST_POOL_SECRET)"),

@@ -44,7 +44,10 @@ export interface Retrieval {
  * else `lookup(req.corpus)`.
  * @throws NestError `not_found` when `lookup` knows no such corpus
  */
-export async function requestIndex(req: GenerateRequest, lookup: (corpus: string) => Promise<PassageIndex | undefined>): Promise<PassageIndex> {
+export async function requestIndex(
+  req: GenerateRequest,
+  lookup: (corpus: string) => Promise<PassageIndex | undefined>,
+): Promise<PassageIndex> {
   if (req.documents) return new DocumentIndex(req.documents);
   const index = await lookup(req.corpus);
   if (!index) throw new NestError("not_found", `unknown corpus \`${req.corpus}\``);
@@ -68,7 +71,15 @@ export async function retrieve(index: PassageIndex, req: GenerateRequest, t0 = p
     event: {
       query: retrievalQuery(req),
       corpus: req.corpus,
-      passages: passages.map(({ id, title, source, score, rank, text, document }) => ({ id, title, source, score, rank, text, ...(document && { document }) })),
+      passages: passages.map(({ id, title, source, score, rank, text, document }) => ({
+        id,
+        title,
+        source,
+        score,
+        rank,
+        text,
+        ...(document && { document }),
+      })),
       retrieval_ms: retrievalMs,
     },
   };

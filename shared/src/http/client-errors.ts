@@ -33,7 +33,14 @@ export function answerClientErrorsAsJson(server: ServerWithClientErrors): void {
       return;
     }
     if (err.code === "HPE_HEADER_OVERFLOW") {
-      socket.end(rawJsonResponse(431, "Request Header Fields Too Large", "headers_too_large", "request headers exceed the server's limit (16 KiB in all)"));
+      socket.end(
+        rawJsonResponse(
+          431,
+          "Request Header Fields Too Large",
+          "headers_too_large",
+          "request headers exceed the server's limit (16 KiB in all)",
+        ),
+      );
     } else if (err.code === "ERR_HTTP_REQUEST_TIMEOUT") {
       socket.end(rawJsonResponse(408, "Request Timeout", "invalid_request", "the request took too long to arrive"));
     } else {

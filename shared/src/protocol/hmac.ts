@@ -41,8 +41,19 @@ export function signingString(timestampS: number, method: string, pathAndQuery: 
 }
 
 /** Hex HMAC-SHA256 of {@link signingString} under `secret`. */
-export async function signRequest(secret: string, timestampS: number, method: string, pathAndQuery: string, body: string, nonce?: string): Promise<string> {
-  const mac = await crypto.subtle.sign("HMAC", await hmacKey(secret), new TextEncoder().encode(signingString(timestampS, method, pathAndQuery, body, nonce)));
+export async function signRequest(
+  secret: string,
+  timestampS: number,
+  method: string,
+  pathAndQuery: string,
+  body: string,
+  nonce?: string,
+): Promise<string> {
+  const mac = await crypto.subtle.sign(
+    "HMAC",
+    await hmacKey(secret),
+    new TextEncoder().encode(signingString(timestampS, method, pathAndQuery, body, nonce)),
+  );
   return Array.from(new Uint8Array(mac), (b) => b.toString(16).padStart(2, "0")).join("");
 }
 
@@ -63,7 +74,11 @@ export interface SignatureHeaders {
  * within {@link MAX_SKEW_S} of `nowS`, the signature 64 hex digits, the nonce (when `requireNonce`)
  * 16–64 hex digits. Returns `undefined` when plausible, otherwise the reason (for a 401 message).
  */
-export function checkSignatureHeaders(headers: SignatureHeaders, nowS: number = Math.floor(Date.now() / 1000), requireNonce = false): string | undefined {
+export function checkSignatureHeaders(
+  headers: SignatureHeaders,
+  nowS: number = Math.floor(Date.now() / 1000),
+  requireNonce = false,
+): string | undefined {
   if (!headers.timestamp || !headers.signature) return `missing ${TIMESTAMP_HEADER} or ${SIGNATURE_HEADER}`;
   const ts = Number(headers.timestamp);
   if (!Number.isInteger(ts)) return `${TIMESTAMP_HEADER} is not an integer`;

@@ -126,7 +126,13 @@ export const GenerateRequestSchema = NestParamsSchema.extend({
    * Corpus (namespace) to retrieve from; the embedded default has `factbook`. Absent = `factbook`,
    * or {@link DOCUMENTS_CORPUS} when the request carries `documents` (which exclude a corpus).
    */
-  corpus: z.string().min(1).max(64).regex(/^[a-z0-9][a-z0-9_-]*$/).or(z.literal(DOCUMENTS_CORPUS)).optional(),
+  corpus: z
+    .string()
+    .min(1)
+    .max(64)
+    .regex(/^[a-z0-9][a-z0-9_-]*$/)
+    .or(z.literal(DOCUMENTS_CORPUS))
+    .optional(),
   /**
    * Documents to answer over instead of a corpus (protocol/documents.ts, README "Your own
    * documents"): chunked, ranked, encoded and cited per request.

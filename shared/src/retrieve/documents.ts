@@ -34,7 +34,12 @@ export async function documentPassages(docs: readonly RequestDocument[], maxWord
         title: doc.title ?? `documents[${index}]`,
         text: chunk.text,
         source: `documents[${index}]@${chunk.start}-${chunk.end}`,
-        document: { index, ...(doc.id !== undefined && { id: doc.id }), ...(doc.title !== undefined && { title: doc.title }), start: chunk.start },
+        document: {
+          index,
+          ...(doc.id !== undefined && { id: doc.id }),
+          ...(doc.title !== undefined && { title: doc.title }),
+          start: chunk.start,
+        },
       });
     }
   }

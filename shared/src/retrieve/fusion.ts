@@ -92,8 +92,15 @@ function union(dense: readonly Hit[], sparse: readonly Hit[]): Map<string, Fused
  * @returns at most `passages` hits, best first; `[]` when both lists are empty
  */
 export function fuseAdaptive(dense: readonly Hit[], sparse: readonly Hit[], passages: number): FusedHit[] {
-  const eta = adaptiveEta(dense.map((h) => h.score), sparse.map((h) => h.score));
-  if (Number.isNaN(eta)) return sortAndCut([...union(dense, sparse).values()].map((h) => ({ ...h, score: h.dense ?? h.sparse ?? 0 })), passages);
+  const eta = adaptiveEta(
+    dense.map((h) => h.score),
+    sparse.map((h) => h.score),
+  );
+  if (Number.isNaN(eta))
+    return sortAndCut(
+      [...union(dense, sparse).values()].map((h) => ({ ...h, score: h.dense ?? h.sparse ?? 0 })),
+      passages,
+    );
   const minDense = dense.length ? dense[dense.length - 1]!.score : 0;
   const minSparse = sparse.length ? sparse[sparse.length - 1]!.score : 0;
   const out = [...union(dense, sparse).values()].map((h) => ({

@@ -12,12 +12,48 @@ import type { GenerateEvent } from "@nest/shared/protocol/events";
 const CAPITAL = { passage_id: "as-capital", title: "Capital", source: "factbook/as#Capital" };
 const KIRIBATI = { passage_id: "kr", title: "Kiribati", source: "factbook/kr#Capital" };
 const EVENTS: GenerateEvent[] = [
-  { event: "retrieval", data: { query: "q", corpus: "factbook", passages: [{ id: "as-capital", title: "Capital", source: "factbook/as#Capital", score: 1, rank: 1 }], retrieval_ms: 3 } },
+  {
+    event: "retrieval",
+    data: {
+      query: "q",
+      corpus: "factbook",
+      passages: [{ id: "as-capital", title: "Capital", source: "factbook/as#Capital", score: 1, rank: 1 }],
+      retrieval_ms: 3,
+    },
+  },
   { event: "delta", data: { text: " It is", tokens: 2 } },
-  { event: "delta", data: { text: " Canberra", tokens: 1, citation: { ...CAPITAL, passage_start: 5, passage_end: 14, text_start: 6, text_end: 15, cited_text: " Canberra" } } },
-  { event: "delta", data: { text: "; time", tokens: 2, citation: { ...CAPITAL, passage_start: 14, passage_end: 20, text_start: 15, text_end: 21, cited_text: "; time", continues: true } } },
-  { event: "delta", data: { text: " Tarawa", tokens: 1, citation: { ...KIRIBATI, passage_start: 27, passage_end: 34, text_start: 21, text_end: 28, cited_text: " Tarawa" } } },
-  { event: "delta", data: { text: ",", tokens: 1, citation: { ...KIRIBATI, passage_start: 34, passage_end: 35, text_start: 28, text_end: 29, cited_text: ",", continues: true } } },
+  {
+    event: "delta",
+    data: {
+      text: " Canberra",
+      tokens: 1,
+      citation: { ...CAPITAL, passage_start: 5, passage_end: 14, text_start: 6, text_end: 15, cited_text: " Canberra" },
+    },
+  },
+  {
+    event: "delta",
+    data: {
+      text: "; time",
+      tokens: 2,
+      citation: { ...CAPITAL, passage_start: 14, passage_end: 20, text_start: 15, text_end: 21, cited_text: "; time", continues: true },
+    },
+  },
+  {
+    event: "delta",
+    data: {
+      text: " Tarawa",
+      tokens: 1,
+      citation: { ...KIRIBATI, passage_start: 27, passage_end: 34, text_start: 21, text_end: 28, cited_text: " Tarawa" },
+    },
+  },
+  {
+    event: "delta",
+    data: {
+      text: ",",
+      tokens: 1,
+      citation: { ...KIRIBATI, passage_start: 34, passage_end: 35, text_start: 28, text_end: 29, cited_text: ",", continues: true },
+    },
+  },
   { event: "delta", data: { text: " ok.", tokens: 2 } },
   {
     event: "done",
@@ -26,9 +62,22 @@ const EVENTS: GenerateEvent[] = [
       mode: "nest",
       model: "m",
       usage: {
-        prompt_tokens: 10, completion_tokens: 9, lm_forward_passes: 4, drafted_tokens: 0, accepted_tokens: 0, num_drafts: 0,
-        attributed_tokens: 5, attribution_ratio: 5 / 9, cited_tokens: 5, cited_ratio: 5 / 9, copied_tokens: 0, copied_ratio: 0,
-        citations: 2, single_token_citations: 0, store_passages: 1, store_keys: 4,
+        prompt_tokens: 10,
+        completion_tokens: 9,
+        lm_forward_passes: 4,
+        drafted_tokens: 0,
+        accepted_tokens: 0,
+        num_drafts: 0,
+        attributed_tokens: 5,
+        attribution_ratio: 5 / 9,
+        cited_tokens: 5,
+        cited_ratio: 5 / 9,
+        copied_tokens: 0,
+        copied_ratio: 0,
+        citations: 2,
+        single_token_citations: 0,
+        store_passages: 1,
+        store_keys: 4,
       },
       timings_ms: { retrieval: 3, encoding: 1, knn: 1, lm: 5, total: 12 },
     },

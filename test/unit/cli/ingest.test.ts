@@ -26,7 +26,10 @@ beforeAll(async () => {
   await mkdir(join(src, "sub"), { recursive: true });
   await writeFile(join(src, "kiwi.md"), "# Kiwis\n\nThe kiwi is a flightless bird native to New Zealand. It lays very large eggs.\n");
   await writeFile(join(src, "sub", "volcano.txt"), "Mount Etna is an active volcano on the island of Sicily. It erupts often.");
-  await writeFile(join(src, "page.html"), "<html><head><title>Tea &amp; Coffee</title><style>p{}</style></head><body><p>Green tea comes from Camellia sinensis leaves.</p></body></html>");
+  await writeFile(
+    join(src, "page.html"),
+    "<html><head><title>Tea &amp; Coffee</title><style>p{}</style></head><body><p>Green tea comes from Camellia sinensis leaves.</p></body></html>",
+  );
   await writeFile(join(src, "skip.pdf"), "not text");
   fake = await startFakeUpstash();
 });
@@ -54,7 +57,10 @@ describe("sources", () => {
     const f = join(home, "recs.jsonl");
     await writeFile(f, '{"id":"r1","title":"One","text":"Short text."}\n\n{"title":"Two","text":"Other text.","source":"x"}\n');
     const ps = await readJsonl(f);
-    expect(ps.map((p) => [p.id.startsWith("d-") ? "hash" : p.id, p.title, p.source])).toEqual([["r1", "One", "recs.jsonl:1"], ["hash", "Two", "x"]]);
+    expect(ps.map((p) => [p.id.startsWith("d-") ? "hash" : p.id, p.title, p.source])).toEqual([
+      ["r1", "One", "recs.jsonl:1"],
+      ["hash", "Two", "x"],
+    ]);
     await writeFile(f, '{"title":"no text"}\n');
     await expect(readJsonl(f)).rejects.toThrow(/recs\.jsonl:1/);
   });
@@ -63,8 +69,23 @@ describe("sources", () => {
 describe("nestlm ingest --target local", () => {
   it("resumes after a crash, is idempotent, and the corpus is discoverable and hybrid-searchable", { timeout: 120_000 }, async () => {
     let crashed = false;
-    await expect(ingest({ source: src, target: "local", namespace: "notes", maxWords: 8, home, ...quiet, batchSize: 2,
-      afterBatch: (n: number) => { if (n >= 2 && !crashed) { crashed = true; throw new Error("simulated crash"); } } })).rejects.toThrow("simulated crash");
+    await expect(
+      ingest({
+        source: src,
+        target: "local",
+        namespace: "notes",
+        maxWords: 8,
+        home,
+        ...quiet,
+        batchSize: 2,
+        afterBatch: (n: number) => {
+          if (n >= 2 && !crashed) {
+            crashed = true;
+            throw new Error("simulated crash");
+          }
+        },
+      }),
+    ).rejects.toThrow("simulated crash");
     const work = (await import("node:fs")).readdirSync(join(home, "corpora", "notes")).find((n) => n.endsWith(".embed"))!;
     expect((await readFile(join(home, "corpora", "notes", work, "vectors.f32"))).length).toBe(2 * 384 * 4);
     const first = await ingest({ source: src, target: "local", namespace: "notes", maxWords: 8, home, ...quiet });
@@ -89,8 +110,14 @@ describe("nestlm ingest --target local", () => {
     }
   });
   it("dry run reads only; bad namespaces are refused", async () => {
-    expect(await ingest({ source: src, target: "local", namespace: "dry", dryRun: true, home, ...quiet })).toMatchObject({ passages: 3, written: 0, dryRun: true });
-    await expect(ingest({ source: src, target: "local", namespace: "Bad Name", home, ...quiet })).rejects.toMatchObject({ code: "invalid_request" });
+    expect(await ingest({ source: src, target: "local", namespace: "dry", dryRun: true, home, ...quiet })).toMatchObject({
+      passages: 3,
+      written: 0,
+      dryRun: true,
+    });
+    await expect(ingest({ source: src, target: "local", namespace: "Bad Name", home, ...quiet })).rejects.toMatchObject({
+      code: "invalid_request",
+    });
   });
 });
 
@@ -99,8 +126,16 @@ describe("nestlm ingest --target upstash", () => {
     const upstash = { url: fake.url, token: fake.token, baseDelayMs: 1 };
     const opts = { source: src, target: "upstash" as const, namespace: "notes", maxWords: 8, home, upstash, upsertBatch: 2, ...quiet };
     fake.failNext(1, 429);
-    await expect(ingest({ ...opts, afterBatch: (n) => { if (n === 2) throw new Error("simulated crash"); } })).rejects.toThrow("simulated crash");
-    const upserts = () => fake.requests.filter((r) => r.path === "/upsert-data/notes" && r.status === 200).map((r) => (r.body as unknown[]).length);
+    await expect(
+      ingest({
+        ...opts,
+        afterBatch: (n) => {
+          if (n === 2) throw new Error("simulated crash");
+        },
+      }),
+    ).rejects.toThrow("simulated crash");
+    const upserts = () =>
+      fake.requests.filter((r) => r.path === "/upsert-data/notes" && r.status === 200).map((r) => (r.body as unknown[]).length);
     expect(upserts()).toEqual([2]);
     const res = await ingest(opts);
     expect(res).toMatchObject({ passages: 6, written: 4 });

@@ -28,7 +28,11 @@ describe("RedisOutage", () => {
     expect(lines).toEqual([
       "redis: unavailable at redis://127.0.0.1:1 (connect ECONNREFUSED 127.0.0.1:1); batch routes answer 503 queue_unavailable until it is back",
     ]);
-    expect(o.translate(new Error("Reached the max retries per request limit (which is 3)."))).toMatchObject({ code: "queue_unavailable", status: 503, retryAfterS: 5 });
+    expect(o.translate(new Error("Reached the max retries per request limit (which is 3)."))).toMatchObject({
+      code: "queue_unavailable",
+      status: 503,
+      retryAfterS: 5,
+    });
     o.onReady();
     expect(lines[1]).toMatch(/^redis: back at redis:\/\/127\.0\.0\.1:1 after \d+\.\d s$/);
     const wrong = new Error("WRONGTYPE Operation against a key holding the wrong kind of value");

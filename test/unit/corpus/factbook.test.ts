@@ -1,14 +1,7 @@
 import { createHash } from "node:crypto";
 import { beforeAll, describe, expect, it } from "vitest";
 import type { Passage } from "@nest/shared/protocol/passage";
-import {
-  cleanText,
-  countryName,
-  factbookRoot,
-  fieldLabel,
-  listProfiles,
-  readFactbook,
-} from "@nest/corpus/factbook";
+import { cleanText, countryName, factbookRoot, fieldLabel, listProfiles, readFactbook } from "@nest/corpus/factbook";
 import { contentVersion } from "@nest/corpus/layout";
 
 async function readAll(): Promise<Passage[]> {

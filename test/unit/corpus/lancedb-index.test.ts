@@ -55,15 +55,25 @@ describe("LanceDB passage index (small)", () => {
   });
 
   it("returns all matches when k exceeds them, and only k otherwise", async () => {
-    expect((await index.search("Australia Austria Nepal Brazil", 100)).map((h) => h.id).sort()).toEqual([
-      "a", "b", "c", "d", "e",
-    ]);
+    expect((await index.search("Australia Austria Nepal Brazil", 100)).map((h) => h.id).sort()).toEqual(["a", "b", "c", "d", "e"]);
     expect(await index.search("Australia Austria Nepal Brazil", 2)).toHaveLength(2);
   });
 
   it("does not throw on hostile queries; empty and stop-word-only queries give []", async () => {
-    const hostile = ['"', '"unbalanced', "a AND OR NOT (", "title:foo", "*", "\\", "'; DROP TABLE passages; --",
-      "()[]{}^~?", "\u0000\u0001", "🙂", "x".repeat(10_000), "Canberra*~^:"];
+    const hostile = [
+      '"',
+      '"unbalanced',
+      "a AND OR NOT (",
+      "title:foo",
+      "*",
+      "\\",
+      "'; DROP TABLE passages; --",
+      "()[]{}^~?",
+      "\u0000\u0001",
+      "🙂",
+      "x".repeat(10_000),
+      "Canberra*~^:",
+    ];
     for (const q of hostile) expect(Array.isArray(await index.search(q, 5))).toBe(true);
     expect((await index.search('"Canberra"!!', 5)).map((h) => h.id)).toEqual(["a"]);
     expect(await index.search("", 5)).toEqual([]);

@@ -4,8 +4,6 @@ import { createApp } from "@nest/edge/app";
 import { sha256Hex } from "@nest/edge/middleware/auth";
 import { createPoolClient } from "@nest/edge/route/pool-client";
 import { createPoolIndex } from "@nest/edge/retrieve/pool-index";
-import { readGenerateEvents } from "@nest/edge/route/read-sse";
-import type { GenerateEvent } from "@nest/shared/protocol/events";
 
 const KEY = "test-key-123";
 
@@ -40,12 +38,6 @@ function post(body: string, headers: Record<string, string> = { authorization: `
   return app.request("/v1/generate", { method: "POST", headers: { "content-type": "application/json", ...headers }, body });
 }
 
-async function events(res: Response): Promise<GenerateEvent[]> {
-  const out: GenerateEvent[] = [];
-  for await (const ev of readGenerateEvents(res.body!)) out.push(ev);
-  return out;
-}
-
 describe("sha256Hex", () => {
   it("hashes like SHA-256 (FIPS 180-2 test vector `abc`)", async () => {
     expect(await sha256Hex("abc")).toBe("ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
@@ -64,7 +56,9 @@ describe("createApp", () => {
     expect(res.status).toBe(401);
     expect(res.headers.get("content-type")).toMatch(/application\/json/);
     expect(res.headers.get("www-authenticate")).toMatch(/^Bearer/);
-    expect(await res.json()).toEqual({ error: { code: "missing_api_key", message: "missing API key: send `Authorization: Bearer <key>`" } });
+    expect(await res.json()).toEqual({
+      error: { code: "missing_api_key", message: "missing API key: send `Authorization: Bearer <key>`" },
+    });
   });
 
   it("401 with a wrong key, and with a non-bearer header", async () => {
@@ -109,7 +103,12 @@ describe("createApp", () => {
   it("413 for a body over 64 KiB", async () => {
     const res = await post(JSON.stringify({ prompt: "x".repeat(64 * 1024) }));
     expect(res.status).toBe(413);
-    expect(await res.json()).toEqual({ error: { code: "payload_too_large", message: "request body exceeds 65536 bytes (up to 1265536 are accepted for requests that carry `documents`)" } });
+    expect(await res.json()).toEqual({
+      error: {
+        code: "payload_too_large",
+        message: "request body exceeds 65536 bytes (up to 1265536 are accepted for requests that carry `documents`)",
+      },
+    });
     // With documents the limit is MAX_DOCUMENTS_BODY_BYTES (issue 15): the same size passes the limit (and is validated).
     const withDocs = await post(JSON.stringify({ prompt: "x".repeat(64 * 1024), documents: [{ text: "d" }] }));
     expect(withDocs.status).toBe(400);
@@ -123,7 +122,9 @@ describe("createApp", () => {
     const get = await app.request("/v1/generate");
     expect(get.status).toBe(405);
     expect(get.headers.get("allow")).toBe("OPTIONS, POST");
-    expect(await get.json()).toEqual({ error: { code: "method_not_allowed", message: "GET is not allowed on /v1/generate; allowed: OPTIONS, POST" } });
+    expect(await get.json()).toEqual({
+      error: { code: "method_not_allowed", message: "GET is not allowed on /v1/generate; allowed: OPTIONS, POST" },
+    });
   });
 
   it("404 JSON for an unknown corpus", async () => {

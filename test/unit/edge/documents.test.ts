@@ -7,7 +7,8 @@ import { GenerateRequestSchema } from "@nest/shared/protocol/request";
 
 describe("FAQ cache key with documents", () => {
   const ctx = { corpusVersion: "@documents", model: "m" };
-  const req = (documents?: Array<{ text: string; title?: string }>) => GenerateRequestSchema.parse({ prompt: "What is X?", ...(documents && { documents }) });
+  const req = (documents?: Array<{ text: string; title?: string }>) =>
+    GenerateRequestSchema.parse({ prompt: "What is X?", ...(documents && { documents }) });
 
   it("is the same for the same documents and differs when any document changes", async () => {
     const a = await faqCacheKey(req([{ text: "one" }, { text: "two" }]), ctx);
@@ -24,9 +25,20 @@ describe("documentsBodyLimit", () => {
   const app = new Hono();
   app.post("/", documentsBodyLimit(100, 1000), async (c) => c.json({ bytes: (await c.req.raw.text()).length }));
   app.onError((err, c) => c.json(toNestError(err).toBody(), toNestError(err).status as 400));
-  const stream = (text: string) => new ReadableStream({ start(ctl) { ctl.enqueue(new TextEncoder().encode(text)); ctl.close(); } });
+  const stream = (text: string) =>
+    new ReadableStream({
+      start(ctl) {
+        ctl.enqueue(new TextEncoder().encode(text));
+        ctl.close();
+      },
+    });
   const post = (body: string, chunked = false) =>
-    app.request("/", { method: "POST", body: chunked ? stream(body) : body, headers: chunked ? {} : { "content-length": String(body.length) }, ...(chunked && { duplex: "half" }) } as RequestInit);
+    app.request("/", {
+      method: "POST",
+      body: chunked ? stream(body) : body,
+      headers: chunked ? {} : { "content-length": String(body.length) },
+      ...(chunked && { duplex: "half" }),
+    } as RequestInit);
 
   it("passes bodies within the base limit unread, and larger ones only with documents (content-length or chunked)", async () => {
     const small = JSON.stringify({ prompt: "x".repeat(50) });
@@ -37,13 +49,20 @@ describe("documentsBodyLimit", () => {
       expect(await (await post(small, chunked)).json()).toEqual({ bytes: small.length });
       const refused = await post(big, chunked);
       expect(refused.status).toBe(413);
-      expect(await refused.json()).toEqual(new NestError("payload_too_large", "request body exceeds 100 bytes (up to 1000 are accepted for requests that carry `documents`)").toBody());
+      expect(await refused.json()).toEqual(
+        new NestError(
+          "payload_too_large",
+          "request body exceeds 100 bytes (up to 1000 are accepted for requests that carry `documents`)",
+        ).toBody(),
+      );
       expect(await (await post(bigDocs, chunked)).json()).toEqual({ bytes: bigDocs.length });
       expect(await (await post(bigNest, chunked)).json()).toEqual({ bytes: bigNest.length });
       expect((await post(JSON.stringify({ documents: [], p: "x".repeat(200) }), chunked)).status).toBe(413);
       const huge = await post(JSON.stringify({ documents: [{ text: "x".repeat(2000) }] }), chunked);
       expect(huge.status).toBe(413);
-      expect(((await huge.json()) as { error: { message: string } }).error.message).toBe("request body exceeds 1000 bytes (the limit for requests with `documents`)");
+      expect(((await huge.json()) as { error: { message: string } }).error.message).toBe(
+        "request body exceeds 1000 bytes (the limit for requests with `documents`)",
+      );
     }
   });
 });

@@ -17,8 +17,18 @@ import { ITEM_QUEUE } from "@nest/gpu-worker/batch/config";
 import { Hono } from "hono";
 
 const usage = {
-  prompt_tokens: 10, completion_tokens: 6, lm_forward_passes: 3, drafted_tokens: 5, accepted_tokens: 4, num_drafts: 2,
-  attributed_tokens: 4, attribution_ratio: 4 / 6, store_passages: 3, store_keys: 90, encoded_passages: 1, cited_tokens: 3,
+  prompt_tokens: 10,
+  completion_tokens: 6,
+  lm_forward_passes: 3,
+  drafted_tokens: 5,
+  accepted_tokens: 4,
+  num_drafts: 2,
+  attributed_tokens: 4,
+  attribution_ratio: 4 / 6,
+  store_passages: 3,
+  store_keys: 90,
+  encoded_passages: 1,
+  cited_tokens: 3,
 };
 const timings_ms = { retrieval: 0, encoding: 1, knn: 1, lm: 1, total: 3 };
 
@@ -28,7 +38,10 @@ async function values(m: WorkerMetrics, name: string): Promise<Record<string, nu
   if (!metric) throw new Error(`no metric ${name}`);
   const out: Record<string, number> = {};
   for (const v of (await metric.get()).values) {
-    const labels = Object.entries(v.labels).map(([k, x]) => `${k}=${x}`).sort().join(",");
+    const labels = Object.entries(v.labels)
+      .map(([k, x]) => `${k}=${x}`)
+      .sort()
+      .join(",");
     out[`${(v as { metricName?: string }).metricName ?? name}{${labels}}`] = v.value;
   }
   return out;
@@ -64,12 +77,16 @@ describe("WorkerMetrics.observeDecode", () => {
     expect((await values(m, "nest_worker_drafts_total"))[`nest_worker_drafts_total{${l}}`]).toBe(2);
     expect((await values(m, "nest_worker_attributed_tokens_total"))[`nest_worker_attributed_tokens_total{${l}}`]).toBe(4);
     expect((await values(m, "nest_worker_cited_tokens_total"))[`nest_worker_cited_tokens_total{${l}}`]).toBe(3);
-    expect(await values(m, "nest_worker_mean_acceptance_length_tokens")).toEqual({ "nest_worker_mean_acceptance_length_tokens{mode=nest}": 2 });
+    expect(await values(m, "nest_worker_mean_acceptance_length_tokens")).toEqual({
+      "nest_worker_mean_acceptance_length_tokens{mode=nest}": 2,
+    });
     expect(await values(m, "nest_worker_passage_key_cache_lookups_total")).toEqual({
       "nest_worker_passage_key_cache_lookups_total{result=hit}": 2,
       "nest_worker_passage_key_cache_lookups_total{result=miss}": 1,
     });
-    expect(await values(m, "nest_worker_decode_outcomes_total")).toEqual({ "nest_worker_decode_outcomes_total{mode=nest,outcome=stop,source=http}": 1 });
+    expect(await values(m, "nest_worker_decode_outcomes_total")).toEqual({
+      "nest_worker_decode_outcomes_total{mode=nest,outcome=stop,source=http}": 1,
+    });
     expect(await values(m, "nest_worker_inflight_requests")).toEqual({ "nest_worker_inflight_requests{source=http}": 0 });
 
     // Time to first token 0.3 s: first in bucket le=0.5. Total 1.2 s: first in le=2.
@@ -84,28 +101,54 @@ describe("WorkerMetrics.observeDecode", () => {
     expect(total[`nest_worker_decode_duration_seconds_sum{${l}}`]).toBeCloseTo(1.2, 12);
     // Accepted span length 4 / 2 = 2 tokens: le=1 → 0, le=2 → 1. Attribution 0.667: le=0.6 → 0, le=0.7 → 1.
     const span = await values(m, "nest_worker_accepted_span_length_tokens");
-    expect([span[`nest_worker_accepted_span_length_tokens_bucket{le=1,${l}}`], span[`nest_worker_accepted_span_length_tokens_bucket{le=2,${l}}`]]).toEqual([0, 1]);
+    expect([
+      span[`nest_worker_accepted_span_length_tokens_bucket{le=1,${l}}`],
+      span[`nest_worker_accepted_span_length_tokens_bucket{le=2,${l}}`],
+    ]).toEqual([0, 1]);
     const ratio = await values(m, "nest_worker_attribution_ratio");
-    expect([ratio[`nest_worker_attribution_ratio_bucket{le=0.6,${l}}`], ratio[`nest_worker_attribution_ratio_bucket{le=0.7,${l}}`]]).toEqual([0, 1]);
+    expect([
+      ratio[`nest_worker_attribution_ratio_bucket{le=0.6,${l}}`],
+      ratio[`nest_worker_attribution_ratio_bucket{le=0.7,${l}}`],
+    ]).toEqual([0, 1]);
   });
 
   it("counts a stream left early as cancelled and an error event by its code; in flight only while it runs", async () => {
     const m = new WorkerMetrics({ processMetrics: false });
-    const a = m.observeDecode("base", scripted({ now: 0 }, [[0, { event: "delta", data: { text: "x", tokens: 1 } }], [0, { event: "delta", data: { text: "y", tokens: 1 } }]]));
+    const a = m.observeDecode(
+      "base",
+      scripted({ now: 0 }, [
+        [0, { event: "delta", data: { text: "x", tokens: 1 } }],
+        [0, { event: "delta", data: { text: "y", tokens: 1 } }],
+      ]),
+    );
     await a.next();
     expect(await values(m, "nest_worker_inflight_requests")).toEqual({ "nest_worker_inflight_requests{source=http}": 1 });
     await a.return(undefined);
-    for await (const _ of m.observeDecode("rag", scripted({ now: 0 }, [[0, { event: "error", data: { error: { code: "model_not_prepared", message: "no model" } } }]]), "batch")) void _;
+    for await (const _ of m.observeDecode(
+      "rag",
+      scripted({ now: 0 }, [[0, { event: "error", data: { error: { code: "model_not_prepared", message: "no model" } } }]]),
+      "batch",
+    ))
+      void _;
     expect(await values(m, "nest_worker_decode_outcomes_total")).toEqual({
       "nest_worker_decode_outcomes_total{mode=base,outcome=cancelled,source=http}": 1,
       "nest_worker_decode_outcomes_total{mode=rag,outcome=model_not_prepared,source=batch}": 1,
     });
-    expect(await values(m, "nest_worker_inflight_requests")).toEqual({ "nest_worker_inflight_requests{source=http}": 0, "nest_worker_inflight_requests{source=batch}": 0 });
+    expect(await values(m, "nest_worker_inflight_requests")).toEqual({
+      "nest_worker_inflight_requests{source=http}": 0,
+      "nest_worker_inflight_requests{source=batch}": 0,
+    });
     expect(await values(m, "nest_worker_completion_tokens_total")).toEqual({});
   });
 
   it("labels routes with a bounded set", () => {
-    expect(["/v1/decode", "/v1/batches/batch_1/results", "/v1/batches", "/x/../etc", "/metrics"].map(routeLabel)).toEqual(["/v1/decode", "/v1/batches", "/v1/batches", "other", "/metrics"]);
+    expect(["/v1/decode", "/v1/batches/batch_1/results", "/v1/batches", "/x/../etc", "/metrics"].map(routeLabel)).toEqual([
+      "/v1/decode",
+      "/v1/batches",
+      "/v1/batches",
+      "other",
+      "/metrics",
+    ]);
   });
 });
 
@@ -122,7 +165,11 @@ describe("/readyz and /metrics", () => {
       const r = await app.request("/readyz");
       states.push([r.status, await r.json()]);
     }
-    expect(states).toEqual([[503, { status: "starting" }], [200, { status: "ready" }], [503, { status: "draining" }]]);
+    expect(states).toEqual([
+      [503, { status: "starting" }],
+      [200, { status: "ready" }],
+      [503, { status: "draining" }],
+    ]);
     const res = await app.request("/metrics");
     expect(res.headers.get("content-type")).toBe("text/plain; version=0.0.4; charset=utf-8");
     const text = await res.text();
@@ -189,8 +236,15 @@ describe("the worker app with metrics (real model)", () => {
 
   it("counts a decode by route, mode and status, and its usage equals the done event's", async () => {
     const app = createWorkerApp(host, async () => undefined, undefined, {}, { metrics });
-    const job = { request: GenerateRequestSchema.parse({ prompt: "What is the capital of France?", mode: "base", max_new_tokens: 3 }), passages: [] };
-    const res = await app.request("/v1/decode", { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(job) });
+    const job = {
+      request: GenerateRequestSchema.parse({ prompt: "What is the capital of France?", mode: "base", max_new_tokens: 3 }),
+      passages: [],
+    };
+    const res = await app.request("/v1/decode", {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify(job),
+    });
     expect(res.status).toBe(200);
     const sse = await res.text();
     const done = JSON.parse(/event: done\ndata: (.*)\n/.exec(sse)![1]!) as { usage: typeof usage; finish_reason: string };

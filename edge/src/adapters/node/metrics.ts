@@ -79,9 +79,24 @@ export class EdgeMetrics {
       buckets: EDGE_LATENCY_BUCKETS_S,
       registers,
     });
-    this.completionTokens = new Counter({ name: "nest_edge_completion_tokens_total", help: "Generated tokens of answers sent (their usage)", labelNames: gen, registers });
-    this.promptTokens = new Counter({ name: "nest_edge_prompt_tokens_total", help: "Prompt tokens of answers sent (their usage)", labelNames: gen, registers });
-    this.attributedTokens = new Counter({ name: "nest_edge_attributed_tokens_total", help: "Generated tokens with provenance in answers sent (usage.attributed_tokens)", labelNames: gen, registers });
+    this.completionTokens = new Counter({
+      name: "nest_edge_completion_tokens_total",
+      help: "Generated tokens of answers sent (their usage)",
+      labelNames: gen,
+      registers,
+    });
+    this.promptTokens = new Counter({
+      name: "nest_edge_prompt_tokens_total",
+      help: "Prompt tokens of answers sent (their usage)",
+      labelNames: gen,
+      registers,
+    });
+    this.attributedTokens = new Counter({
+      name: "nest_edge_attributed_tokens_total",
+      help: "Generated tokens with provenance in answers sent (usage.attributed_tokens)",
+      labelNames: gen,
+      registers,
+    });
     this.streamErrors = new Counter({
       name: "nest_edge_stream_errors_total",
       help: "Generations that failed after the stream started (an SSE error event), by error code",
@@ -124,7 +139,9 @@ export class EdgeMetrics {
    * Wraps an app's `fetch`: `GET /metrics` answers Prometheus text; every other request is passed
    * on and observed.
    */
-  instrument<A extends unknown[]>(fetch: (req: Request, ...rest: A) => Response | Promise<Response>): (req: Request, ...rest: A) => Promise<Response> {
+  instrument<A extends unknown[]>(
+    fetch: (req: Request, ...rest: A) => Response | Promise<Response>,
+  ): (req: Request, ...rest: A) => Promise<Response> {
     return async (req, ...rest) => {
       const url = new URL(req.url);
       if (req.method === "GET" && url.pathname === "/metrics") {
@@ -158,7 +175,14 @@ export class EdgeMetrics {
         return res;
       }
       const type = res.headers.get("content-type") ?? "";
-      const watch = GENERATION_ROUTES.has(route) && res.ok ? (type.startsWith("text/event-stream") ? this.sseWatcher(labels, t0) : type.includes("json") ? this.jsonWatcher(labels) : undefined) : undefined;
+      const watch =
+        GENERATION_ROUTES.has(route) && res.ok
+          ? type.startsWith("text/event-stream")
+            ? this.sseWatcher(labels, t0)
+            : type.includes("json")
+              ? this.jsonWatcher(labels)
+              : undefined
+          : undefined;
       // Pull-through: each chunk goes to the client as it comes; the end, an error or the
       // client's cancel ends the observation once.
       const reader = res.body.getReader();

@@ -37,7 +37,11 @@ export function redisKv(url: string, prefix = "nest:"): RedisKv {
     },
     async incr(key, by, ttlS) {
       await ready();
-      const [[, n]] = (await redis.multi().incrby(prefix + key, by).expire(prefix + key, Math.ceil(ttlS), "NX").exec()) as [[unknown, number]];
+      const [[, n]] = (await redis
+        .multi()
+        .incrby(prefix + key, by)
+        .expire(prefix + key, Math.ceil(ttlS), "NX")
+        .exec()) as [[unknown, number]];
       return n;
     },
     async list(p) {

@@ -35,7 +35,10 @@ describe("faqCacheKey", () => {
 describe("FaqCache", () => {
   it("stores only sequences that end with done, and expires them after the TTL", async () => {
     let now = 0;
-    const cache = new FaqCache(memoryKv(() => now), 10);
+    const cache = new FaqCache(
+      memoryKv(() => now),
+      10,
+    );
     const done = { event: "done", data: {} } as never;
     await cache.put("a", [{ event: "error", data: { error: { code: "x", message: "y" } } }]);
     expect(await cache.get("a")).toBeUndefined();

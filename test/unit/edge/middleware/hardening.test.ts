@@ -62,11 +62,17 @@ describe("pool signatures", () => {
     const sig = "a".repeat(64);
     const nonce = "0123456789abcdef";
     expect(checkSignatureHeaders({ timestamp: "1700000000", signature: sig, nonce }, 1700000000, true)).toBeUndefined();
-    expect(checkSignatureHeaders({ timestamp: undefined, signature: sig, nonce }, 1700000000, true)).toBe("missing x-nest-timestamp or x-nest-signature");
-    expect(checkSignatureHeaders({ timestamp: "1699999699", signature: sig, nonce }, 1700000000, true)).toBe("x-nest-timestamp is more than 300 s off");
+    expect(checkSignatureHeaders({ timestamp: undefined, signature: sig, nonce }, 1700000000, true)).toBe(
+      "missing x-nest-timestamp or x-nest-signature",
+    );
+    expect(checkSignatureHeaders({ timestamp: "1699999699", signature: sig, nonce }, 1700000000, true)).toBe(
+      "x-nest-timestamp is more than 300 s off",
+    );
     expect(checkSignatureHeaders({ timestamp: "1700000000", signature: "zz", nonce }, 1700000000, true)).toBe("bad signature");
     expect(checkSignatureHeaders({ timestamp: "1700000000", signature: sig }, 1700000000, true)).toBe("missing or malformed x-nest-nonce");
-    expect(checkSignatureHeaders({ timestamp: "1700000000", signature: sig, nonce: "short" }, 1700000000)).toBe("missing or malformed x-nest-nonce");
+    expect(checkSignatureHeaders({ timestamp: "1700000000", signature: sig, nonce: "short" }, 1700000000)).toBe(
+      "missing or malformed x-nest-nonce",
+    );
   });
 
   it("refuses a signature seen inside the window and forgets it after", () => {

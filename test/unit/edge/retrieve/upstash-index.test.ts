@@ -27,7 +27,10 @@ describe("Upstash adapter against a fake REST server", () => {
     const q = fake.requests.at(-1)!;
     expect(q.path).toBe("/query-data/docs");
     expect(q.body).toEqual({ data: "capital of Australia?", topK: 5, includeMetadata: true, queryMode: "HYBRID", fusionAlgorithm: "DBSF" });
-    expect(hits.map((h) => [h.id, h.rank, h.score])).toEqual([["p1", 1, 1], ["p2", 2, 2 / 3]]);
+    expect(hits.map((h) => [h.id, h.rank, h.score])).toEqual([
+      ["p1", 1, 1],
+      ["p2", 2, 2 / 3],
+    ]);
     expect(hits[0]).toMatchObject({ title: "Australia", text: passages[0]!.text, source: passages[0]!.source });
   });
 

@@ -17,9 +17,33 @@ async function pool(name: string, mode: "busy" | "ok", retryAfter = 5): Promise<
       c.header("Retry-After", String(retryAfter));
       return c.json({ error: { code: "at_capacity", message: "busy" } }, 503);
     }
-    return c.body("event: done\ndata: " + JSON.stringify({ finish_reason: "stop", mode: "base", model: "m", usage: { prompt_tokens: 1, completion_tokens: 0, lm_forward_passes: 0, drafted_tokens: 0, accepted_tokens: 0, attributed_tokens: 0, attribution_ratio: null, store_passages: 0, store_keys: 0 }, timings_ms: { retrieval: 0, encoding: 0, knn: 0, lm: 0, total: 0 } }) + "\n\n", 200, { "content-type": "text/event-stream" });
+    return c.body(
+      "event: done\ndata: " +
+        JSON.stringify({
+          finish_reason: "stop",
+          mode: "base",
+          model: "m",
+          usage: {
+            prompt_tokens: 1,
+            completion_tokens: 0,
+            lm_forward_passes: 0,
+            drafted_tokens: 0,
+            accepted_tokens: 0,
+            attributed_tokens: 0,
+            attribution_ratio: null,
+            store_passages: 0,
+            store_keys: 0,
+          },
+          timings_ms: { retrieval: 0, encoding: 0, knn: 0, lm: 0, total: 0 },
+        }) +
+        "\n\n",
+      200,
+      { "content-type": "text/event-stream" },
+    );
   });
-  const s = await new Promise<ReturnType<typeof serve>>((r) => { const x = serve({ fetch: app.fetch, port: 0, hostname: "127.0.0.1" }, () => r(x)); });
+  const s = await new Promise<ReturnType<typeof serve>>((r) => {
+    const x = serve({ fetch: app.fetch, port: 0, hostname: "127.0.0.1" }, () => r(x));
+  });
   servers.push(s);
   return `http://127.0.0.1:${(s.address() as AddressInfo).port}`;
 }
@@ -40,7 +64,11 @@ describe("createPoolRouter", () => {
     const events = [];
     for await (const e of await r.decode(job)) events.push(e.event);
     expect(events).toEqual(["done"]);
-    expect(r.state().map((s) => [s.healthy, s.outstanding])).toEqual([[false, 0], [true, 0], [true, 0]]);
+    expect(r.state().map((s) => [s.healthy, s.outstanding])).toEqual([
+      [false, 0],
+      [true, 0],
+      [true, 0],
+    ]);
   });
 
   it("all busy → at_capacity with the smallest Retry-After", async () => {

@@ -35,11 +35,17 @@ const auth = { authorization: `Bearer ${KEY}` };
 
 describe("edge batch routes", () => {
   it("needs the bearer key on every route", async () => {
-    for (const [method, path] of [["POST", "/v1/batches"], ["GET", `/v1/batches/batch_${"a".repeat(24)}`],
-      ["GET", `/v1/batches/batch_${"a".repeat(24)}/results`], ["POST", `/v1/batches/batch_${"a".repeat(24)}/cancel`]]) {
+    for (const [method, path] of [
+      ["POST", "/v1/batches"],
+      ["GET", `/v1/batches/batch_${"a".repeat(24)}`],
+      ["GET", `/v1/batches/batch_${"a".repeat(24)}/results`],
+      ["POST", `/v1/batches/batch_${"a".repeat(24)}/cancel`],
+    ]) {
       const res = await app.request(path!, { method });
       expect(res.status).toBe(401);
-      expect(await res.json()).toEqual({ error: { code: "missing_api_key", message: "missing API key: send `Authorization: Bearer <key>`" } });
+      expect(await res.json()).toEqual({
+        error: { code: "missing_api_key", message: "missing API key: send `Authorization: Bearer <key>`" },
+      });
     }
   });
 
@@ -50,7 +56,11 @@ describe("edge batch routes", () => {
   });
 
   it("answers 413 over the body limit", async () => {
-    const res = await app.request("/v1/batches", { method: "POST", headers: { ...auth, "content-type": "application/x-ndjson" }, body: "x".repeat(65) });
+    const res = await app.request("/v1/batches", {
+      method: "POST",
+      headers: { ...auth, "content-type": "application/x-ndjson" },
+      body: "x".repeat(65),
+    });
     expect(res.status).toBe(413);
     expect(await res.json()).toEqual({ error: { code: "payload_too_large", message: "batch body exceeds 64 bytes" } });
   });

@@ -24,11 +24,26 @@ const QUESTION = "What is the capital of Nepal?";
 const ANSWER = "Kathmandu is the capital.";
 /** The finished item's `done` fields, as the batch consumer writes them. */
 const DONE = {
-  finish_reason: "stop", mode: "nest", model: "tiny",
+  finish_reason: "stop",
+  mode: "nest",
+  model: "tiny",
   usage: {
-    prompt_tokens: 30, completion_tokens: 6, lm_forward_passes: 4, drafted_tokens: 3, accepted_tokens: 2, num_drafts: 1,
-    attributed_tokens: 0, attribution_ratio: 0, cited_tokens: 0, cited_ratio: 0, copied_tokens: 0, copied_ratio: 0,
-    citations: 0, single_token_citations: 0, store_passages: 2, store_keys: 40,
+    prompt_tokens: 30,
+    completion_tokens: 6,
+    lm_forward_passes: 4,
+    drafted_tokens: 3,
+    accepted_tokens: 2,
+    num_drafts: 1,
+    attributed_tokens: 0,
+    attribution_ratio: 0,
+    cited_tokens: 0,
+    cited_ratio: 0,
+    copied_tokens: 0,
+    copied_ratio: 0,
+    citations: 0,
+    single_token_citations: 0,
+    store_passages: 2,
+    store_keys: 40,
   },
   timings_ms: { retrieval: 1.5, encoding: 10, knn: 0.5, lm: 25, total: 40 },
 };
@@ -102,7 +117,10 @@ describe("FAQ warm routes", () => {
     const retrieval = events[0]!.data as { query: string; corpus: string; passages: { title: string; text?: string; rank: number }[] };
     expect(retrieval.query).toBe(QUESTION);
     expect(retrieval.corpus).toBe("factbook");
-    expect(retrieval.passages.map((p) => [p.rank, p.title])).toEqual([[1, "Nepal"], [2, "Australia"]]);
+    expect(retrieval.passages.map((p) => [p.rank, p.title])).toEqual([
+      [1, "Nepal"],
+      [2, "Australia"],
+    ]);
     expect(retrieval.passages[0]!.text).toContain("Kathmandu");
     expect(events[1]!.data).toEqual({ text: ANSWER, tokens: 0 });
     expect(events[2]!.data).toMatchObject(DONE); // the batch's usage and timings, as they were
@@ -120,6 +138,11 @@ describe("FAQ warm routes", () => {
 
   it("does not cache an answer for a corpus the edge does not know", async () => {
     const { app: a } = await app();
-    expect(await warm(a, { questions: [QUESTION], corpus: "elsewhere" })).toEqual({ batch_id: BATCH, status: "completed", cached: 0, failed: 0 });
+    expect(await warm(a, { questions: [QUESTION], corpus: "elsewhere" })).toEqual({
+      batch_id: BATCH,
+      status: "completed",
+      cached: 0,
+      failed: 0,
+    });
   });
 });

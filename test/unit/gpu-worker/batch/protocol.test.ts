@@ -20,7 +20,11 @@ describe("parseBatchBody", () => {
   it("reads JSONL, skips blank lines, applies request defaults and keeps custom_id apart", () => {
     const items = parseBatchBody('{"custom_id":"a","prompt":"Hi","mode":"base"}\n\r\n  \n{"prompt":"Yo","max_new_tokens":4}\n');
     expect(items.length).toBe(2);
-    expect(items[0]).toMatchObject({ index: 0, custom_id: "a", request: { prompt: "Hi", mode: "base", max_new_tokens: 128, corpus: "factbook" } });
+    expect(items[0]).toMatchObject({
+      index: 0,
+      custom_id: "a",
+      request: { prompt: "Hi", mode: "base", max_new_tokens: 128, corpus: "factbook" },
+    });
     expect(items[1]).toMatchObject({ index: 1, custom_id: null, request: { prompt: "Yo", mode: "nest", max_new_tokens: 4 } });
     expect("custom_id" in items[0]!.request).toBe(false);
   });
@@ -35,7 +39,10 @@ describe("parseBatchBody", () => {
     fails('{"prompt":"ok"}\n\n{"prompt":"x","max_new_tokens":0}', /^line 3: max_new_tokens: /);
     fails('{"prompt":"ok"}\n{oops', /^line 2: not valid JSON: /);
     fails('{"prompt":"ok"}\n[1]', "line 2: expected a JSON object (a generation request)");
-    fails('[{"prompt":"ok"},{"prompt":"a","messages":[{"role":"user","content":"b"}]}]', "item 2: prompt: give exactly one of `prompt` or `messages`");
+    fails(
+      '[{"prompt":"ok"},{"prompt":"a","messages":[{"role":"user","content":"b"}]}]',
+      "item 2: prompt: give exactly one of `prompt` or `messages`",
+    );
     fails('{"prompt":"ok","custom_id":""}', /^line 1: custom_id: /);
     fails('{"prompt":"ok","bogus":1}', /^line 1: /);
   });

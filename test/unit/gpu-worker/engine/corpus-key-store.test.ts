@@ -82,7 +82,10 @@ describe("codecs", () => {
 });
 
 describe("store files", () => {
-  const a = entry("a", "alpha", [[1, 2, 3, 4], [-1, 0.5, 0.25, 8]]);
+  const a = entry("a", "alpha", [
+    [1, 2, 3, 4],
+    [-1, 0.5, 0.25, 8],
+  ]);
   const b = entry("b", "beta", [[0.1, 0.3, -0.35, 0.4]]);
   const u = entry("uncitable", "u", []);
 

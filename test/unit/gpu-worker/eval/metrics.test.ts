@@ -1,6 +1,15 @@
 import { describe, expect, it } from "vitest";
 import {
-  abstains, answerRecall, containsRun, exactMatch, maxF1, normalizeAnswer, rougeScores, squadTokens, tokenF1, tokenPassages,
+  abstains,
+  answerRecall,
+  containsRun,
+  exactMatch,
+  maxF1,
+  normalizeAnswer,
+  rougeScores,
+  squadTokens,
+  tokenF1,
+  tokenPassages,
 } from "@nest/gpu-worker/eval/metrics";
 import { attributionStats } from "@nest/gpu-worker/nest/attribution";
 
@@ -37,7 +46,7 @@ describe("answer-level recall", () => {
     // an alias that normalises to nothing (an article, punctuation) is ignored too
     expect(answerRecall("the end.", ["The", "."])).toBe(0);
   });
-  it("matches whole words only: a gold \"no\" does not match \"known\"", () => {
+  it('matches whole words only: a gold "no" does not match "known"', () => {
     expect(answerRecall("It is known as Kent.", ["no"])).toBe(0);
     expect(answerRecall("No, it was not.", ["no"])).toBe(1);
     expect(answerRecall("Nairobian food", ["Nairobi"])).toBe(0);
@@ -107,7 +116,11 @@ describe("attribution from deltas", () => {
 
   it("expands delta events token by token", () => {
     const cite = { passage_id: "A", title: "t", source: "s", passage_start: 0, passage_end: 3, text_start: 0, text_end: 3 };
-    const deltas = [{ text: "abc", tokens: 2, citation: cite }, { text: "d", tokens: 1 }, { text: "e", tokens: 1, citation: { ...cite, passage_id: "B" } }];
+    const deltas = [
+      { text: "abc", tokens: 2, citation: cite },
+      { text: "d", tokens: 1 },
+      { text: "e", tokens: 1, citation: { ...cite, passage_id: "B" } },
+    ];
     expect(tokenPassages(deltas)).toEqual(["A", "A", null, "B"]);
   });
 });

@@ -3,7 +3,14 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { loadJsonl, loadSquad, loadWikitext, squadSplit, SQUAD_REPORT_QUESTIONS, type EvalExample } from "@nest/gpu-worker/eval/tasks";
-import { answerMetrics, citationMetrics, citationRuns, excludeWindow, rescoreRecord, type ExampleRecord } from "@nest/gpu-worker/eval/runner";
+import {
+  answerMetrics,
+  citationMetrics,
+  citationRuns,
+  excludeWindow,
+  rescoreRecord,
+  type ExampleRecord,
+} from "@nest/gpu-worker/eval/runner";
 import { pairedAlr, summarize } from "@nest/gpu-worker/eval/summary";
 import type { ScoredPassage } from "@nest/shared/protocol/passage";
 
@@ -12,14 +19,20 @@ const dir = mkdtempSync(join(tmpdir(), "nest-eval-scoring-"));
 describe("JSONL / factbook tasks", () => {
   it("accepts answers: [] (no answer in the corpus) and gold_passages", async () => {
     const path = join(dir, "fb.jsonl");
-    writeFileSync(path, [
-      JSON.stringify({ id: "a", question: "What is the capital of Kenya?", answers: ["Nairobi"], gold_passages: ["fb-ke-1"] }),
-      JSON.stringify({ id: "b", question: "Who painted the Mona Lisa?", answers: [] }),
-      "",
-    ].join("\n"));
+    writeFileSync(
+      path,
+      [
+        JSON.stringify({ id: "a", question: "What is the capital of Kenya?", answers: ["Nairobi"], gold_passages: ["fb-ke-1"] }),
+        JSON.stringify({ id: "b", question: "Who painted the Mona Lisa?", answers: [] }),
+        "",
+      ].join("\n"),
+    );
     const task = await loadJsonl(path, {}, "factbook");
     expect(task.name).toBe("factbook");
-    expect(task.examples.map((e) => [e.id, e.answers, e.goldPassages])).toEqual([["a", ["Nairobi"], ["fb-ke-1"]], ["b", [], undefined]]);
+    expect(task.examples.map((e) => [e.id, e.answers, e.goldPassages])).toEqual([
+      ["a", ["Nairobi"], ["fb-ke-1"]],
+      ["b", [], undefined],
+    ]);
     expect((await loadJsonl(path, { limit: 2, offset: 1 })).examples.map((e) => e.id)).toEqual(["b"]);
   });
 
@@ -27,7 +40,14 @@ describe("JSONL / factbook tasks", () => {
     const task = { kind: "qa" as const, origins: new Map() };
     const ex = { answers: [] as string[] };
     expect(answerMetrics(task, ex, "I don't know.", [])).toEqual({
-      alr: null, em: null, f1: null, abstained: 1, citations: 0, single_token_citations: 0, citation_precision: null, gold_covered: null,
+      alr: null,
+      em: null,
+      f1: null,
+      abstained: 1,
+      citations: 0,
+      single_token_citations: 0,
+      citation_precision: null,
+      gold_covered: null,
     });
     expect(answerMetrics(task, ex, "Leonardo da Vinci.", []).abstained).toBe(0);
   });
@@ -55,7 +75,9 @@ describe("JSONL / factbook tasks", () => {
       { passage_id: "q", passage_start: 12, passage_end: 15, text_start: 13, text_end: 16 },
     ]);
     expect(runs.map((r) => [r.passage_id, r.passage_start, r.passage_end, r.text_start, r.text_end])).toEqual([
-      ["p", 0, 9, 0, 9], ["p", 9, 12, 10, 13], ["q", 12, 15, 13, 16],
+      ["p", 0, 9, 0, 9],
+      ["p", 9, 12, 10, 13],
+      ["q", 12, 15, 13, 16],
     ]);
   });
 });
@@ -63,10 +85,33 @@ describe("JSONL / factbook tasks", () => {
 describe("re-scoring a stored record", () => {
   it("recomputes whole-word ALR and single-token citation counts from output and citations", () => {
     const stored = {
-      variant: "nest", mode: "nest", id: "q", query: "?", output: "It is known.", answers: ["no"],
-      metrics: { alr: 1, em: 0, f1: 0, rouge1: null, rouge2: null, rougeL: null, citation_precision: null, gold_covered: null, attribution_ratio: 0.5, attribution_run_length: 1, nll: null, nll_tokens: null },
-      usage: {}, timings_ms: {}, finish_reason: "stop",
-      citations: [{ passage_id: "p", passage_start: 0, passage_end: 3, text_start: 0, text_end: 2, tokens: 1 }, { passage_id: "p", passage_start: 9, passage_end: 15, text_start: 2, text_end: 8, tokens: 2 }],
+      variant: "nest",
+      mode: "nest",
+      id: "q",
+      query: "?",
+      output: "It is known.",
+      answers: ["no"],
+      metrics: {
+        alr: 1,
+        em: 0,
+        f1: 0,
+        rouge1: null,
+        rouge2: null,
+        rougeL: null,
+        citation_precision: null,
+        gold_covered: null,
+        attribution_ratio: 0.5,
+        attribution_run_length: 1,
+        nll: null,
+        nll_tokens: null,
+      },
+      usage: {},
+      timings_ms: {},
+      finish_reason: "stop",
+      citations: [
+        { passage_id: "p", passage_start: 0, passage_end: 3, text_start: 0, text_end: 2, tokens: 1 },
+        { passage_id: "p", passage_start: 9, passage_end: 15, text_start: 2, text_end: 8, tokens: 2 },
+      ],
     } as unknown as ExampleRecord;
     const r = rescoreRecord({ kind: "qa", origins: new Map() }, { answers: ["no"] }, stored);
     // the old substring ALR said "no" ⊂ "known" → 1; whole words say 0
@@ -78,12 +123,52 @@ describe("re-scoring a stored record", () => {
   });
 });
 
-const rec = (variant: string, id: string, alr: number | null, answers: string[], extra: Partial<ExampleRecord["metrics"]> = {}, citations: ExampleRecord["citations"] = []) => ({
-  variant, mode: variant, id, query: "", output: "", answers, finish_reason: "stop", citations,
-  metrics: { alr, em: 0, f1: 0, rouge1: null, rouge2: null, rougeL: null, citation_precision: null, gold_covered: null, attribution_ratio: null, attribution_run_length: null, nll: null, nll_tokens: null, ...extra },
-  usage: { prompt_tokens: 1, completion_tokens: 10, lm_forward_passes: 5, drafted_tokens: 0, accepted_tokens: 4, num_drafts: 0, attributed_tokens: 0, attribution_ratio: 0, store_passages: 0, store_keys: 0 },
-  timings_ms: { retrieval: 0, encoding: 0, knn: 0, lm: 0, total: 1000 },
-}) as ExampleRecord;
+const rec = (
+  variant: string,
+  id: string,
+  alr: number | null,
+  answers: string[],
+  extra: Partial<ExampleRecord["metrics"]> = {},
+  citations: ExampleRecord["citations"] = [],
+) =>
+  ({
+    variant,
+    mode: variant,
+    id,
+    query: "",
+    output: "",
+    answers,
+    finish_reason: "stop",
+    citations,
+    metrics: {
+      alr,
+      em: 0,
+      f1: 0,
+      rouge1: null,
+      rouge2: null,
+      rougeL: null,
+      citation_precision: null,
+      gold_covered: null,
+      attribution_ratio: null,
+      attribution_run_length: null,
+      nll: null,
+      nll_tokens: null,
+      ...extra,
+    },
+    usage: {
+      prompt_tokens: 1,
+      completion_tokens: 10,
+      lm_forward_passes: 5,
+      drafted_tokens: 0,
+      accepted_tokens: 4,
+      num_drafts: 0,
+      attributed_tokens: 0,
+      attribution_ratio: 0,
+      store_passages: 0,
+      store_keys: 0,
+    },
+    timings_ms: { retrieval: 0, encoding: 0, knn: 0, lm: 0, total: 1000 },
+  }) as ExampleRecord;
 
 describe("summary", () => {
   it("ALR over answerable questions with its CI, abstention over the others, single-token citation share", () => {
@@ -105,8 +190,16 @@ describe("summary", () => {
 
   it("pairs ALR by question id; unanswerable questions are left out", () => {
     const rs = [
-      rec("rag", "1", 1, ["x"]), rec("rag", "2", 1, ["x"]), rec("rag", "3", 0, ["x"]), rec("rag", "4", 0, ["x"]), rec("rag", "5", null, []),
-      rec("base", "1", 0, ["x"]), rec("base", "2", 1, ["x"]), rec("base", "3", 0, ["x"]), rec("base", "4", 0, ["x"]), rec("base", "5", null, []),
+      rec("rag", "1", 1, ["x"]),
+      rec("rag", "2", 1, ["x"]),
+      rec("rag", "3", 0, ["x"]),
+      rec("rag", "4", 0, ["x"]),
+      rec("rag", "5", null, []),
+      rec("base", "1", 0, ["x"]),
+      rec("base", "2", 1, ["x"]),
+      rec("base", "3", 0, ["x"]),
+      rec("base", "4", 0, ["x"]),
+      rec("base", "5", null, []),
     ];
     const [p] = pairedAlr(rs);
     // a − b per question = [1, 0, 0, 0] → Δ 0.25, interval [0, 0.75] (stats.test.ts)
@@ -118,7 +211,13 @@ describe("summary", () => {
 describe("SQuAD splits", () => {
   it("report = the 200 spread questions; tune = questions of other paragraphs only", () => {
     // 1,000 questions, 5 per paragraph
-    const exs: EvalExample[] = Array.from({ length: 1000 }, (_, i) => ({ id: `q${i}`, prompt: "", query: "", answers: ["a"], gold: { paragraph: `p${Math.floor(i / 5)}`, spans: [] } }));
+    const exs: EvalExample[] = Array.from({ length: 1000 }, (_, i) => ({
+      id: `q${i}`,
+      prompt: "",
+      query: "",
+      answers: ["a"],
+      gold: { paragraph: `p${Math.floor(i / 5)}`, spans: [] },
+    }));
     const report = squadSplit(exs, "report");
     expect(report).toHaveLength(SQUAD_REPORT_QUESTIONS);
     // every 5th question: q0, q5, …, q995 → every paragraph holds one report question → tune is empty
@@ -135,14 +234,36 @@ describe("SQuAD splits", () => {
   it("loadSquad applies split, limit and offset", async () => {
     const path = join(dir, "squad.json");
     const context = "Quiv is the capital of Zorbland.";
-    writeFileSync(path, JSON.stringify({ data: [{ title: "Z", paragraphs: [{ context, qas: Array.from({ length: 10 }, (_, i) => ({ id: `q${i}`, question: `Q${i}?`, answers: [{ text: "Quiv", answer_start: 0 }] })) }] }] }));
+    writeFileSync(
+      path,
+      JSON.stringify({
+        data: [
+          {
+            title: "Z",
+            paragraphs: [
+              {
+                context,
+                qas: Array.from({ length: 10 }, (_, i) => ({
+                  id: `q${i}`,
+                  question: `Q${i}?`,
+                  answers: [{ text: "Quiv", answer_start: 0 }],
+                })),
+              },
+            ],
+          },
+        ],
+      }),
+    );
     expect((await loadSquad(path, { limit: 5, offset: 3 })).examples.map((e) => e.id)).toEqual(["q6", "q8"]);
   });
 });
 
 describe("WikiText held-out window", () => {
   // A character tokenizer: token i is character i, so window offsets are token offsets.
-  const chars = { encode: (t: string) => Array.from(t, (c) => c.codePointAt(0)!), decode: (ids: readonly number[]) => String.fromCodePoint(...ids) };
+  const chars = {
+    encode: (t: string) => Array.from(t, (c) => c.codePointAt(0)!),
+    decode: (ids: readonly number[]) => String.fromCodePoint(...ids),
+  };
 
   it("each example excludes its own 384-token window; passages overlapping it are dropped", async () => {
     const body = "x".repeat(900);
@@ -150,13 +271,27 @@ describe("WikiText held-out window", () => {
     writeFileSync(path, ` = Alpha = \n ${body} \n`);
     const task = await loadWikitext(path, chars);
     // windows start at i = 0, 128, 256, 384, 512 (i + 384 < 900) → 5 examples
-    expect(task.examples.map((e) => [e.exclude!.start, e.exclude!.end])).toEqual([[0, 384], [128, 512], [256, 640], [384, 768], [512, 896]]);
+    expect(task.examples.map((e) => [e.exclude!.start, e.exclude!.end])).toEqual([
+      [0, 384],
+      [128, 512],
+      [256, 640],
+      [384, 768],
+      [512, 896],
+    ]);
     expect((await loadWikitext(path, chars, {}, "full")).examples[0]!.exclude).toBeUndefined();
     const key = task.examples[0]!.exclude!.paragraph;
-    const origins = new Map([["a", { paragraph: key, start: 0 }], ["b", { paragraph: key, start: 400 }], ["c", { paragraph: key, start: 600 }], ["z", { paragraph: "other", start: 0 }]]);
+    const origins = new Map([
+      ["a", { paragraph: key, start: 0 }],
+      ["b", { paragraph: key, start: 400 }],
+      ["c", { paragraph: key, start: 600 }],
+      ["z", { paragraph: "other", start: 0 }],
+    ]);
     const p = (id: string, len: number) => ({ id, title: "", text: "x".repeat(len), source: "", score: 1, rank: 0 }) as ScoredPassage;
     // window [128, 512): a = [0, 200) overlaps, b = [400, 600) overlaps, c = [600, 800) is outside, z is another article
-    expect(excludeWindow({ origins }, task.examples[1]!, [p("a", 200), p("b", 200), p("c", 200), p("z", 200)]).map((x) => x.id)).toEqual(["c", "z"]);
+    expect(excludeWindow({ origins }, task.examples[1]!, [p("a", 200), p("b", 200), p("c", 200), p("z", 200)]).map((x) => x.id)).toEqual([
+      "c",
+      "z",
+    ]);
     // a passage ending exactly at the window start is kept: [0, 128)
     expect(excludeWindow({ origins }, task.examples[1]!, [p("a", 128)]).map((x) => x.id)).toEqual(["a"]);
   });
@@ -169,7 +304,8 @@ describe("the factbook dev set", () => {
     const unanswerable = task.examples.filter((e) => e.answers.length === 0);
     expect(unanswerable).toHaveLength(5);
     expect(unanswerable.every((e) => e.goldPassages === undefined || e.goldPassages.length === 0)).toBe(true);
-    for (const e of task.examples.filter((x) => x.answers.length > 0)) expect(e.goldPassages!.every((id) => /^fb-[a-z]{2}-[0-9a-f]{12}$/.test(id))).toBe(true);
+    for (const e of task.examples.filter((x) => x.answers.length > 0))
+      expect(e.goldPassages!.every((id) => /^fb-[a-z]{2}-[0-9a-f]{12}$/.test(id))).toBe(true);
     expect(new Set(task.examples.map((e) => e.id)).size).toBe(62);
   });
 });

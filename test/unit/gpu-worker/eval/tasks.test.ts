@@ -17,9 +17,31 @@ describe("tasks", () => {
   it("loads SQuAD: passages per paragraph, gold spans, citation metrics", async () => {
     const context = "Zorbland is a small island. Its capital is Quiv.";
     const path = join(dir, "squad.json");
-    writeFileSync(path, JSON.stringify({ data: [{ title: "Zorb_land", paragraphs: [{ context, qas: [
-      { id: "q1", question: "What is the capital of Zorbland?", answers: [{ text: "Quiv", answer_start: 43 }, { text: "Quiv", answer_start: 43 }] },
-    ] }] }] }));
+    writeFileSync(
+      path,
+      JSON.stringify({
+        data: [
+          {
+            title: "Zorb_land",
+            paragraphs: [
+              {
+                context,
+                qas: [
+                  {
+                    id: "q1",
+                    question: "What is the capital of Zorbland?",
+                    answers: [
+                      { text: "Quiv", answer_start: 43 },
+                      { text: "Quiv", answer_start: 43 },
+                    ],
+                  },
+                ],
+              },
+            ],
+          },
+        ],
+      }),
+    );
     const task = await loadSquad(path);
     expect(task.passages).toHaveLength(1);
     const p = task.passages![0]!;
@@ -29,8 +51,14 @@ describe("tasks", () => {
     expect(ex.gold!.spans[0]).toEqual({ start: 43, end: 47 });
     // A citation of chars 28-48 ("Its capital is Quiv.") covers the gold span; one of another passage does not count.
     const covering = { passage_id: p.id, passage_start: 28, passage_end: 48 };
-    expect(citationMetrics(task, ex, [covering, { passage_id: "other", passage_start: 0, passage_end: 4 }])).toEqual({ citation_precision: 0.5, gold_covered: 1 });
-    expect(citationMetrics(task, ex, [{ passage_id: p.id, passage_start: 0, passage_end: 8 }])).toEqual({ citation_precision: 1, gold_covered: 0 });
+    expect(citationMetrics(task, ex, [covering, { passage_id: "other", passage_start: 0, passage_end: 4 }])).toEqual({
+      citation_precision: 0.5,
+      gold_covered: 1,
+    });
+    expect(citationMetrics(task, ex, [{ passage_id: p.id, passage_start: 0, passage_end: 8 }])).toEqual({
+      citation_precision: 1,
+      gold_covered: 0,
+    });
     expect(citationMetrics(task, ex, [])).toEqual({ citation_precision: null, gold_covered: 0 });
   });
 

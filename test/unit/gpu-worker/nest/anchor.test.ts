@@ -18,7 +18,10 @@ describe("question anchor", () => {
   it("adds the title's overlap to every sentence of the passage (breaks ties toward the titled passage)", () => {
     const t0 = charPassage("k", "Tarawa is between Hawaii and Australia.", keys("Tarawa is between Hawaii and Australia."));
     const t1 = charPassage("a", "Canberra is in Australia.", keys("Canberra is in Australia."));
-    const titled = store2d({ ...t0, passage: { ...t0.passage, title: "Kiribati › Location" } }, { ...t1, passage: { ...t1.passage, title: "Australia › Capital" } });
+    const titled = store2d(
+      { ...t0, passage: { ...t0.passage, title: "Kiribati › Location" } },
+      { ...t1, passage: { ...t1.passage, title: "Australia › Capital" } },
+    );
     // Without titles both sentences score idf(australia) alone, and rank 0 would win the tie.
     expect(bestAnchor(titled, "What is the capital of Australia?", 2)).toMatchObject({ passage: 1, startPos: 0 });
   });
@@ -46,12 +49,18 @@ describe("question anchor", () => {
     const ranked = rankAnchors(store, "Which dogs bark loudly?", 2, 5);
     // p0 "Dogs bark loudly." 1.058; p1 "Dogs bark at night." 0.365; then "dogs" alone (0.182):
     // p1 "Dogs dig." — p0 has no other sentence with a question word.
-    expect(ranked.map((c) => [c.passage, c.startPos])).toEqual([[0, 11], [1, 10], [1, 0]]);
+    expect(ranked.map((c) => [c.passage, c.startPos])).toEqual([
+      [0, 11],
+      [1, 10],
+      [1, 0],
+    ]);
     const tried: number[] = [];
-    expect(anchorDraft(store, "Which dogs bark loudly?", 2, 4, (t) => {
-      tried.push(t);
-      return false;
-    })).toBeUndefined();
+    expect(
+      anchorDraft(store, "Which dogs bark loudly?", 2, 4, (t) => {
+        tried.push(t);
+        return false;
+      }),
+    ).toBeUndefined();
     expect(tried).toHaveLength(3);
     let calls = 0;
     const second = anchorDraft(store, "Which dogs bark loudly?", 2, 4, () => ++calls === 2)!;

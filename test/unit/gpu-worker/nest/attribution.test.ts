@@ -102,7 +102,14 @@ describe("DeltaBuilder: what is cited", () => {
   it("lone stop words and punctuation keep their provenance but get no citation", () => {
     const b = new DeltaBuilder(store, bytesOf);
     // " of" from a filler, "," from Kiribati, " the" from Kiribati: three unrelated single matches.
-    const out = [...b.push([lm("The"), lm(" city")]), ...b.push([m(store, 2, 2)]), ...b.push([lm(" Aus")]), ...b.push([m(store, 1, 6)]), ...b.push([m(store, 1, 0)]), ...b.flush()];
+    const out = [
+      ...b.push([lm("The"), lm(" city")]),
+      ...b.push([m(store, 2, 2)]),
+      ...b.push([lm(" Aus")]),
+      ...b.push([m(store, 1, 6)]),
+      ...b.push([m(store, 1, 0)]),
+      ...b.flush(),
+    ];
     expect(out.every((d) => !d.citation)).toBe(true);
     expect(out.map((d) => d.text).join("")).toBe("The city of Aus, the");
     expect(b.usage()).toMatchObject({ attributed_tokens: 3, attribution_ratio: 0.5, cited_tokens: 0, cited_ratio: 0, citations: 0 });
@@ -217,7 +224,12 @@ describe("DeltaBuilder: what is cited", () => {
 
 // "Go 👍 Canberra": 👍 is F0 9F 91 8D, split over two tokens; UTF-16 ranges written by hand:
 // "Go" [0,2), " \xF0\x9F" completes only " " → [2,3), "\x91\x8D" completes 👍 (2 units) → [3,5).
-const EMOJI = passage("emoji", ["Go", [0x20, 0xf0, 0x9f], [0x91, 0x8d], " Canberra"], "Go 👍 Canberra", [[0, 2], [2, 3], [3, 5], [5, 14]]);
+const EMOJI = passage("emoji", ["Go", [0x20, 0xf0, 0x9f], [0x91, 0x8d], " Canberra"], "Go 👍 Canberra", [
+  [0, 2],
+  [2, 3],
+  [3, 5],
+  [5, 14],
+]);
 
 describe("DeltaBuilder: offsets stay exact", () => {
   it("spacing the tokenizer would 'clean up' (film , television) is cited as stored", () => {
@@ -270,7 +282,16 @@ describe("DeltaBuilder: offsets stay exact", () => {
       {
         text: "Go ",
         tokens: 2,
-        citation: { passage_id: "emoji", title: "Title emoji", source: "test/emoji", passage_start: 0, passage_end: 3, text_start: 0, text_end: 3, cited_text: "Go " },
+        citation: {
+          passage_id: "emoji",
+          title: "Title emoji",
+          source: "test/emoji",
+          passage_start: 0,
+          passage_end: 3,
+          text_start: 0,
+          text_end: 3,
+          cited_text: "Go ",
+        },
       },
       { text: "👍!", tokens: 2 },
     ]);
@@ -287,7 +308,16 @@ describe("DeltaBuilder: offsets stay exact", () => {
       {
         text: " Canberra",
         tokens: 1,
-        citation: { passage_id: "emoji", title: "Title emoji", source: "test/emoji", passage_start: 5, passage_end: 14, text_start: 3, text_end: 12, cited_text: " Canberra" },
+        citation: {
+          passage_id: "emoji",
+          title: "Title emoji",
+          source: "test/emoji",
+          passage_start: 5,
+          passage_end: 14,
+          text_start: 3,
+          text_end: 12,
+          cited_text: " Canberra",
+        },
       },
     ]);
   });
@@ -310,7 +340,15 @@ describe("DeltaBuilder: offsets stay exact", () => {
   it("the generated text is always the concatenation of the deltas, and each citation indexes it", () => {
     const store = storeOf(CAPITAL, KIRIBATI, ...FILLERS);
     const b = new DeltaBuilder(store, bytesOf);
-    const steps: CommittedToken[][] = [[lm("The")], [m(store, 1, 1)], [m(store, 1, 2)], [lm(" Australia")], [v(store, 0, 2), v(store, 0, 3)], [m(store, 2, 4)], [lm(" ok")]];
+    const steps: CommittedToken[][] = [
+      [lm("The")],
+      [m(store, 1, 1)],
+      [m(store, 1, 2)],
+      [lm(" Australia")],
+      [v(store, 0, 2), v(store, 0, 3)],
+      [m(store, 2, 4)],
+      [lm(" ok")],
+    ];
     const deltas = [...steps.flatMap((s) => b.push(s)), ...b.flush()];
     const text = deltas.map((d) => d.text).join("");
     expect(text).toBe(b.text);
@@ -332,13 +370,33 @@ describe("DeltaBuilder: a run streams as soon as its citation is decided", () =>
     const b = new DeltaBuilder(store, bytesOf);
     expect(b.push([lm(" It"), lm(" is"), v(store, 0, 2)])).toEqual([
       { text: " It is", tokens: 2 },
-      { text: " Canberra", tokens: 1, citation: { ...capital, passage_start: 5, passage_end: 14, text_start: 6, text_end: 15, cited_text: " Canberra" } },
+      {
+        text: " Canberra",
+        tokens: 1,
+        citation: { ...capital, passage_start: 5, passage_end: 14, text_start: 6, text_end: 15, cited_text: " Canberra" },
+      },
     ]);
     expect(b.push([v(store, 0, 3), v(store, 0, 4)])).toEqual([
-      { text: "; time", tokens: 2, citation: { ...capital, passage_start: 14, passage_end: 20, text_start: 15, text_end: 21, cited_text: "; time", continues: true } },
+      {
+        text: "; time",
+        tokens: 2,
+        citation: { ...capital, passage_start: 14, passage_end: 20, text_start: 15, text_end: 21, cited_text: "; time", continues: true },
+      },
     ]);
     expect(b.push([v(store, 0, 5)])).toEqual([
-      { text: " difference", tokens: 1, citation: { ...capital, passage_start: 20, passage_end: 31, text_start: 21, text_end: 32, cited_text: " difference", continues: true } },
+      {
+        text: " difference",
+        tokens: 1,
+        citation: {
+          ...capital,
+          passage_start: 20,
+          passage_end: 31,
+          text_start: 21,
+          text_end: 32,
+          cited_text: " difference",
+          continues: true,
+        },
+      },
     ]);
     expect(b.push([lm(".")])).toEqual([{ text: ".", tokens: 1 }]);
     expect(b.flush()).toEqual([]);
@@ -357,7 +415,9 @@ describe("DeltaBuilder: a run streams as soon as its citation is decided", () =>
 
   it("a lone verified token streams at once; a run that stays one token is a single-token citation", () => {
     const b = new DeltaBuilder(store, bytesOf);
-    expect(b.push([v(store, 0, 9)])).toEqual([{ text: "1", tokens: 1, citation: { ...capital, passage_start: 37, passage_end: 38, text_start: 0, text_end: 1, cited_text: "1" } }]);
+    expect(b.push([v(store, 0, 9)])).toEqual([
+      { text: "1", tokens: 1, citation: { ...capital, passage_start: 37, passage_end: 38, text_start: 0, text_end: 1, cited_text: "1" } },
+    ]);
     expect(b.push([lm(" ok")])).toEqual([{ text: " ok", tokens: 1 }]);
     expect(b.flush()).toEqual([]);
     expect(b.usage()).toMatchObject({ citations: 1, single_token_citations: 1, cited_tokens: 1 });
@@ -371,7 +431,16 @@ describe("DeltaBuilder: a run streams as soon as its citation is decided", () =>
       {
         text: " Tarawa",
         tokens: 1,
-        citation: { passage_id: "kr-location", title: "Title kr-location", source: "test/kr-location", passage_start: 27, passage_end: 34, text_start: 6, text_end: 13, cited_text: " Tarawa" },
+        citation: {
+          passage_id: "kr-location",
+          title: "Title kr-location",
+          source: "test/kr-location",
+          passage_start: 27,
+          passage_end: 34,
+          text_start: 6,
+          text_end: 13,
+          cited_text: " Tarawa",
+        },
       },
       { text: ".", tokens: 1 },
     ]);
@@ -383,9 +452,19 @@ describe("DeltaBuilder: a run streams as soon as its citation is decided", () =>
     const es = storeOf(EMOJI);
     const b = new DeltaBuilder(es, bytesOf);
     expect(b.push([v(es, 0, 0), v(es, 0, 1)])).toEqual([]); // "Go \xF0\x9F": 👍 unfinished
-    expect(b.push([v(es, 0, 2)])).toEqual([{ text: "Go 👍", tokens: 3, citation: { ...emoji, passage_start: 0, passage_end: 5, text_start: 0, text_end: 5, cited_text: "Go 👍" } }]);
+    expect(b.push([v(es, 0, 2)])).toEqual([
+      {
+        text: "Go 👍",
+        tokens: 3,
+        citation: { ...emoji, passage_start: 0, passage_end: 5, text_start: 0, text_end: 5, cited_text: "Go 👍" },
+      },
+    ]);
     expect(b.push([v(es, 0, 3)])).toEqual([
-      { text: " Canberra", tokens: 1, citation: { ...emoji, passage_start: 5, passage_end: 14, text_start: 5, text_end: 14, cited_text: " Canberra", continues: true } },
+      {
+        text: " Canberra",
+        tokens: 1,
+        citation: { ...emoji, passage_start: 5, passage_end: 14, text_start: 5, text_end: 14, cited_text: " Canberra", continues: true },
+      },
     ]);
     expect(b.flush()).toEqual([]);
     expect(b.usage()).toMatchObject({ citations: 1, single_token_citations: 0, cited_tokens: 4 });
@@ -394,10 +473,16 @@ describe("DeltaBuilder: a run streams as soon as its citation is decided", () =>
   it("a continuing piece split inside a multi-byte character is emitted exactly once the character is whole", () => {
     const es = storeOf(EMOJI);
     const b = new DeltaBuilder(es, bytesOf);
-    expect(b.push([v(es, 0, 0)])).toEqual([{ text: "Go", tokens: 1, citation: { ...emoji, passage_start: 0, passage_end: 2, text_start: 0, text_end: 2, cited_text: "Go" } }]);
+    expect(b.push([v(es, 0, 0)])).toEqual([
+      { text: "Go", tokens: 1, citation: { ...emoji, passage_start: 0, passage_end: 2, text_start: 0, text_end: 2, cited_text: "Go" } },
+    ]);
     expect(b.push([v(es, 0, 1)])).toEqual([]);
     expect(b.push([v(es, 0, 2)])).toEqual([
-      { text: " 👍", tokens: 2, citation: { ...emoji, passage_start: 2, passage_end: 5, text_start: 2, text_end: 5, cited_text: " 👍", continues: true } },
+      {
+        text: " 👍",
+        tokens: 2,
+        citation: { ...emoji, passage_start: 2, passage_end: 5, text_start: 2, text_end: 5, cited_text: " 👍", continues: true },
+      },
     ]);
     expect(b.flush()).toEqual([]);
     expect(b.usage()).toMatchObject({ citations: 1, single_token_citations: 0, cited_tokens: 3 });
@@ -409,7 +494,11 @@ describe("DeltaBuilder: a run streams as soon as its citation is decided", () =>
     expect(b.push([v(es, 0, 0)])).toHaveLength(1);
     expect(b.push([v(es, 0, 1)])).toEqual([]);
     expect(b.push([lm([0x91, 0x8d]), lm("!")])).toEqual([
-      { text: " ", tokens: 1, citation: { ...emoji, passage_start: 2, passage_end: 3, text_start: 2, text_end: 3, cited_text: " ", continues: true } },
+      {
+        text: " ",
+        tokens: 1,
+        citation: { ...emoji, passage_start: 2, passage_end: 3, text_start: 2, text_end: 3, cited_text: " ", continues: true },
+      },
       { text: "👍!", tokens: 2 },
     ]);
     expect(b.text).toBe("Go 👍!");
@@ -423,7 +512,11 @@ describe("DeltaBuilder: a run streams as soon as its citation is decided", () =>
     expect(b.push([v(es, 0, 2), v(es, 0, 3)])).toEqual([]);
     expect(b.push([lm("!")])).toEqual([
       { text: "", tokens: 1 },
-      { text: "👍 Canberra", tokens: 2, citation: { ...emoji, passage_start: 3, passage_end: 14, text_start: 0, text_end: 11, cited_text: "👍 Canberra" } },
+      {
+        text: "👍 Canberra",
+        tokens: 2,
+        citation: { ...emoji, passage_start: 3, passage_end: 14, text_start: 0, text_end: 11, cited_text: "👍 Canberra" },
+      },
       { text: "!", tokens: 1 },
     ]);
   });
@@ -440,7 +533,8 @@ describe("DeltaBuilder: a run streams as soon as its citation is decided", () =>
     };
     const pick = <T>(xs: readonly T[]): T => xs[Math.floor(rand() * xs.length)]!;
     const lmPieces: (string | number[])[] = [" and", ".", "x", [0xf0, 0x9f], [0x91, 0x8d], " Canberra"];
-    const citationsOf = (ds: readonly DeltaEvent[]) => joinContinuedCitations(ds.flatMap((d) => (d.citation ? [{ ...d.citation, tokens: d.tokens }] : [])));
+    const citationsOf = (ds: readonly DeltaEvent[]) =>
+      joinContinuedCitations(ds.flatMap((d) => (d.citation ? [{ ...d.citation, tokens: d.tokens }] : [])));
     let streamedEarly = 0;
     for (let n = 0; n < 200; n++) {
       const tokens: CommittedToken[] = [];
@@ -490,12 +584,9 @@ describe("DeltaBuilder: a run streams as soon as its citation is decided", () =>
     const b = new DeltaBuilder(ds, bytesOf);
     const steps = [[v(ds, 0, 0)], [v(ds, 0, 1)], [v(ds, 0, 2)], [v(ds, 0, 3)]];
     const perStep = steps.map((s) => b.push(s).map((d) => citeIntoDocument(d.citation!, [chunk.passage])));
-    expect(perStep.map((cs) => cs.map((c) => [c.document_index, c.document_id, c.start, c.end, c.cited_text, c.continues ?? false]))).toEqual([
-      [[0, "notes", 7, 9, "Go", false]],
-      [],
-      [[0, "notes", 9, 12, " 👍", true]],
-      [[0, "notes", 12, 21, " Canberra", true]],
-    ]);
+    expect(
+      perStep.map((cs) => cs.map((c) => [c.document_index, c.document_id, c.start, c.end, c.cited_text, c.continues ?? false])),
+    ).toEqual([[[0, "notes", 7, 9, "Go", false]], [], [[0, "notes", 9, 12, " 👍", true]], [[0, "notes", 12, 21, " Canberra", true]]]);
     const pieces: Citation[] = perStep.flat();
     for (const c of pieces) expect(DOC_TEXT.slice(c.start, c.end)).toBe(c.cited_text);
     expect(joinContinuedCitations(pieces)).toEqual([
@@ -530,7 +621,9 @@ describe("tokenModeSource", () => {
   it("prefers the neighbour that continues the previous token's passage position", () => {
     expect(tokenModeSource(store, neighbours, tok(" y"), { passage: 0, pos: 0 })).toEqual({ passage: 0, pos: 1 });
     // The continuation must be among the neighbours and carry the token.
-    expect(tokenModeSource(store, { keys: Int32Array.from([2]), distances: Float64Array.from([0.1]) }, tok(" y"), { passage: 0, pos: 0 })).toEqual({ passage: 1, pos: 1 });
+    expect(
+      tokenModeSource(store, { keys: Int32Array.from([2]), distances: Float64Array.from([0.1]) }, tok(" y"), { passage: 0, pos: 0 }),
+    ).toEqual({ passage: 1, pos: 1 });
   });
 });
 

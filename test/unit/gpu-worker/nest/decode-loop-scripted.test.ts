@@ -20,11 +20,24 @@ const EOS = "$".charCodeAt(0);
 const PARIS = " Paris is big.";
 
 const storeOf = (...texts: string[]): TokenStore =>
-  buildTokenStore(texts.map((t, p) => charPassage(`p${p}`, t, gridKeys(p, t))), 2);
+  buildTokenStore(
+    texts.map((t, p) => charPassage(`p${p}`, t, gridKeys(p, t))),
+    2,
+  );
 
 const options = (o: Partial<DecodeOptions>): DecodeOptions => ({
-  storeUse: "nest", alpha: 0.3, tau: 0.01, delta: 0.5, gamma: 5e-4, k: 2, maxSpan: 8,
-  fixedLambda: 0.7, lmTemperature: 0.7, maxNewTokens: 40, eosTokenIds: [EOS], ...o,
+  storeUse: "nest",
+  alpha: 0.3,
+  tau: 0.01,
+  delta: 0.5,
+  gamma: 5e-4,
+  k: 2,
+  maxSpan: 8,
+  fixedLambda: 0.7,
+  lmTemperature: 0.7,
+  maxNewTokens: 40,
+  eosTokenIds: [EOS],
+  ...o,
 });
 
 async function run(store: TokenStore, script: Array<[string, ScriptStep]>, o: Partial<DecodeOptions>) {
@@ -54,13 +67,17 @@ async function run(store: TokenStore, script: Array<[string, ScriptStep]>, o: Pa
 describe("decodeNest with a scripted LM", () => {
   it("mid-span rejection: keeps v_1..v_a, cuts the KV cache back, commits the replacement", async () => {
     const store = storeOf(PARIS);
-    const r = await run(store, [
-      ...follow(store, 0, "", 1, 6), // the LM follows "Paris " ...
-      ["Paris ", { lm: "w", hidden: FAR }], // ... then wants "was", not "is"
-      ["Paris w", { lm: "a", hidden: FAR }],
-      ["Paris wa", { lm: "s", hidden: FAR }],
-      ["Paris was", { lm: "$", hidden: FAR }],
-    ], {});
+    const r = await run(
+      store,
+      [
+        ...follow(store, 0, "", 1, 6), // the LM follows "Paris " ...
+        ["Paris ", { lm: "w", hidden: FAR }], // ... then wants "was", not "is"
+        ["Paris w", { lm: "a", hidden: FAR }],
+        ["Paris wa", { lm: "s", hidden: FAR }],
+        ["Paris was", { lm: "$", hidden: FAR }],
+      ],
+      {},
+    );
     expect(r.text).toBe("Paris was");
     expect(r.finishReason).toBe("stop");
     // Draft "Paris is" (n = 8) in one pass; "i" rejected at row 5; KV cut to prompt + 6.
@@ -68,7 +85,12 @@ describe("decodeNest with a scripted LM", () => {
     expect(r.truncations).toEqual([8]);
     expect(r.kvLength).toBe(11);
     expect(r.stats).toEqual({
-      lmForwardPasses: 4, prefillPasses: 1, numDrafts: 1, draftedTokens: 8, acceptedTokens: 6, completionTokens: 9,
+      lmForwardPasses: 4,
+      prefillPasses: 1,
+      numDrafts: 1,
+      draftedTokens: 8,
+      acceptedTokens: 6,
+      completionTokens: 9,
     });
     // The replacement "w" has no source; token-mode "s" equals its nearest unmasked neighbour
     // (passage token 8, "s" of "is": keys 1-6 are masked after the copy), so it is sourced there.
@@ -86,25 +108,33 @@ describe("decodeNest with a scripted LM", () => {
     expect(r.truncations).toEqual([]);
     expect(r.kvLength).toBe(15);
     expect(r.stats).toEqual({
-      lmForwardPasses: 4, prefillPasses: 1, numDrafts: 4, draftedTokens: 13, acceptedTokens: 13, completionTokens: 13,
+      lmForwardPasses: 4,
+      prefillPasses: 1,
+      numDrafts: 4,
+      draftedTokens: 13,
+      acceptedTokens: 13,
+      completionTokens: 13,
     });
     expect(r.sources).toBe("0:1 0:2 0:3 0:4 0:5 0:6 0:7 0:8 0:9 0:10 0:11 0:12 0:13");
   });
 
   it("first draft token rejected (a streamed continuation): the replacement costs one pass", async () => {
     const store = storeOf(PARIS);
-    const r = await run(store, [
-      ...follow(store, 0, "", 1, 5),
-      ["Paris", { lm: ",", hidden: FAR }],
-      ["Paris,", { lm: "$", hidden: FAR }],
-    ], { maxSpan: 5 });
+    const r = await run(store, [...follow(store, 0, "", 1, 5), ["Paris", { lm: ",", hidden: FAR }], ["Paris,", { lm: "$", hidden: FAR }]], {
+      maxSpan: 5,
+    });
     expect(r.text).toBe("Paris,");
     expect(r.passes).toEqual(['0+"Q:"/1', '2+"Paris"/5', '7+","/1']);
     expect(r.truncations).toEqual([]);
     expect(r.kvLength).toBe(8);
     // The streamed draft " is b" is rejected at v_1 against the state the previous pass left.
     expect(r.stats).toEqual({
-      lmForwardPasses: 2, prefillPasses: 1, numDrafts: 2, draftedTokens: 10, acceptedTokens: 5, completionTokens: 6,
+      lmForwardPasses: 2,
+      prefillPasses: 1,
+      numDrafts: 2,
+      draftedTokens: 10,
+      acceptedTokens: 5,
+      completionTokens: 6,
     });
     expect(r.sources).toBe("0:1 0:2 0:3 0:4 0:5 -");
   });
@@ -117,7 +147,12 @@ describe("decodeNest with a scripted LM", () => {
     expect(r.passes).toEqual(['0+"Q:"/1', '2+"Paris$ m"/8']);
     expect(r.kvLength).toBe(10);
     expect(r.stats).toEqual({
-      lmForwardPasses: 1, prefillPasses: 1, numDrafts: 1, draftedTokens: 8, acceptedTokens: 8, completionTokens: 5,
+      lmForwardPasses: 1,
+      prefillPasses: 1,
+      numDrafts: 1,
+      draftedTokens: 8,
+      acceptedTokens: 8,
+      completionTokens: 5,
     });
     expect(r.sources).toBe("0:1 0:2 0:3 0:4 0:5");
   });
@@ -130,7 +165,12 @@ describe("decodeNest with a scripted LM", () => {
     expect(r.passes).toEqual(['0+"Q:"/1', '2+"Par"/3']);
     expect(r.kvLength).toBe(5);
     expect(r.stats).toEqual({
-      lmForwardPasses: 1, prefillPasses: 1, numDrafts: 1, draftedTokens: 3, acceptedTokens: 3, completionTokens: 3,
+      lmForwardPasses: 1,
+      prefillPasses: 1,
+      numDrafts: 1,
+      draftedTokens: 3,
+      acceptedTokens: 3,
+      completionTokens: 3,
     });
     expect(r.sources).toBe("0:1 0:2 0:3");
   });
@@ -191,7 +231,10 @@ describe("speculation on / off / auto (issue 13 item 4) with a scripted LM", () 
 
   it("auto keeps drafting while drafts pay (the streaming passage of the full-accept case)", async () => {
     const paris = storeOf(PARIS);
-    const r = await run(paris, [...follow(paris, 0, "", 1, 13), ["Paris is big.", { lm: "$", hidden: FAR }]], { maxSpan: 4, speculation: "auto" });
+    const r = await run(paris, [...follow(paris, 0, "", 1, 13), ["Paris is big.", { lm: "$", hidden: FAR }]], {
+      maxSpan: 4,
+      speculation: "auto",
+    });
     expect(r.text).toBe("Paris is big.");
     // Drafts of 4, 4, 4 (saved 3 − 0.15 > 0 each), then "." alone (m 1, a 1: saved 0) → a pause
     // that only the final EOS step sees.
@@ -204,13 +247,21 @@ describe("speculation metrics", () => {
     const { DecodeStats } = await import("../../../../gpu-worker/src/nest/stats.ts");
     const s = new DecodeStats();
     expect(s.speculationUsage("on")).toEqual({
-      mode: "on", mean_acceptance_length: null, acceptance_rate: null, accepted_per_position: [], paused_steps: 0,
+      mode: "on",
+      mean_acceptance_length: null,
+      acceptance_rate: null,
+      accepted_per_position: [],
+      paused_steps: 0,
     });
     s.observeDraft(4, 2);
     s.observeDraft(3, 3);
     s.observeDraft(5, 0);
     expect(s.speculationUsage("on")).toEqual({
-      mode: "on", mean_acceptance_length: 1 + 5 / 3, acceptance_rate: 5 / 12, accepted_per_position: [2, 2, 1], paused_steps: 0,
+      mode: "on",
+      mean_acceptance_length: 1 + 5 / 3,
+      acceptance_rate: 5 / 12,
+      accepted_per_position: [2, 2, 1],
+      paused_steps: 0,
     });
   });
 });
@@ -220,15 +271,27 @@ describe("question anchor and copy verification in the loop (docs §14)", () => 
   const query = "Is Paris big?";
 
   it("anchor verify: the sentence's v_1 fails against the LM's choice, so the step is a token step", async () => {
-    const r = await run(store, [["", { lm: "T", hidden: FAR }], ["T", { lm: "$", hidden: FAR }]], { anchor: "verify", query });
+    const r = await run(
+      store,
+      [
+        ["", { lm: "T", hidden: FAR }],
+        ["T", { lm: "$", hidden: FAR }],
+      ],
+      { anchor: "verify", query },
+    );
     expect(r.text).toBe("T");
     expect(r.stats).toMatchObject({ numDrafts: 0, lmForwardPasses: 1 });
   });
 
   it("anchor trust: the best sentence is copied from its first token, then streamed on", async () => {
-    const r = await run(store, [["", { lm: "T", hidden: FAR }], ...follow(store, 0, "", 1, 13).slice(1), ["Paris is big.", { lm: "$", hidden: FAR }]], {
-      anchor: "trust", query,
-    });
+    const r = await run(
+      store,
+      [["", { lm: "T", hidden: FAR }], ...follow(store, 0, "", 1, 13).slice(1), ["Paris is big.", { lm: "$", hidden: FAR }]],
+      {
+        anchor: "trust",
+        query,
+      },
+    );
     expect(r.text).toBe("Paris is big.");
     // Anchor "Paris is" (n = 8) in one pass, then the continuation " big." (5 tokens, passage end).
     expect(r.passes).toEqual(['0+"Q:"/1', '2+"Paris is"/8', '10+" big."/5']);

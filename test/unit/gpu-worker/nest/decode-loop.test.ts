@@ -33,17 +33,29 @@ class TracedLM implements CausalLM {
   content: number[] = [];
   forwards: number[][] = [];
   constructor(private readonly inner: DecoderSession) {}
-  get vocabSize() { return this.inner.vocabSize; }
-  get hiddenSize() { return this.inner.hiddenSize; }
-  get cacheLength() { return this.inner.cacheLength; }
+  get vocabSize() {
+    return this.inner.vocabSize;
+  }
+  get hiddenSize() {
+    return this.inner.hiddenSize;
+  }
+  get cacheLength() {
+    return this.inner.cacheLength;
+  }
   async forward(ids: readonly number[]): Promise<ForwardOutput> {
     this.forwards.push([...ids]);
     const out = await this.inner.forward(ids);
     this.content.push(...ids);
     return out;
   }
-  truncate(length: number) { this.inner.truncate(length); this.content.length = length; }
-  reset() { this.inner.reset(); this.content = []; }
+  truncate(length: number) {
+    this.inner.truncate(length);
+    this.content.length = length;
+  }
+  reset() {
+    this.inner.reset();
+    this.content = [];
+  }
 }
 
 let manifest: Manifest;
@@ -52,8 +64,18 @@ let tok: ModelTokenizer;
 let store: TokenStore;
 
 const options = (o: Partial<DecodeOptions>): DecodeOptions => ({
-  storeUse: "nest", alpha: 0.3, tau: 0.1, delta: 0.5, gamma: 5e-4, k: 1024, maxSpan: 64,
-  fixedLambda: 0.7, lmTemperature: 0.7, maxNewTokens: 40, eosTokenIds: manifest.eos_token_ids, ...o,
+  storeUse: "nest",
+  alpha: 0.3,
+  tau: 0.1,
+  delta: 0.5,
+  gamma: 5e-4,
+  k: 1024,
+  maxSpan: 64,
+  fixedLambda: 0.7,
+  lmTemperature: 0.7,
+  maxNewTokens: 40,
+  eosTokenIds: manifest.eos_token_ids,
+  ...o,
 });
 
 async function run(question: string, o: Partial<DecodeOptions>) {
@@ -61,7 +83,7 @@ async function run(question: string, o: Partial<DecodeOptions>) {
   lm.reset();
   const prompt = tok.encodeChat([{ role: "user", content: question }]);
   const committed: number[] = [];
-  const sources: (CommittedToken["source"])[] = [];
+  const sources: CommittedToken["source"][] = [];
   const violations: string[] = [];
   // Before every decoding pass, the cache must be a prefix of prompt + committed tokens.
   const inner = lm.forward.bind(lm);
@@ -74,7 +96,10 @@ async function run(question: string, o: Partial<DecodeOptions>) {
     return inner(ids);
   };
   const { finishReason, stats } = await decodeNest(lm, prompt, store, options(o), (ts) => {
-    for (const t of ts) { committed.push(t.id); sources.push(t.source); }
+    for (const t of ts) {
+      committed.push(t.id);
+      sources.push(t.source);
+    }
   });
   return { finishReason, stats, committed, sources, violations, text: tok.decode(committed), lm, prompt };
 }

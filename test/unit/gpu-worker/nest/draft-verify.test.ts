@@ -6,8 +6,17 @@ import { charPassage, store2d } from "./fixtures.ts";
 
 // Two passages: "abcde" (keys 0-3, values b c d e) and "xbyz" (keys 4-6, values b y z).
 const store = store2d(
-  charPassage("p0", "abcde", [[0, 0], [1, 0], [2, 0], [3, 0]]),
-  charPassage("p1", "xbyz", [[0, 1], [1, 1], [2, 1]]),
+  charPassage("p0", "abcde", [
+    [0, 0],
+    [1, 0],
+    [2, 0],
+    [3, 0],
+  ]),
+  charPassage("p1", "xbyz", [
+    [0, 1],
+    [1, 1],
+    [2, 1],
+  ]),
 );
 const nb = (keys: number[]) => ({ keys: Int32Array.from(keys), distances: Float64Array.from(keys, (_, i) => i) });
 const b = "b".charCodeAt(0);

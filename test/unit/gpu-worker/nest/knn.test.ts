@@ -4,7 +4,14 @@ import { keyOfToken } from "../../../../gpu-worker/src/nest/token-store.ts";
 import { charPassage, store2d } from "./fixtures.ts";
 
 // Passage "abcde": keys for values b, c, d, e at (0,0), (1,0), (0,2), (3,4).
-const store = store2d(charPassage("p", "abcde", [[0, 0], [1, 0], [0, 2], [3, 4]]));
+const store = store2d(
+  charPassage("p", "abcde", [
+    [0, 0],
+    [1, 0],
+    [0, 2],
+    [3, 4],
+  ]),
+);
 
 describe("token store (spec §2.1)", () => {
   it("maps each passage token after the first to exactly one key", () => {

@@ -32,7 +32,13 @@ describe("neighbour weights and p_kNN (spec §2.3)", () => {
 
   it("sums the weights of neighbours with the same value token", () => {
     // passage "abcb": keys with values b(98), c(99), b(98)
-    const store = store2d(charPassage("p", "abcb", [[0, 0], [0, 0], [0, 0]]));
+    const store = store2d(
+      charPassage("p", "abcb", [
+        [0, 0],
+        [0, 0],
+        [0, 0],
+      ]),
+    );
     const w = Float64Array.of(0.5, 0.3, 0.2);
     const p = knnDistribution(store, nb([0, 1, 2], [0, 0, 0]), w);
     expect(p.get(98)).toBeCloseTo(0.7, 12);

@@ -18,7 +18,12 @@ describe("verifyDraft", () => {
   const stateOf = (i: number): PositionState => {
     const probs = new Float64Array(32);
     probs[10 + i] = 1;
-    return { mixture: { probs, argmax: 10 + i, max: 1 }, lambda: 0, neighbours: { keys: new Int32Array(0), distances: new Float64Array(0) }, logits: new Float32Array(0) };
+    return {
+      mixture: { probs, argmax: 10 + i, max: 1 },
+      lambda: 0,
+      neighbours: { keys: new Int32Array(0), distances: new Float64Array(0) },
+      logits: new Float32Array(0),
+    };
   };
   const relaxed = (s: PositionState, token: number) => acceptsToken(s.mixture, token, 0.5);
   /** stateOf, recording which positions were asked for. */

@@ -47,7 +47,10 @@ describe("readManifest on broken folders", () => {
   });
 
   const expectNotPrepared = async (pattern: RegExp) => {
-    const err = await readManifest(dir).then(() => null, (e: unknown) => e);
+    const err = await readManifest(dir).then(
+      () => null,
+      (e: unknown) => e,
+    );
     expect(err).toBeInstanceOf(NestError);
     expect((err as NestError).code).toBe("model_not_prepared");
     expect((err as NestError).status).toBe(503);
@@ -64,7 +67,10 @@ describe("readManifest on broken folders", () => {
   });
 
   it("wrong format tag -> model_not_prepared", async () => {
-    await writeFile(join(dir, "manifest.json"), JSON.stringify({ ...good, format: "nest-onnx-decoder/1" /* the pre-append-cache layout */ }));
+    await writeFile(
+      join(dir, "manifest.json"),
+      JSON.stringify({ ...good, format: "nest-onnx-decoder/1" /* the pre-append-cache layout */ }),
+    );
     await expectNotPrepared(/invalid model manifest/);
   });
 

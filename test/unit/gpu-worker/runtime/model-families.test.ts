@@ -26,7 +26,12 @@ const FAMILIES = {
 
 const PASSAGES = [
   { id: "p1", title: "Australia › Government › Capital", source: "t", text: "Australia, capital: name: Canberra; time difference: UTC+10" },
-  { id: "p2", title: "Nepal › Geography › Elevation", source: "t", text: "Nepal, elevation extremes: highest point: Mount Everest 8,850 m" },
+  {
+    id: "p2",
+    title: "Nepal › Geography › Elevation",
+    source: "t",
+    text: "Nepal, elevation extremes: highest point: Mount Everest 8,850 m",
+  },
 ];
 
 let root: string;
@@ -42,8 +47,17 @@ beforeAll(async () => {
   root = await mkdtemp(join(tmpdir(), "nest-families-"));
   for (const family of Object.keys(FAMILIES)) {
     py([join(EXPORTER_DIR, "make_tiny.py"), "--family", family, "--tokenizer-dir", tokenizerDir, "--out", join(root, `${family}-hf`)]);
-    py([join(EXPORTER_DIR, "export.py"), "--hf-dir", join(root, `${family}-hf`), "--out", join(root, family),
-      "--source-spec", `tiny-${family}`, "--key", `tiny-${family}`]);
+    py([
+      join(EXPORTER_DIR, "export.py"),
+      "--hf-dir",
+      join(root, `${family}-hf`),
+      "--out",
+      join(root, family),
+      "--source-spec",
+      `tiny-${family}`,
+      "--key",
+      `tiny-${family}`,
+    ]);
   }
 });
 afterAll(async () => {
@@ -54,7 +68,13 @@ describe.each(Object.entries(FAMILIES))("%s", (family, expected) => {
   it("exports with the manifest layout and PyTorch parity", async () => {
     const m = await readManifest(join(root, family));
     expect(m.architecture).toBe(expected.architecture);
-    expect([m.num_layers, m.hidden_size, m.num_kv_heads, m.head_dim, m.vocab_size]).toEqual([2, 64, expected.kvHeads, expected.headDim, 49152]);
+    expect([m.num_layers, m.hidden_size, m.num_kv_heads, m.head_dim, m.vocab_size]).toEqual([
+      2,
+      64,
+      expected.kvHeads,
+      expected.headDim,
+      49152,
+    ]);
     expect(m.inputs.num_logits_to_keep).toBe("num_logits_to_keep");
     expect(m.parity.max_abs_logit_diff).toBeLessThan(m.parity.tolerance);
     expect(m.eos_token_ids).toEqual([2]);
@@ -67,7 +87,10 @@ describe.each(Object.entries(FAMILIES))("%s", (family, expected) => {
       const deltas: DeltaEvent[] = [];
       let done: DoneEvent | undefined;
       await engine.run(
-        { request: GenerateRequestSchema.parse({ prompt: "What is the capital of Australia?", mode, max_new_tokens: 6 }), passages: PASSAGES },
+        {
+          request: GenerateRequestSchema.parse({ prompt: "What is the capital of Australia?", mode, max_new_tokens: 6 }),
+          passages: PASSAGES,
+        },
         { delta: (d) => deltas.push(d), done: (d) => (done = d) },
       );
       expect(done).toBeDefined();

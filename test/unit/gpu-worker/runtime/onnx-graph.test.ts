@@ -12,7 +12,10 @@ import { findModelDir } from "@nest/gpu-worker/runtime/prepare-model";
 import { layerName, readManifest, type Manifest } from "@nest/gpu-worker/runtime/manifest";
 
 /** The slice of the onnxruntime-node API used here (the package lives in gpu-worker/node_modules). */
-interface OrtTensor { dims: readonly number[]; data: unknown }
+interface OrtTensor {
+  dims: readonly number[];
+  data: unknown;
+}
 interface OrtSession {
   inputNames: readonly string[];
   outputNames: readonly string[];
@@ -26,8 +29,10 @@ interface Ort {
 const ort = createRequire(join(REPO_ROOT, "gpu-worker", "package.json"))("onnxruntime-node") as Ort;
 
 /** `<|im_start|>system ... <|im_start|>user\nWhat is the capital of Australia?<|im_end|>\n<|im_start|>assistant\n` */
-const PROMPT = [1, 9690, 198, 2683, 359, 253, 5356, 5646, 11173, 3365, 3511, 308, 34519, 28, 7018, 411, 407, 19712,
-  8182, 2, 198, 1, 4093, 198, 1780, 314, 260, 3575, 282, 4617, 47, 2, 198, 1, 520, 9531, 198];
+const PROMPT = [
+  1, 9690, 198, 2683, 359, 253, 5356, 5646, 11173, 3365, 3511, 308, 34519, 28, 7018, 411, 407, 19712, 8182, 2, 198, 1, 4093, 198, 1780, 314,
+  260, 3575, 282, 4617, 47, 2, 198, 1, 520, 9531, 198,
+];
 const THE = 504; // "The", greedy after the prompt, logit 31.7125 in PyTorch
 const CAPITAL = 3575; // " capital", greedy after "The", logit 18.2780 in PyTorch
 
@@ -58,12 +63,13 @@ describe("exported ONNX decoder", () => {
   it("has the manifest's input and output names", () => {
     const layers = Array.from({ length: 30 }, (_, i) => i);
     expect(session.inputNames).toEqual([
-      "input_ids", "attention_mask", "position_ids", "num_logits_to_keep",
+      "input_ids",
+      "attention_mask",
+      "position_ids",
+      "num_logits_to_keep",
       ...layers.flatMap((i) => [`past_key_values.${i}.key`, `past_key_values.${i}.value`]),
     ]);
-    expect(session.outputNames).toEqual([
-      "logits", "hidden_states", ...layers.flatMap((i) => [`present.${i}.key`, `present.${i}.value`]),
-    ]);
+    expect(session.outputNames).toEqual(["logits", "hidden_states", ...layers.flatMap((i) => [`present.${i}.key`, `present.${i}.value`])]);
     expect(layerName(m.inputs.past_value, 3)).toBe(session.inputNames[4 + 2 * 3 + 1]);
     expect(m.inputs.num_logits_to_keep).toBe("num_logits_to_keep");
     expect(layerName(m.outputs.present_key, 29)).toBe(session.outputNames[2 + 2 * 29]);
@@ -123,7 +129,12 @@ describe("exported ONNX decoder", () => {
         emptyPast[layerName(pattern, i)] = new ort.Tensor("float32", new Float32Array(0), [1, 0, 3, 64]);
       }
     }
-    const feeds = { input_ids: ids(PROMPT), attention_mask: ids(PROMPT.map(() => 1)), position_ids: ids(PROMPT.map((_, i) => i)), ...emptyPast };
+    const feeds = {
+      input_ids: ids(PROMPT),
+      attention_mask: ids(PROMPT.map(() => 1)),
+      position_ids: ids(PROMPT.map((_, i) => i)),
+      ...emptyPast,
+    };
     const last = await session.run({ ...feeds, num_logits_to_keep: keep(1) });
     expect(last.logits!.dims).toEqual([1, 1, 49152]);
     expect(argmaxLast(last.logits!, 49152).id).toBe(THE);

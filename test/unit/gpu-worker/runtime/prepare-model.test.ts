@@ -33,7 +33,10 @@ describe("prepareModel", () => {
   it("findModelDir in an empty NEST_HOME throws model_not_prepared", async () => {
     const home = await mkdtemp(join(tmpdir(), "nest-home-"));
     try {
-      const err = await findModelDir(home).then(() => null, (e: unknown) => e);
+      const err = await findModelDir(home).then(
+        () => null,
+        (e: unknown) => e,
+      );
       expect(err).toBeInstanceOf(NestError);
       expect((err as NestError).code).toBe("model_not_prepared");
       expect((err as NestError).message).toContain("nestlm setup");

@@ -101,14 +101,29 @@ describe("a passage with special-token text stays citable", () => {
     const t = tok.tokenizeWithOffsets(text);
     const passage = { id: "p", title: "T", text, source: "s" };
     const store = buildTokenStore(
-      [{ passage, tokens: t.ids, charStart: t.charStart, charEnd: t.charEnd, citable: t.roundTrips, keys: new Float32Array((t.ids.length - 1) * 2) }],
+      [
+        {
+          passage,
+          tokens: t.ids,
+          charStart: t.charStart,
+          charEnd: t.charEnd,
+          citable: t.roundTrips,
+          keys: new Float32Array((t.ids.length - 1) * 2),
+        },
+      ],
       2,
     );
     const b = new DeltaBuilder(store, (id) => tok.tokenBytes(id));
     const copied = Array.from(t.ids, (id, pos) => ({ id, source: { passage: 0, pos, verified: true } }));
     const out = [...b.push(copied), ...b.flush()];
     expect(out).toHaveLength(1);
-    expect(out[0]!.citation).toMatchObject({ passage_start: 0, passage_end: text.length, text_start: 0, text_end: text.length, cited_text: text });
+    expect(out[0]!.citation).toMatchObject({
+      passage_start: 0,
+      passage_end: text.length,
+      text_start: 0,
+      text_end: text.length,
+      cited_text: text,
+    });
     expect(out[0]!.text).toBe(text);
   });
 });

@@ -4,7 +4,12 @@ import { parseWorkersVars } from "@nest/shared/config/workers-env";
 describe("parseWorkersVars", () => {
   it("applies the defaults of wrangler.toml's settings", () => {
     expect(parseWorkersVars({})).toEqual({
-      NEST_POOL_URL: "", NEST_POOL_URLS: [], NEST_API_KEY_HASHES: [], NEST_CORPUS_VERSIONS: {}, NEST_FAQ_TTL_S: 86_400, UPSTASH_VECTOR_FUSION: "RRF",
+      NEST_POOL_URL: "",
+      NEST_POOL_URLS: [],
+      NEST_API_KEY_HASHES: [],
+      NEST_CORPUS_VERSIONS: {},
+      NEST_FAQ_TTL_S: 86_400,
+      UPSTASH_VECTOR_FUSION: "RRF",
     });
   });
 

@@ -14,18 +14,31 @@ describe("nodeEnv", () => {
       cli: { NEST_API_KEY: undefined },
       stack: { NEST_POOL_SECRET: undefined, NEST_FAQ_TTL_S: 86_400 },
       worker: {
-        NEST_WORKER_HOST: "127.0.0.1", NEST_WORKER_PORT: 8788, NEST_POOL_SECRET: undefined, NEST_ALLOW_UNSIGNED: false,
-        NEST_BATCH_CONSUME: true, NEST_MODEL_DIR: undefined, NEST_WARMUP: true,
+        NEST_WORKER_HOST: "127.0.0.1",
+        NEST_WORKER_PORT: 8788,
+        NEST_POOL_SECRET: undefined,
+        NEST_ALLOW_UNSIGNED: false,
+        NEST_BATCH_CONSUME: true,
+        NEST_MODEL_DIR: undefined,
+        NEST_WARMUP: true,
       },
       batch: { NEST_REDIS_URL: undefined, NEST_BATCH_PREFIX: "nest", NEST_BATCH_LOCK_MS: 30_000, NEST_BATCH_STALLED_INTERVAL_MS: 30_000 },
       metrics: { NEST_METRICS_PORT: undefined, NEST_METRICS_HOST: "0.0.0.0" },
       runtime: {
-        NEST_PRECISION: "fp32", NEST_EXECUTION_PROVIDER: "cpu", NEST_THREADS: 0, NEST_GRAPH_OPTIMIZATION: "all",
-        NEST_CPU_MEM_ARENA: true, NEST_INTRA_OP_SPINNING: false,
+        NEST_PRECISION: "fp32",
+        NEST_EXECUTION_PROVIDER: "cpu",
+        NEST_THREADS: 0,
+        NEST_GRAPH_OPTIMIZATION: "all",
+        NEST_CPU_MEM_ARENA: true,
+        NEST_INTRA_OP_SPINNING: false,
       },
       encode: {
-        NEST_ENCODE_BATCH: 8, NEST_ENCODE_PADDING: 0.25, NEST_ENCODE_BATCH_TOKENS: 4096, NEST_KEY_CACHE_MB: 256,
-        NEST_KEY_CACHE: true, NEST_CORPUS_KEYS: true,
+        NEST_ENCODE_BATCH: 8,
+        NEST_ENCODE_PADDING: 0.25,
+        NEST_ENCODE_BATCH_TOKENS: 4096,
+        NEST_KEY_CACHE_MB: 256,
+        NEST_KEY_CACHE: true,
+        NEST_CORPUS_KEYS: true,
       },
       corpus: { NEST_FACTBOOK_DENSE: false, NEST_FUSION: "rrf" },
       upstash: { UPSTASH_VECTOR_REST_URL: undefined, UPSTASH_VECTOR_REST_TOKEN: undefined },
@@ -34,18 +47,33 @@ describe("nodeEnv", () => {
   });
 
   it("reads flags as the README says: `0` turns a default-on flag off, `1` a default-off flag on", () => {
-    const env = nodeEnv({ NEST_KEY_CACHE: "0", NEST_CORPUS_KEYS: "1", NEST_FACTBOOK_DENSE: "1", NEST_FUSION: "adaptive", NEST_INTRA_OP_SPINNING: "1" });
+    const env = nodeEnv({
+      NEST_KEY_CACHE: "0",
+      NEST_CORPUS_KEYS: "1",
+      NEST_FACTBOOK_DENSE: "1",
+      NEST_FUSION: "adaptive",
+      NEST_INTRA_OP_SPINNING: "1",
+    });
     expect(env.encode).toMatchObject({ NEST_KEY_CACHE: false, NEST_CORPUS_KEYS: true });
     expect(env.corpus).toEqual({ NEST_FACTBOOK_DENSE: true, NEST_FUSION: "adaptive" });
     expect(env.runtime.NEST_INTRA_OP_SPINNING).toBe(true);
     expect(nodeEnv({ NEST_FACTBOOK_DENSE: "yes" }).corpus.NEST_FACTBOOK_DENSE).toBe(false);
     expect(nodeEnv({ NEST_WARMUP: "0", NEST_BATCH_CONSUME: "0", NEST_ALLOW_UNSIGNED: "1" }).worker).toMatchObject({
-      NEST_WARMUP: false, NEST_BATCH_CONSUME: false, NEST_ALLOW_UNSIGNED: true,
+      NEST_WARMUP: false,
+      NEST_BATCH_CONSUME: false,
+      NEST_ALLOW_UNSIGNED: true,
     });
   });
 
   it("parses numbers with their units", () => {
-    const env = nodeEnv({ NEST_THREADS: "2", NEST_KEY_CACHE_MB: "0.5", NEST_FAQ_TTL_S: "60", NEST_BATCH_LOCK_MS: "1500", NEST_METRICS_PORT: "9464", NEST_ENCODE_PADDING: "1" });
+    const env = nodeEnv({
+      NEST_THREADS: "2",
+      NEST_KEY_CACHE_MB: "0.5",
+      NEST_FAQ_TTL_S: "60",
+      NEST_BATCH_LOCK_MS: "1500",
+      NEST_METRICS_PORT: "9464",
+      NEST_ENCODE_PADDING: "1",
+    });
     expect(env.runtime.NEST_THREADS).toBe(2);
     expect(env.encode).toMatchObject({ NEST_KEY_CACHE_MB: 0.5, NEST_ENCODE_PADDING: 1 });
     expect(env.stack.NEST_FAQ_TTL_S).toBe(60);
@@ -54,7 +82,15 @@ describe("nodeEnv", () => {
   });
 
   it("counts an empty string as unset", () => {
-    const env = nodeEnv({ NEST_REDIS_URL: "", NEST_THREADS: "", NEST_FUSION: "", NEST_POOL_SECRET: "", NEST_WORKER_HOST: "", NEST_HOME: "", NEST_KEY_CACHE_MB: "" });
+    const env = nodeEnv({
+      NEST_REDIS_URL: "",
+      NEST_THREADS: "",
+      NEST_FUSION: "",
+      NEST_POOL_SECRET: "",
+      NEST_WORKER_HOST: "",
+      NEST_HOME: "",
+      NEST_KEY_CACHE_MB: "",
+    });
     expect(env).toEqual(nodeEnv({}));
   });
 
@@ -64,13 +100,17 @@ describe("nodeEnv", () => {
     expect(() => nodeEnv({ NEST_FUSION: "dbsf" })).toThrow(/NEST_FUSION/);
     expect(() => nodeEnv({ NEST_PRECISION: "int3" })).toThrow(/NEST_PRECISION/);
     expect(() => nodeEnv({ NEST_ENCODE_BATCH_TOKENS: "512" })).toThrow(/NEST_ENCODE_BATCH_TOKENS/);
-    expect(() => nodeEnv({ NEST_REDIS_URL: "http://127.0.0.1:6379" })).toThrow("environment variable NEST_REDIS_URL: must be a redis:// or rediss:// URL");
+    expect(() => nodeEnv({ NEST_REDIS_URL: "http://127.0.0.1:6379" })).toThrow(
+      "environment variable NEST_REDIS_URL: must be a redis:// or rediss:// URL",
+    );
     expect(() => nodeEnv({ NEST_POOL_SECRET: "short" })).toThrow("environment variable NEST_POOL_SECRET: must be at least 16 characters");
     expect(() => nodeEnv({ NEST_WARMUP: "yes" })).toThrow(/NEST_WARMUP/);
     expect(() => nodeEnv({ NEST_WORKER_PORT: "65536" })).toThrow(/NEST_WORKER_PORT/);
     expect(() => nodeEnv({ NEST_BATCH_LOCK_MS: "0" })).toThrow(/NEST_BATCH_LOCK_MS/);
     // every malformed variable, in one message
-    expect(() => nodeEnv({ NEST_THREADS: "abc", NEST_KEY_CACHE_MB: "-1" })).toThrow(/NEST_THREADS: .*; environment variable NEST_KEY_CACHE_MB: /);
+    expect(() => nodeEnv({ NEST_THREADS: "abc", NEST_KEY_CACHE_MB: "-1" })).toThrow(
+      /NEST_THREADS: .*; environment variable NEST_KEY_CACHE_MB: /,
+    );
   });
 
   it("freezes the record and every slice; later changes to the environment do not reach them", () => {
@@ -106,7 +146,12 @@ describe("nodeEnv", () => {
 describe("the stages' slices", () => {
   it("runtime: the slice gives the session options, explicit options win", () => {
     expect(runtimeOptions({}, nodeEnv({ NEST_PRECISION: "int4", NEST_GRAPH_OPTIMIZATION: "basic" }).runtime)).toEqual({
-      precision: "int4", executionProvider: "cpu", threads: 0, graphOptimizationLevel: "basic", enableCpuMemArena: true, intraOpSpinning: false,
+      precision: "int4",
+      executionProvider: "cpu",
+      threads: 0,
+      graphOptimizationLevel: "basic",
+      enableCpuMemArena: true,
+      intraOpSpinning: false,
     });
     // the schema's defaults are the options' defaults
     expect(runtimeOptions({}, DEFAULT_NODE_ENV.runtime)).toEqual(RuntimeOptionsSchema.parse({}));

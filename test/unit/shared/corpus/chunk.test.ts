@@ -57,7 +57,12 @@ describe("chunkText", () => {
       expect(countWords(c.text)).toBeLessThanOrEqual(20);
       prevEnd = c.end;
     }
-    expect(chunks.map((c) => c.text).join(" ").split(/\s+/)).toEqual(src.split(/\s+/));
+    expect(
+      chunks
+        .map((c) => c.text)
+        .join(" ")
+        .split(/\s+/),
+    ).toEqual(src.split(/\s+/));
   });
 
   it("rejects a non-positive budget", () => {

@@ -76,7 +76,12 @@ describe("generation pipeline", () => {
     const delta = { event: "delta", data: { text: " Canberra", tokens: 1 } } as const;
     const out = await all(
       generationEvents(
-        events({ event: "retrieval", data: { query: "q", corpus: "c", passages: [], retrieval_ms: 0 } }, delta, { event: "done", data: DONE }, delta),
+        events(
+          { event: "retrieval", data: { query: "q", corpus: "c", passages: [], retrieval_ms: 0 } },
+          delta,
+          { event: "done", data: DONE },
+          delta,
+        ),
         { retrievalMs: 4 },
         performance.now(),
       ),
@@ -89,7 +94,9 @@ describe("generation pipeline", () => {
 
   it("ends after an error event; a stream without done is upstream_unavailable unless aborted", async () => {
     const error = { event: "error", data: { error: { code: "model_not_prepared", message: "no model" } } } as const;
-    expect((await all(generationEvents(events(error, { event: "done", data: DONE }), { retrievalMs: 0 }, 0))).map((e) => e.event)).toEqual(["error"]);
+    expect((await all(generationEvents(events(error, { event: "done", data: DONE }), { retrievalMs: 0 }, 0))).map((e) => e.event)).toEqual([
+      "error",
+    ]);
     const cut = events({ event: "delta", data: { text: "x", tokens: 1 } });
     await expect(all(generationEvents(cut, { retrievalMs: 0 }, 0))).rejects.toMatchObject({ code: "upstream_unavailable" });
     const aborted = AbortSignal.abort();
@@ -98,7 +105,11 @@ describe("generation pipeline", () => {
 
   it("collects text and deltas; error events become NestErrors with their code", async () => {
     const got = await collectGeneration(
-      events({ event: "delta", data: { text: "The capital is", tokens: 3 } }, { event: "delta", data: { text: " Canberra", tokens: 1 } }, { event: "done", data: DONE }),
+      events(
+        { event: "delta", data: { text: "The capital is", tokens: 3 } },
+        { event: "delta", data: { text: " Canberra", tokens: 1 } },
+        { event: "done", data: DONE },
+      ),
     );
     expect(got.text).toBe("The capital is Canberra");
     expect(got.deltas).toHaveLength(2);

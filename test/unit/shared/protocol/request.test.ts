@@ -5,7 +5,16 @@ import { FUSION_METHODS } from "@nest/shared/retrieve/fusion";
 describe("GenerateRequestSchema", () => {
   it("applies the documented defaults", () => {
     const r = GenerateRequestSchema.parse({ prompt: "q" });
-    expect([r.mode, r.alpha, r.tau, r.delta, r.k, r.passages, r.max_span, r.max_new_tokens]).toEqual(["nest", 0.2, 0.1, 0.5, 1024, 40, 64, 128]);
+    expect([r.mode, r.alpha, r.tau, r.delta, r.k, r.passages, r.max_span, r.max_new_tokens]).toEqual([
+      "nest",
+      0.2,
+      0.1,
+      0.5,
+      1024,
+      40,
+      64,
+      128,
+    ]);
     expect(resolveGamma(r)).toBe(5e-4);
     expect(resolveGamma({ mode: "rag-nest", gamma: undefined })).toBe(0.5);
   });

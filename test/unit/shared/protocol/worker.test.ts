@@ -6,7 +6,8 @@ describe("RetrieveRequestSchema", () => {
   it("takes an optional `fusion` with every method of retrieve/fusion", () => {
     expect(RetrieveRequestSchema.parse({ query: "q", corpus: "notes", passages: 3 })).toEqual({ query: "q", corpus: "notes", passages: 3 });
     expect(RetrieveRequestSchema.shape.fusion.unwrap().options).toEqual([...FUSION_METHODS]);
-    for (const fusion of FUSION_METHODS) expect(RetrieveRequestSchema.parse({ query: "q", corpus: "notes", passages: 3, fusion }).fusion).toBe(fusion);
+    for (const fusion of FUSION_METHODS)
+      expect(RetrieveRequestSchema.parse({ query: "q", corpus: "notes", passages: 3, fusion }).fusion).toBe(fusion);
   });
 
   it("refuses an unknown fusion, naming the field", () => {

@@ -16,11 +16,19 @@ describe("documentPassages", () => {
     const docs = [{ text: EMOJI_CRLF, title: "Vault", id: "v1" }, { text: "Plain text here." }];
     const passages = await documentPassages(docs, 4);
     const expected = chunkText(EMOJI_CRLF, { maxWords: 4 });
-    expect(passages.filter((p) => p.document!.index === 0).map((p) => [p.text, p.document!.start])).toEqual(expected.map((c) => [c.text, c.start]));
+    expect(passages.filter((p) => p.document!.index === 0).map((p) => [p.text, p.document!.start])).toEqual(
+      expected.map((c) => [c.text, c.start]),
+    );
     expect(expected[0]).toEqual({ text: "Hi 👋 there.", start: 0, end: 12 });
     expect(expected[1]!.start).toBe(14);
-    for (const p of passages) expect(docs[p.document!.index]!.text.slice(p.document!.start, p.document!.start + p.text.length)).toBe(p.text);
-    expect(passages[0]).toMatchObject({ id: await chunkPassageId("Hi 👋 there."), title: "Vault", source: "documents[0]@0-12", document: { index: 0, id: "v1", title: "Vault", start: 0 } });
+    for (const p of passages)
+      expect(docs[p.document!.index]!.text.slice(p.document!.start, p.document!.start + p.text.length)).toBe(p.text);
+    expect(passages[0]).toMatchObject({
+      id: await chunkPassageId("Hi 👋 there."),
+      title: "Vault",
+      source: "documents[0]@0-12",
+      document: { index: 0, id: "v1", title: "Vault", start: 0 },
+    });
     expect(passages.at(-1)).toMatchObject({ title: "documents[1]", document: { index: 1, start: 0 } });
     expect(passages.at(-1)!.document).not.toHaveProperty("id");
     expect(passages[0]!.id).toMatch(/^doc-[0-9a-f]{32}$/);
@@ -65,7 +73,16 @@ describe("citeIntoDocument", () => {
     // Chunk = whole trimmed text, starting at 0. Cite "7731-Q" inside it.
     const at = docs[0]!.text.indexOf("7731-Q");
     expect(at).toBe(25); // "Intro." 6 + \r\n\r\n 4 + 😀 2 + " The code is " 13
-    const c: Citation = { passage_id: p1!.id, title: "T", source: p1!.source, passage_start: at, passage_end: at + 6, text_start: 0, text_end: 6, cited_text: "7731-Q" };
+    const c: Citation = {
+      passage_id: p1!.id,
+      title: "T",
+      source: p1!.source,
+      passage_start: at,
+      passage_end: at + 6,
+      text_start: 0,
+      text_end: 6,
+      cited_text: "7731-Q",
+    };
     const out = citeIntoDocument(c, [p1!]);
     expect(out).toMatchObject({ document_index: 0, document_id: "d0", document_title: "T", start: 25, end: 31 });
     expect(docs[0]!.text.slice(out.start, out.end)).toBe(out.cited_text);
@@ -78,11 +95,58 @@ describe("citeIntoDocument", () => {
     const passages = await documentPassages(docs, 2);
     const second = passages[1]!; // "Gamma delta" at 12
     async function* upstream(): AsyncGenerator<GenerateEvent> {
-      yield { event: "delta", data: { text: "delta", tokens: 1, citation: { passage_id: second.id, title: second.title, source: second.source, passage_start: 6, passage_end: 11, text_start: 0, text_end: 5, cited_text: "delta" } } };
-      yield { event: "done", data: { finish_reason: "stop", mode: "nest", model: "m", usage: { prompt_tokens: 1, completion_tokens: 1, lm_forward_passes: 1, drafted_tokens: 0, accepted_tokens: 0, num_drafts: 0, attributed_tokens: 1, attribution_ratio: 1, cited_tokens: 1, cited_ratio: 1, copied_tokens: 0, copied_ratio: 0, citations: 1, single_token_citations: 1, store_passages: 2, store_keys: 4 }, timings_ms: { retrieval: 0, encoding: 0, knn: 0, lm: 0, total: 0 } } };
+      yield {
+        event: "delta",
+        data: {
+          text: "delta",
+          tokens: 1,
+          citation: {
+            passage_id: second.id,
+            title: second.title,
+            source: second.source,
+            passage_start: 6,
+            passage_end: 11,
+            text_start: 0,
+            text_end: 5,
+            cited_text: "delta",
+          },
+        },
+      };
+      yield {
+        event: "done",
+        data: {
+          finish_reason: "stop",
+          mode: "nest",
+          model: "m",
+          usage: {
+            prompt_tokens: 1,
+            completion_tokens: 1,
+            lm_forward_passes: 1,
+            drafted_tokens: 0,
+            accepted_tokens: 0,
+            num_drafts: 0,
+            attributed_tokens: 1,
+            attribution_ratio: 1,
+            cited_tokens: 1,
+            cited_ratio: 1,
+            copied_tokens: 0,
+            copied_ratio: 0,
+            citations: 1,
+            single_token_citations: 1,
+            store_passages: 2,
+            store_keys: 4,
+          },
+          timings_ms: { retrieval: 0, encoding: 0, knn: 0, lm: 0, total: 0 },
+        },
+      };
     }
     const out: GenerateEvent[] = [];
-    for await (const ev of generationEvents(upstream(), { retrievalMs: 1, passages: passages.map((p, i) => ({ ...p, score: 0, rank: i + 1 })) }, performance.now())) out.push(ev);
+    for await (const ev of generationEvents(
+      upstream(),
+      { retrievalMs: 1, passages: passages.map((p, i) => ({ ...p, score: 0, rank: i + 1 })) },
+      performance.now(),
+    ))
+      out.push(ev);
     const c = out[0]!.event === "delta" ? out[0]!.data.citation! : undefined;
     expect(second.document!.start).toBe(12);
     expect(c).toMatchObject({ document_index: 0, start: 18, end: 23 });
@@ -107,7 +171,10 @@ describe("`documents` on the request schema", () => {
   });
 
   it("refuses bad documents naming the field", () => {
-    expect(issue({ prompt: "q", documents: [doc], corpus: "factbook" })).toEqual({ path: "corpus", message: "give either `documents` or `corpus`, not both" });
+    expect(issue({ prompt: "q", documents: [doc], corpus: "factbook" })).toEqual({
+      path: "corpus",
+      message: "give either `documents` or `corpus`, not both",
+    });
     expect(issue({ prompt: "q", corpus: DOCUMENTS_CORPUS }).path).toBe("corpus");
     expect(issue({ prompt: "q", documents: Array.from({ length: DOCUMENT_LIMITS.maxDocuments + 1 }, () => doc) }).path).toBe("documents");
     expect(issue({ prompt: "q", documents: [] }).path).toBe("documents");

@@ -1,8 +1,16 @@
 import { describe, expect, it } from "vitest";
 import { adaptiveEta, fuse, fuseAdaptive, fuseRrf, parseFusion } from "@nest/shared/retrieve/fusion";
 
-const dense = [{ id: "a", score: 0.9 }, { id: "b", score: 0.5 }, { id: "c", score: 0.3 }];
-const sparse = [{ id: "b", score: 10 }, { id: "d", score: 6 }, { id: "a", score: 2 }];
+const dense = [
+  { id: "a", score: 0.9 },
+  { id: "b", score: 0.5 },
+  { id: "c", score: 0.3 },
+];
+const sparse = [
+  { id: "b", score: 10 },
+  { id: "d", score: 6 },
+  { id: "a", score: 2 },
+];
 
 describe("adaptive fusion (spec §1)", () => {
   it("computes η from the top and rank-100 (here: last) scores", () => {
@@ -29,7 +37,10 @@ describe("adaptive fusion (spec §1)", () => {
     expect(out[1]!.dense).toBeUndefined();
   });
   it("keeps one list alone when the other is empty", () => {
-    expect(fuseAdaptive(dense, [], 2).map((h) => [h.id, h.score])).toEqual([["a", 0.9], ["b", 0.5]]);
+    expect(fuseAdaptive(dense, [], 2).map((h) => [h.id, h.score])).toEqual([
+      ["a", 0.9],
+      ["b", 0.5],
+    ]);
     expect(fuseAdaptive([], sparse, 1).map((h) => [h.id, h.score])).toEqual([["b", 10]]);
     expect(fuseAdaptive([], [], 5)).toEqual([]);
   });
@@ -50,7 +61,10 @@ describe("reciprocal rank fusion", () => {
 
 describe("fuse / parseFusion", () => {
   it("single-list methods keep raw scores", () => {
-    expect(fuse("bm25", dense, sparse, 2).map((h) => [h.id, h.score])).toEqual([["b", 10], ["d", 6]]);
+    expect(fuse("bm25", dense, sparse, 2).map((h) => [h.id, h.score])).toEqual([
+      ["b", 10],
+      ["d", 6],
+    ]);
     expect(fuse("dense", dense, sparse, 1).map((h) => [h.id, h.score])).toEqual([["a", 0.9]]);
   });
   it("parses names and rejects unknown ones", () => {

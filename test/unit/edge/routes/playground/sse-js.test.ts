@@ -64,9 +64,7 @@ describe("createSseParser", () => {
   });
 
   it("ignores comments and unknown fields, keeps the last id, treats a colon-less line as a field", () => {
-    expect(parse([": ping\nretry: 10\nid: 7\nfoo: bar\ndata\n\n", "event: x\n\n"])).toEqual([
-      { event: "message", data: "", id: "7" },
-    ]);
+    expect(parse([": ping\nretry: 10\nid: 7\nfoo: bar\ndata\n\n", "event: x\n\n"])).toEqual([{ event: "message", data: "", id: "7" }]);
   });
 
   it("drops an event without data and an unterminated event at the end", () => {
@@ -90,7 +88,7 @@ describe("the inlined eventsource-parser", () => {
 
 describe("readSse", () => {
   it("decodes UTF-8 split inside a character across chunks", async () => {
-    const bytes = new TextEncoder().encode("event: delta\ndata: {\"text\":\"Zürich €\"}\n\n");
+    const bytes = new TextEncoder().encode('event: delta\ndata: {"text":"Zürich €"}\n\n');
     const cut = bytes.indexOf(0xc3) + 1; // between the two bytes of "ü"
     const body = new ReadableStream<Uint8Array>({
       start(c) {
