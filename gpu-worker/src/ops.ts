@@ -8,6 +8,7 @@
  */
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
+import closeWithGrace from "close-with-grace";
 import type { MiddlewareHandler } from "hono";
 import type { WorkerMetrics } from "./metrics.ts";
 
@@ -102,4 +103,31 @@ export async function serveOps(port: number, host: string, deps: OpsDeps): Promi
     url: `http://${host.includes(":") ? `[${host}]` : host}:${bound}`,
     close: () => new Promise<void>((r) => server.close(() => r())),
   };
+}
+
+/**
+ * Graceful shutdown of a process's main (close-with-grace): on SIGTERM, SIGINT (and the other
+ * terminating signals), an uncaught exception or an unhandled rejection, logs `draining`, awaits
+ * `close` (running work finishes; no time limit here, the orchestrator's termination grace period
+ * is the limit) and exits 0, or 1 after an error; a second signal exits 1 at once.
+ * @param name the process, in log lines (`gpu-worker stopped`)
+ * @param draining what draining means for it, in the log line
+ * @param close stops taking work and resolves when the running work has finished
+ */
+export function drainOnSignals(name: string, draining: string, close: () => Promise<unknown>, log: (line: string) => void): void {
+  closeWithGrace(
+    {
+      delay: false,
+      logger: { error: (m: unknown) => log(`${name}: ${m instanceof Error ? m.message : String(m)}`) },
+      onSecondSignal: (signal: string) => log(`${signal} again: exiting without draining`),
+      onSecondError: (e: unknown) => log(`${name}: ${e instanceof Error ? e.message : String(e)} (while draining): exiting`),
+    },
+    async ({ signal, err }) => {
+      if (err) log(`${name}: ${err.message}`);
+      if (signal === undefined && err === undefined) return; // the event loop ran empty
+      log(`${signal ?? "error"}: draining (${draining})`);
+      await close();
+      log(`${name} stopped`);
+    },
+  );
 }

@@ -16,7 +16,8 @@
  * Lifecycle: load the model, listen, run one warm-up generation through its own `/v1/decode`
  * (signed like the edge's calls), then `/readyz` answers 200 and `gpu-worker ready` is printed on
  * stdout. SIGTERM/SIGINT: `/readyz` answers 503, the listener closes, running and queued streams
- * finish, exit 0; a second signal exits 1 at once. Exit 1 on a start-up failure, reason on stderr.
+ * finish, exit 0; a second signal exits 1 at once; an uncaught error drains the same way and
+ * exits 1 ({@link drainOnSignals}). Exit 1 on a start-up failure, reason on stderr.
  */
 import { pathToFileURL } from "node:url";
 import { nodeEnv, type WorkerEnv } from "@nest/shared/config/node-env";
@@ -28,7 +29,7 @@ import { findModelDir } from "./runtime/prepare-model.ts";
 import { startWorker } from "./server.ts";
 import { consumerTimingFromEnv } from "./batch/config.ts";
 import { WorkerMetrics, queueDepthSource, type QueueDepthSource } from "./metrics.ts";
-import { Readiness } from "./ops.ts";
+import { Readiness, drainOnSignals } from "./ops.ts";
 
 /**
  * The pool's HMAC secret: a worker process refuses to start open unless asked to.
@@ -88,30 +89,15 @@ async function main(): Promise<void> {
     log: err,
   });
 
-  let stopping = false;
-  const stop = (signal: string) => {
-    if (stopping) {
-      err(`${signal} again: exiting without draining`);
-      process.exit(1);
-    }
-    stopping = true;
-    err(`${signal}: draining (running and queued streams finish, no new connections)`);
-    worker
-      .close()
-      .then(() => depth?.close())
-      .then(
-        () => {
-          err("gpu-worker stopped");
-          process.exit(0);
-        },
-        (e: unknown) => {
-          err(`gpu-worker: ${(e as Error).message}`);
-          process.exit(1);
-        },
-      );
-  };
-  process.on("SIGTERM", () => stop("SIGTERM"));
-  process.on("SIGINT", () => stop("SIGINT"));
+  drainOnSignals(
+    "gpu-worker",
+    "running and queued streams finish, no new connections",
+    async () => {
+      await worker.close();
+      await depth?.close();
+    },
+    err,
+  );
 
   const self = worker.url.replace("://0.0.0.0:", "://127.0.0.1:").replace("://[::]:", "://[::1]:");
   if (w.NEST_WARMUP) await warmUp(self, secret);

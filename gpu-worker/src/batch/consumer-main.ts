@@ -35,7 +35,7 @@ import { assertNoEviction, redactRedisUrl } from "./redis-policy.ts";
 import { DecoderPool } from "./decoder-pool.ts";
 import { startBatchConsumer } from "./consumer.ts";
 import { WorkerMetrics, queueDepthSource } from "../metrics.ts";
-import { Readiness, serveOps } from "../ops.ts";
+import { Readiness, drainOnSignals, serveOps } from "../ops.ts";
 
 const err = (line: string) => process.stderr.write(`${line}\n`);
 
@@ -124,31 +124,16 @@ async function main(): Promise<void> {
   readiness.markReady();
   process.stdout.write(`batch consumer ready pid=${process.pid} model=${decoder.model} hosts=${hosts}\n`);
 
-  let stopping = false;
-  const stop = (signal: string) => {
-    if (stopping) {
-      err(`${signal} again: exiting without draining`);
-      process.exit(1);
-    }
-    stopping = true;
-    err(`${signal}: draining (running items finish, nothing new starts)`);
-    readiness.drain();
-    consumer
-      .close()
-      .then(() => Promise.all([decoder.close(), corpora.close(), depth.close(), ops?.close()]))
-      .then(
-        () => {
-          err("batch consumer stopped");
-          process.exit(0);
-        },
-        (e: unknown) => {
-          err(`batch consumer: ${(e as Error).message}`);
-          process.exit(1);
-        },
-      );
-  };
-  process.on("SIGTERM", () => stop("SIGTERM"));
-  process.on("SIGINT", () => stop("SIGINT"));
+  drainOnSignals(
+    "batch consumer",
+    "running items finish, nothing new starts",
+    async () => {
+      readiness.drain();
+      await consumer.close();
+      await Promise.all([decoder.close(), corpora.close(), depth.close(), ops?.close()]);
+    },
+    err,
+  );
 }
 
 main().catch((e: unknown) => {
