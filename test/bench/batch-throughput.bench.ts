@@ -21,29 +21,7 @@ import { startBatchConsumer } from "@nest/gpu-worker/batch/consumer";
 import { DecoderPool } from "@nest/gpu-worker/batch/decoder-pool";
 import { parseBatchBody } from "@nest/gpu-worker/batch/protocol";
 import { DEFAULT_REDIS_URL } from "@nest/gpu-worker/batch/config";
-
-const COUNTRIES = [
-  "Australia",
-  "Brazil",
-  "Nepal",
-  "Canada",
-  "France",
-  "Japan",
-  "Kenya",
-  "Peru",
-  "Norway",
-  "Egypt",
-  "India",
-  "Chile",
-  "Spain",
-  "Ghana",
-  "Italy",
-  "Mexico",
-  "Sweden",
-  "Turkey",
-  "Vietnam",
-  "Poland",
-];
+import { COUNTRIES } from "./countries.ts";
 
 const { values } = parseArgs({
   options: {

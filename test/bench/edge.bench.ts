@@ -34,29 +34,7 @@ import { readGenerateEvents } from "@nest/edge/route/read-sse";
 import { signedFetch } from "@nest/edge/route/signed-fetch";
 import { GenerateRequestSchema } from "@nest/shared/protocol/request";
 import type { GenerateEvent, RetrievalEvent } from "@nest/shared/protocol/events";
-
-const COUNTRIES = [
-  "Australia",
-  "Brazil",
-  "Nepal",
-  "Canada",
-  "France",
-  "Japan",
-  "Kenya",
-  "Peru",
-  "Norway",
-  "Egypt",
-  "India",
-  "Chile",
-  "Spain",
-  "Ghana",
-  "Italy",
-  "Mexico",
-  "Sweden",
-  "Turkey",
-  "Vietnam",
-  "Poland",
-];
+import { COUNTRIES } from "./countries.ts";
 
 const { values } = parseArgs({
   options: {

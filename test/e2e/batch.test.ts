@@ -26,6 +26,7 @@ import { registerJobApiRoutes } from "@nest/gpu-worker/batch/job-api";
 import { ITEM_QUEUE } from "@nest/gpu-worker/batch/config";
 import { RedisPolicyError } from "@nest/gpu-worker/batch/redis-policy";
 import type { BatchResultLine, BatchStatus, SubmitResponse } from "@nest/gpu-worker/batch/protocol";
+import { deletePrefixKeys } from "./redis-cleanup.ts";
 
 const REDIS_URL = process.env.NEST_REDIS_URL || "redis://127.0.0.1:6379";
 const PREFIX = `nest-test-${randomBytes(4).toString("hex")}`;
@@ -153,9 +154,7 @@ afterAll(async () => {
   await queue?.close();
   await bull?.close();
   if (redis) {
-    const keys: string[] = [];
-    for await (const batch of redis.scanStream({ match: `${PREFIX}:*`, count: 1000 })) keys.push(...(batch as string[]));
-    for (let i = 0; i < keys.length; i += 500) await redis.del(...keys.slice(i, i + 500));
+    await deletePrefixKeys(redis, PREFIX);
     await redis.quit();
   }
 });

@@ -7,7 +7,6 @@
 import { randomBytes } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Queue } from "bullmq";
-import { Redis } from "ioredis";
 import { InferenceHost } from "@nest/gpu-worker/engine/inference-host";
 import { findModelDir } from "@nest/gpu-worker/runtime/prepare-model";
 import { BatchQueue } from "@nest/gpu-worker/batch/batch-queue";
@@ -17,6 +16,7 @@ import { parseBatchBody } from "@nest/gpu-worker/batch/protocol";
 import { openLanceIndex } from "@nest/corpus/lancedb-index";
 import { findCorpusDir } from "@nest/corpus/layout";
 import type { PassageIndex } from "@nest/shared/retrieve/passage-index";
+import { deletePrefixKeys } from "./redis-cleanup.ts";
 
 const REDIS_URL = process.env.NEST_REDIS_URL || "redis://127.0.0.1:6379";
 const PREFIX = `nest-h14cap-${randomBytes(4).toString("hex")}`;
@@ -48,11 +48,7 @@ afterAll(async () => {
   await bull?.close();
   await host?.close();
   await index?.close?.();
-  const redis = new Redis(REDIS_URL);
-  const keys: string[] = [];
-  for await (const b of redis.scanStream({ match: `${PREFIX}:*`, count: 1000 })) keys.push(...(b as string[]));
-  if (keys.length) await redis.del(...keys);
-  await redis.quit();
+  await deletePrefixKeys(REDIS_URL, PREFIX);
 });
 
 describe("a batch item at capacity", () => {

@@ -9,6 +9,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Redis } from "ioredis";
 import { readSse, startServe, type Serve } from "./hardening-stack.ts";
+import { deletePrefixKeys } from "./redis-cleanup.ts";
 
 const KEY = "h14-chaos-key";
 const REDIS_URL = process.env.NEST_REDIS_URL || "redis://127.0.0.1:6379";
@@ -22,11 +23,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await serve?.stop();
-  const redis = new Redis(REDIS_URL);
-  const keys: string[] = [];
-  for await (const b of redis.scanStream({ match: `${serve.prefix}:*`, count: 1000 })) keys.push(...(b as string[]));
-  if (keys.length) await redis.del(...keys);
-  await redis.quit();
+  await deletePrefixKeys(REDIS_URL, serve.prefix);
 });
 
 async function untilReady(timeoutMs: number): Promise<number> {
