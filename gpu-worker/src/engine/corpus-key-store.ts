@@ -38,14 +38,16 @@ const MetaSchema = z.object({
 });
 export type CorpusKeyMeta = z.infer<typeof MetaSchema>;
 
-interface IndexEntry {
-  id: string;
-  sha: string;
-  tok: number;
-  n: number;
-  row: number;
-  c: boolean;
-}
+/** One line of `index.jsonl`: a stored passage (its id, text hash, first token row, token count, first key row, citable). */
+const IndexEntrySchema = z.object({
+  id: z.string(),
+  sha: z.string(),
+  tok: z.number().int().nonnegative(),
+  n: z.number().int().nonnegative(),
+  row: z.number().int().nonnegative(),
+  c: z.boolean(),
+});
+type IndexEntry = z.infer<typeof IndexEntrySchema>;
 
 /** Bytes of one stored key row. */
 export function rowBytes(precision: KeyPrecision, hiddenSize: number): number {
@@ -168,15 +170,17 @@ async function readIndex(dir: string): Promise<IndexEntry[]> {
   } catch {
     return [];
   }
-  // A torn last line (interrupted write) is ignored: its rows are truncated on the next write.
+  // A torn last line (interrupted write) ends the index: its rows are truncated on the next write.
   const out: IndexEntry[] = [];
   for (const line of text.split("\n")) {
     if (!line) continue;
+    let entry: IndexEntry;
     try {
-      out.push(JSON.parse(line) as IndexEntry);
+      entry = IndexEntrySchema.parse(JSON.parse(line));
     } catch {
       break;
     }
+    out.push(entry);
   }
   return out;
 }

@@ -12,8 +12,17 @@
  */
 import { mkdir, readFile, rename, writeFile } from "node:fs/promises";
 import { join } from "node:path";
+import { z } from "zod";
 import type { Passage } from "@nest/shared/protocol/passage";
 import type { EncodedPassage } from "../nest/token-store.ts";
+
+/** The JSON header of a key file (module comment); a file whose header does not parse is a miss. */
+const KeyFileHeaderSchema = z.object({
+  id: z.string(),
+  numTokens: z.number().int().nonnegative(),
+  hidden: z.number().int().positive(),
+  citable: z.boolean(),
+});
 
 export class DiskKeyStore {
   /**
@@ -39,12 +48,7 @@ export class DiskKeyStore {
     }
     try {
       const headerLen = buf.readUInt32LE(0);
-      const header = JSON.parse(buf.subarray(4, 4 + headerLen).toString("utf8")) as {
-        id: string;
-        numTokens: number;
-        hidden: number;
-        citable: boolean;
-      };
+      const header = KeyFileHeaderSchema.parse(JSON.parse(buf.subarray(4, 4 + headerLen).toString("utf8")));
       if (header.id !== passage.id || header.hidden !== this.hiddenSize) return undefined;
       const n = header.numTokens;
       const body = buf.subarray(4 + headerLen);

@@ -128,6 +128,14 @@ describe("store files", () => {
     await expect(CorpusKeyWriter.open(dir, { ...META, precision: "fp16" })).rejects.toThrow(/holds int8 keys/);
   });
 
+  it("an index line of the wrong shape (valid JSON) ends the index like a torn one", async () => {
+    const dir = join(root, "shape");
+    await (await CorpusKeyWriter.open(dir, { ...META, precision: "fp16" })).append([a]);
+    await appendFile(join(dir, "index.jsonl"), '{"id":"b","sha":"x","tok":"2","n":2,"row":1,"c":true}\n');
+    const w = await CorpusKeyWriter.open(dir, { ...META, precision: "fp16" });
+    expect([w.size, w.has(a.passage), w.has(b.passage)]).toEqual([1, true, false]);
+  });
+
   it("a reader sees passages appended after it opened", async () => {
     const dir = join(root, "live");
     const w = await CorpusKeyWriter.open(dir, { ...META, precision: "fp32" });

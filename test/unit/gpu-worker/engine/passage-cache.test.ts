@@ -77,4 +77,17 @@ describe("passage-key cache", () => {
     const r = await encoder("m1").buildStore(PASSAGES);
     expect(r.numEncoded).toBe(2);
   });
+
+  it("treats a file whose JSON header has the wrong shape as a miss", async () => {
+    const keysDir = join(root, "keys");
+    const header = Buffer.from(JSON.stringify({ id: PASSAGES[0]!.id, numTokens: "3", hidden: manifest.hidden_size, citable: true }));
+    const len = Buffer.alloc(4);
+    len.writeUInt32LE(header.length, 0);
+    for (const sub of await readdir(keysDir)) {
+      for (const f of await readdir(join(keysDir, sub)))
+        await writeFile(join(keysDir, sub, f), Buffer.concat([len, header, Buffer.alloc(64)]));
+    }
+    const r = await encoder("m1").buildStore(PASSAGES);
+    expect(r.numEncoded).toBe(2);
+  });
 });
