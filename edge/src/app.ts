@@ -22,7 +22,7 @@ import { allowedMethods } from "./middleware/methods.ts";
 import type { Scope } from "./keys/keys.ts";
 import type { KvStore } from "./store/kv.ts";
 import { generateHandler, type GenerateDeps } from "./routes/generate.ts";
-import { openAiRoutes } from "./routes/openai.ts";
+import { OPENAI_PATHS, openAiError, openAiRoutes } from "./routes/openai.ts";
 import { registerPlayground } from "./routes/playground.ts";
 import { registerBatchRoutes } from "./routes/batches.ts";
 import { registerFaqRoutes } from "./routes/faq.ts";
@@ -102,10 +102,9 @@ export function createApp(deps: AppDeps): Hono<EdgeEnv> {
     if (allow.length === 0) return c.json(new NestError("not_found", `no route for ${c.req.method} ${c.req.path}`).toBody(), 404);
     c.header("Allow", allow.join(", "));
     if (c.req.method === "OPTIONS") return c.body(null, 204);
-    return c.json(
-      new NestError("method_not_allowed", `${c.req.method} is not allowed on ${c.req.path}; allowed: ${allow.join(", ")}`).toBody(),
-      405,
-    );
+    const e = new NestError("method_not_allowed", `${c.req.method} is not allowed on ${c.req.path}; allowed: ${allow.join(", ")}`);
+    // The OpenAI-compatible routes answer every error in OpenAI's shape.
+    return c.json(OPENAI_PATHS.includes(c.req.path) ? openAiError(e).body : e.toBody(), 405);
   });
 
   app.onError((err, c) => {

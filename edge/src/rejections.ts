@@ -34,10 +34,11 @@ export function reasonError(reason: unknown, what: string): NestError {
 
 /**
  * The reason to cancel a stream or abort a request with when the edge stops on purpose (a reader
- * done early, a client gone): a `NestError` `upstream_unavailable` saying why.
+ * done early, a client gone): a `NestError` `cancelled` (499) saying why, so it is never counted or
+ * logged as a failure of the pool.
  */
 export function stopReason(why: string): NestError {
-  return new NestError("upstream_unavailable", why);
+  return new NestError("cancelled", why);
 }
 
 /**
@@ -49,7 +50,8 @@ export function logRejection(p: PromiseLike<unknown>, what: string, log: LogLine
     () => undefined,
     (reason: unknown) => {
       const e = reasonError(reason, what);
-      log(`${what} failed: ${e.code}: ${e.message}`);
+      // A cancel rejecting with the edge's own stop reason is the stop working, not a failure.
+      if (e.code !== "cancelled") log(`${what} failed: ${e.code}: ${e.message}`);
     },
   );
 }

@@ -28,7 +28,11 @@ export function documentsBodyLimit(baseBytes: number, documentsBytes: number): M
   const outer = bodyLimit({
     maxSize: documentsBytes,
     onError: () => {
-      throw new NestError("payload_too_large", `request body exceeds ${documentsBytes} bytes (the limit for requests with \`documents\`)`);
+      // Not read to the end, so not known to carry documents: both limits are named.
+      throw new NestError(
+        "payload_too_large",
+        `request body exceeds ${documentsBytes} bytes, the most accepted (with \`documents\`; ${baseBytes} without)`,
+      );
     },
   });
   const tooLarge = () =>

@@ -26,13 +26,15 @@ export { wellFormed };
 /**
  * Parses a request body as JSON, every string value made {@link wellFormed} (keys are echoed only
  * by {@link describeIssue}, which cleans its message).
- * @throws NestError `invalid_json` (400) for text that is not JSON
+ * @throws NestError `invalid_json` (400) for text that is not JSON; `invalid_request` (400) for JSON
+ *   nested deeper than the parser's stack allows (thousands of levels; no request needs more than a few)
  */
 export function parseJsonBody(text: string): unknown {
   try {
     return JSON.parse(text, wellFormedReviver);
-  } catch {
-    throw new NestError("invalid_json", "request body is not valid JSON");
+  } catch (e) {
+    if (e instanceof SyntaxError) throw new NestError("invalid_json", "request body is not valid JSON");
+    throw new NestError("invalid_request", "request body is nested too deeply");
   }
 }
 

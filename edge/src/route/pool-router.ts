@@ -4,7 +4,8 @@
  * the fewest requests in flight from this edge (least outstanding requests; ties → list order).
  * A pool at capacity (503) or unreachable is skipped for the next one; a pool that could not be
  * reached is marked down and retried after `retryDownMs` or the next health check. All at capacity
- * → 503 `at_capacity` with the smallest `Retry-After`. Worker-safe (fetch only).
+ * → 503 `at_capacity` with the smallest `Retry-After`; none reachable (or all marked down) → 502
+ * `upstream_unavailable`, with `Retry-After` = `retryDownMs` when none was tried. Worker-safe (fetch only).
  */
 import { NestError } from "@nest/shared/protocol/errors";
 import type { GenerateEvent } from "@nest/shared/protocol/events";
@@ -138,7 +139,7 @@ export function createPoolRouter(opts: PoolRouterOptions): PoolRouter {
       if (retryAfterS !== undefined) {
         throw new NestError("at_capacity", `all ${pools.length} gpu-worker pools are busy`, { retryAfterS });
       }
-      throw lastDown ?? new NestError("at_capacity", "no gpu-worker pool is up", { retryAfterS: Math.ceil(retryDownMs / 1000) });
+      throw lastDown ?? new NestError("upstream_unavailable", "no gpu-worker pool is up", { retryAfterS: Math.ceil(retryDownMs / 1000) });
     },
   };
 }

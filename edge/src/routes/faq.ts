@@ -3,7 +3,9 @@
  * Cache warming (issue 5 §2), scope `admin`:
  * - `POST /v1/faq/warm` `{questions: string[1..1000], mode?, corpus?, max_new_tokens?, …NEST params}`
  *   submits one batch item per question to the pool's job API (the batch queue) → 202
- *   `{batch_id, questions}`;
+ *   `{batch_id, questions}`; 400 `invalid_request` naming the field (`questions.i` for a bad
+ *   question; `prompt`/`messages` are refused: the questions are the prompts), 404 `not_found` for a
+ *   corpus this edge does not know;
  * - `GET /v1/faq/warm/:id` reads the batch's finished results and stores each answer in the FAQ
  *   cache under the key a live request with the same question and parameters would use →
  *   `{batch_id, status, cached, failed}`. Call it until `status` is `completed`. Worker-safe.
@@ -77,11 +79,24 @@ export function registerFaqRoutes(
     const body = WarmSchema.safeParse(raw);
     if (!body.success) throw new NestError("invalid_request", body.error.issues.map(describeIssue).join("; "));
     const { questions, ...params } = body.data;
-    const requests = questions.map((prompt) => {
+    for (const field of ["prompt", "messages"]) {
+      if (field in params)
+        throw new NestError("invalid_request", `field \`${field}\`: not allowed here; each of \`questions\` is a prompt`);
+    }
+    const requests = questions.map((prompt, i) => {
       const r = GenerateRequestSchema.safeParse({ ...params, prompt });
-      if (!r.success) throw new NestError("invalid_request", r.error.issues.map(describeIssue).join("; "));
+      if (!r.success) {
+        // The question is the request's prompt: an issue with it names `questions.i`.
+        const issues = r.error.issues.map((issue) =>
+          issue.path[0] === "prompt" ? { ...issue, path: ["questions", i, ...issue.path.slice(1)] } : issue,
+        );
+        throw new NestError("invalid_request", issues.map(describeIssue).join("; "));
+      }
       return r.data;
     });
+    // The questions share their parameters: a corpus this edge cannot retrieve from is refused
+    // now (404 `not_found`, as /v1/generate answers), not after the batch ran.
+    await requestIndex(requests[0]!, (corpus) => deps.indexFor(corpus));
     const items = requests.map((r, i) => JSON.stringify({ custom_id: String(i), ...r }));
     const res = await call(ownedPath(c, "/v1/batches"), {
       method: "POST",

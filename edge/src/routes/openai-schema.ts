@@ -106,7 +106,15 @@ function toGenerate(
     ...fields,
     ...(maxTokens ? { max_new_tokens: maxTokens } : {}),
   });
-  if (!parsed.success) fail(parsed.error.issues);
+  if (!parsed.success) {
+    // Issues of the mapped request name the field of the client's body: `nest.corpus`, not `corpus`.
+    const top = (key: PropertyKey) => (key in fields ? [key] : key === "max_new_tokens" && maxTokens ? ["max_tokens"] : ["nest", key]);
+    fail(
+      parsed.error.issues.map((issue) =>
+        issue.path.length ? { ...issue, path: [...top(issue.path[0]!), ...issue.path.slice(1)] } : issue,
+      ),
+    );
+  }
   return parsed.data;
 }
 

@@ -10,20 +10,27 @@
 import { Hono, type Context, type MiddlewareHandler } from "hono";
 import type { Citation, DeltaEvent, GenerateEvent, DoneEvent, RetrievalEvent } from "@nest/shared/protocol/events";
 import { joinContinuedCitations } from "@nest/shared/protocol/citations";
-import { toNestError } from "@nest/shared/protocol/errors";
+import { ERROR_STATUS, toNestError } from "@nest/shared/protocol/errors";
 import { startClientGeneration, type GenerateDeps } from "./generation.ts";
 import { collectGeneration } from "./generate.ts";
 import { streamMessages, type SseMessage } from "./sse.ts";
 import { OpenAiParamError, parseChatRequest, parseCompletionRequest, readJson } from "./openai-schema.ts";
 
 const ERROR_TYPE: Record<number, string> = {
-  400: "invalid_request_error",
   401: "authentication_error",
   403: "permission_error",
-  404: "invalid_request_error",
-  413: "invalid_request_error",
   429: "rate_limit_error",
 };
+
+/** OpenAI's error `type` for an HTTP status: the ones above, any other 4xx `invalid_request_error`, 5xx `server_error`. */
+function errorType(status: number): string {
+  return ERROR_TYPE[status] ?? (status >= 400 && status < 500 ? "invalid_request_error" : "server_error");
+}
+
+/** The HTTP status of an error code from an SSE `error` event (500 for a code this edge does not know). */
+function errorStatus(code: string): number {
+  return (ERROR_STATUS as Record<string, number>)[code] ?? 500;
+}
 
 /** OpenAI's error body for anything thrown. */
 export function openAiError(err: unknown) {
@@ -34,7 +41,7 @@ export function openAiError(err: unknown) {
     body: {
       error: {
         message: e.message,
-        type: ERROR_TYPE[e.status] ?? "server_error",
+        type: errorType(e.status),
         param: err instanceof OpenAiParamError ? err.param : null,
         code: e.code,
       },
@@ -79,7 +86,14 @@ async function* chunks(kind: Kind, events: AsyncIterable<GenerateEvent>, model: 
       if (includeUsage) yield { data: JSON.stringify({ id, object, created, model, choices: [], usage: usageOf(ev.data) }) };
     } else {
       yield {
-        data: JSON.stringify({ error: { message: ev.data.error.message, type: "server_error", param: null, code: ev.data.error.code } }),
+        data: JSON.stringify({
+          error: {
+            message: ev.data.error.message,
+            type: errorType(errorStatus(ev.data.error.code)),
+            param: null,
+            code: ev.data.error.code,
+          },
+        }),
       };
       break;
     }
@@ -133,6 +147,9 @@ function handler(deps: GenerateDeps, kind: Kind) {
  * error shape, with `Retry-After` on 429/503).
  * @param guard middleware run first (auth with scope `generate`, body limit)
  */
+/** The paths (under `/v1`) whose errors take OpenAI's shape, including 404/405 from the app's fallback. */
+export const OPENAI_PATHS: readonly string[] = ["/v1/chat/completions", "/v1/completions"];
+
 export function openAiRoutes(deps: GenerateDeps, guard: MiddlewareHandler[]): Hono {
   const app = new Hono();
   app.post("/chat/completions", ...(guard as [MiddlewareHandler, MiddlewareHandler]), handler(deps, "chat"));

@@ -25,6 +25,12 @@ export const ERROR_STATUS = {
   rate_limited: 429,
   /** Request headers over the server's limit (Node: 16 KiB). */
   headers_too_large: 431,
+  /**
+   * Stopped on purpose: the client closed the connection (or the edge stopped reading a body it
+   * no longer needed). No client reads this answer; its 499 (nginx's "client closed request") keeps
+   * the edge's logs and metrics from counting it as an upstream failure.
+   */
+  cancelled: 499,
   internal: 500,
   upstream_unavailable: 502,
   at_capacity: 503,

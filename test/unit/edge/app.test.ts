@@ -127,6 +127,29 @@ describe("createApp", () => {
     });
   });
 
+  it("the OpenAI-compatible routes answer 405 and 415 in OpenAI's error shape, typed as client errors", async () => {
+    const get = await app.request("/v1/chat/completions");
+    expect(get.status).toBe(405);
+    expect(await get.json()).toEqual({
+      error: {
+        message: "GET is not allowed on /v1/chat/completions; allowed: OPTIONS, POST",
+        type: "invalid_request_error",
+        param: null,
+        code: "method_not_allowed",
+      },
+    });
+    const text = await app.request("/v1/chat/completions", {
+      method: "POST",
+      headers: { authorization: `Bearer ${KEY}`, "content-type": "text/plain" },
+      body: "hi",
+    });
+    expect(text.status).toBe(415);
+    expect(((await text.json()) as { error: { type: string; code: string } }).error).toMatchObject({
+      type: "invalid_request_error",
+      code: "unsupported_media_type",
+    });
+  });
+
   it("404 JSON for an unknown corpus", async () => {
     const res = await post(JSON.stringify({ prompt: "hi", corpus: "nope" }));
     expect(res.status).toBe(404);

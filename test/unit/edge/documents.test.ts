@@ -61,7 +61,7 @@ describe("documentsBodyLimit", () => {
       const huge = await post(JSON.stringify({ documents: [{ text: "x".repeat(2000) }] }), chunked);
       expect(huge.status).toBe(413);
       expect(((await huge.json()) as { error: { message: string } }).error.message).toBe(
-        "request body exceeds 1000 bytes (the limit for requests with `documents`)",
+        "request body exceeds 1000 bytes, the most accepted (with `documents`; 100 without)",
       );
     }
   });

@@ -42,15 +42,17 @@ describe("reasonError", () => {
 });
 
 describe("logRejection", () => {
-  it("logs a rejection with what failed and resolves", async () => {
+  it("logs a rejection with what failed and resolves; the edge's own stop reason is not a failure", async () => {
     const lines: string[] = [];
     await expect(logRejection(Promise.reject(undefined), "sse: closing the source", (l) => lines.push(l))).resolves.toBeUndefined();
-    await logRejection(Promise.reject(stopReason("client disconnected")), "generation: token charge", (l) => lines.push(l));
+    await logRejection(Promise.reject(new NestError("upstream_unavailable", "pool gone")), "generation: token charge", (l) => lines.push(l));
+    await logRejection(Promise.reject(stopReason("client disconnected")), "read-sse: cancel of the SSE body", (l) => lines.push(l));
     await logRejection(Promise.resolve(7), "quiet", (l) => lines.push(l));
     expect(lines).toEqual([
       "sse: closing the source failed: internal: sse: closing the source failed without a reason (undefined)",
-      "generation: token charge failed: upstream_unavailable: client disconnected",
+      "generation: token charge failed: upstream_unavailable: pool gone",
     ]);
+    expect(stopReason("client disconnected")).toMatchObject({ code: "cancelled", status: 499 });
   });
 });
 

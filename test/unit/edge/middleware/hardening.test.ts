@@ -42,6 +42,11 @@ describe("input hygiene", () => {
     expect(wellFormed("x\uD83D")).toBe("x\uFFFD");
     expect(parseJsonBody('{"q":"a\\ud800","n":[ "\\udc00b" ]}')).toEqual({ q: "a\uFFFD", n: ["\uFFFDb"] });
     expect(() => parseJsonBody("{q:")).toThrow(expect.objectContaining({ code: "invalid_json", status: 400 }));
+    // Valid JSON nested deeper than the reviver's recursion: not "invalid JSON", a request refused as such.
+    const deep = `${"[".repeat(200_000)}${"]".repeat(200_000)}`;
+    expect(() => parseJsonBody(deep)).toThrow(
+      expect.objectContaining({ code: "invalid_request", status: 400, message: "request body is nested too deeply" }),
+    );
   });
 
   it("maps Cache-Control to the answer cache's lookup and store", () => {

@@ -76,6 +76,18 @@ describe("createPoolRouter", () => {
     await expect(r.decode(job)).rejects.toMatchObject({ code: "at_capacity", status: 503, retryAfterS: 3 });
   });
 
+  it("every pool marked down → upstream_unavailable (502, not at_capacity) with Retry-After", async () => {
+    const r = createPoolRouter({ pools: [dead], retryDownMs: 10_000 });
+    await expect(r.decode(job)).rejects.toMatchObject({ code: "upstream_unavailable", status: 502 });
+    // Within retryDownMs the dead pool is not tried again: the answer says "down", not "busy".
+    await expect(r.decode(job)).rejects.toMatchObject({
+      code: "upstream_unavailable",
+      status: 502,
+      message: "no gpu-worker pool is up",
+      retryAfterS: 10,
+    });
+  });
+
   it("prefers the pool with fewer requests in flight", async () => {
     const ok2 = await pool("ok2", "ok");
     const r = createPoolRouter({ pools: [ok, ok2] });

@@ -136,13 +136,35 @@ describe("FAQ warm routes", () => {
     expect(retrieval.passages.map((p) => [p.title, p.document?.index])).toEqual([["Nepal", 1]]);
   });
 
-  it("does not cache an answer for a corpus the edge does not know", async () => {
-    const { app: a } = await app();
-    expect(await warm(a, { questions: [QUESTION], corpus: "elsewhere" })).toEqual({
-      batch_id: BATCH,
-      status: "completed",
-      cached: 0,
-      failed: 0,
+  it("refuses at submission a corpus the edge does not know (404, as /v1/generate), submitting nothing", async () => {
+    const { app: a, api } = await app();
+    const res = await a.request("/v1/faq/warm", {
+      method: "POST",
+      headers,
+      body: JSON.stringify({ questions: [QUESTION], corpus: "elsewhere" }),
     });
+    expect(res.status).toBe(404);
+    expect(await res.json()).toEqual({ error: { code: "not_found", message: "unknown corpus `elsewhere`" } });
+    expect(api.submitted).toEqual([]);
+  });
+
+  it("refuses `prompt` and `messages` beside the questions, and names the question a bad prompt is", async () => {
+    const { app: a, api } = await app();
+    const post = async (body: object) => {
+      const res = await a.request("/v1/faq/warm", { method: "POST", headers, body: JSON.stringify(body) });
+      return [res.status, await res.json()];
+    };
+    expect(await post({ questions: [QUESTION], prompt: "b" })).toEqual([
+      400,
+      { error: { code: "invalid_request", message: "field `prompt`: not allowed here; each of `questions` is a prompt" } },
+    ]);
+    expect(await post({ questions: [QUESTION], messages: [] })).toEqual([
+      400,
+      { error: { code: "invalid_request", message: "field `messages`: not allowed here; each of `questions` is a prompt" } },
+    ]);
+    const [status, body] = await post({ questions: [QUESTION, "   "] });
+    expect(status).toBe(400);
+    expect((body as { error: { message: string } }).error.message).toMatch(/^field `questions\.1`: /);
+    expect(api.submitted).toEqual([]);
   });
 });
