@@ -10,8 +10,13 @@ import { DOCUMENTS_CORPUS, DocumentsSchema } from "./documents.ts";
 export const ModeSchema = z.enum(["base", "rag", "knnlm", "nest", "rag-nest"]);
 export type Mode = z.infer<typeof ModeSchema>;
 
-/** Text that is more than whitespace (a blank prompt would retrieve nothing and generate anyway). */
-const notBlank = (s: string) => s.trim() !== "";
+/**
+ * Text that is more than whitespace (a blank prompt would retrieve nothing and generate anyway):
+ * Unicode white space (`\s`), and the invisible format characters that are not (zero-width space,
+ * joiners, word joiner, BOM, soft hyphen) count as blank.
+ */
+const BLANK = /^[\s\u00AD\u200B-\u200D\u2060\uFEFF]*$/u;
+const notBlank = (s: string) => !BLANK.test(s);
 
 export const MessageSchema = z
   .object({

@@ -26,6 +26,16 @@ describe("GenerateRequestSchema", () => {
     expect(GenerateRequestSchema.parse({ prompt: "q" })).toEqual(GenerateRequestSchema.parse({ prompt: "q", gamma: 5e-4 }));
   });
 
+  it("a prompt of white space or invisible format characters only is blank; one visible character is not", () => {
+    for (const prompt of [" \t\n", "\u200B\u200B", "\u00A0\u2060\uFEFF", "\u200D \u00AD"]) {
+      const r = GenerateRequestSchema.safeParse({ prompt });
+      expect(r.success).toBe(false);
+      expect(r.error?.issues[0]).toMatchObject({ path: ["prompt"], message: "must not be blank (whitespace only)" });
+    }
+    expect(GenerateRequestSchema.safeParse({ prompt: "\u200Bé" }).success).toBe(true);
+    expect(GenerateRequestSchema.safeParse({ messages: [{ role: "user", content: "\u200B" }] }).success).toBe(false);
+  });
+
   it("rejects messages without a user message, and unknown fields inside a message", () => {
     const noUser = GenerateRequestSchema.safeParse({ messages: [{ role: "system", content: "be brief" }] });
     expect(noUser.success).toBe(false);
