@@ -21,11 +21,13 @@ import { registerBatchRoutes } from "@nest/edge/routes/batches";
 import { REPO_ROOT } from "@nest/corpus/home";
 import { prepareModel } from "@nest/gpu-worker/runtime/prepare-model";
 import { prepareCorpus } from "@nest/corpus/prepare-corpus";
+import { findCorpusDir } from "@nest/corpus/layout";
 import { BatchQueue } from "@nest/gpu-worker/batch/batch-queue";
 import { registerJobApiRoutes } from "@nest/gpu-worker/batch/job-api";
 import { ITEM_QUEUE } from "@nest/gpu-worker/batch/config";
 import { RedisPolicyError } from "@nest/gpu-worker/batch/redis-policy";
 import type { BatchResultLine, BatchStatus, SubmitResponse } from "@nest/gpu-worker/batch/protocol";
+import { GenerateRequestSchema } from "@nest/shared/protocol/request";
 import { deletePrefixKeys } from "./redis-cleanup.ts";
 
 const REDIS_URL = process.env.NEST_REDIS_URL || "redis://127.0.0.1:6379";
@@ -107,15 +109,24 @@ async function status(id: string): Promise<BatchStatus> {
   return (await res.json()) as BatchStatus;
 }
 
-async function results(id: string): Promise<BatchResultLine[]> {
+/** The result lines and the `x-batch-status` header (whether they are final). */
+async function resultsWithStatus(id: string): Promise<{ lines: BatchResultLine[]; batchStatus: string | null }> {
   const res = await fetch(`${edge.url}/v1/batches/${id}/results`, { headers: AUTH });
   expect(res.status).toBe(200);
   expect(res.headers.get("content-type")).toBe("application/x-ndjson");
   const text = await res.text();
-  return text
+  const lines = text
     .split("\n")
     .filter((l) => l !== "")
     .map((l) => JSON.parse(l) as BatchResultLine);
+  return { lines, batchStatus: res.headers.get("x-batch-status") };
+}
+
+/** The result lines of a finished batch (asserts `x-batch-status` says they are final). */
+async function results(id: string): Promise<BatchResultLine[]> {
+  const { lines, batchStatus } = await resultsWithStatus(id);
+  expect(["completed", "canceled"]).toContain(batchStatus);
+  return lines;
 }
 
 /** Polls the status until `pred` holds (every 250 ms, up to `timeoutMs`). */
@@ -139,7 +150,13 @@ beforeAll(async () => {
   bull = new Queue(ITEM_QUEUE, { connection: { url: REDIS_URL }, prefix: PREFIX });
   queue = await BatchQueue.open({ redisUrl: REDIS_URL, prefix: PREFIX, attempts: 3, backoffMs: 300 });
   const pool = new Hono();
-  registerJobApiRoutes(pool, queue);
+  // The pool serves the corpora prepared in $NEST_HOME (factbook here), as the consumers do.
+  const hasCorpus = (corpus: string) =>
+    findCorpusDir(corpus).then(
+      () => true,
+      () => false,
+    );
+  registerJobApiRoutes(pool, queue, { hasCorpus });
   pool.onError((err, c) => c.json(toNestError(err).toBody(), toNestError(err).status as 400));
   jobApi = await listen(pool);
   const app = createApp({ apiKeyHashes: [await sha256Hex(KEY)], pool: createPoolClient(jobApi.url), indexFor: async () => undefined });
@@ -182,8 +199,15 @@ describe("batch jobs through BullMQ on Redis", () => {
       counts: { queued: 50, running: 0, done: 0, failed: 0, canceled: 0 },
     });
 
+    // Nothing finished yet: an empty body, and the header says it is not final.
+    expect(await resultsWithStatus(sub.id)).toEqual({ lines: [], batchStatus: "queued" });
+
     const a = await startConsumer();
     await until(sub.id, (s) => s.counts.done >= 8);
+    const partial = await resultsWithStatus(sub.id);
+    expect(partial.batchStatus).toBe("running");
+    expect(partial.lines.length).toBeGreaterThanOrEqual(8);
+    expect(partial.lines.length).toBeLessThan(50);
     a.proc.kill("SIGKILL");
     expect(await a.exit).toBe(null);
     // The dead consumer's item is still `active` (its lock just stops being renewed).
@@ -219,12 +243,32 @@ describe("batch jobs through BullMQ on Redis", () => {
     expect(new Set(completed.map((j) => j.id)).size).toBe(50);
   }, 400_000);
 
-  it("retries a failing item with exponential backoff, then reports it failed with its error", async () => {
-    const { json: sub } = await submit(
+  it("refuses an item naming an unknown corpus at submission: 404 naming the line, nothing enqueued", async () => {
+    const before = (await bull.getJobCounts()) as Record<string, number>;
+    const { status: code, json } = await submit(
+      [line({ custom_id: "ok", ...cheap(0) }), line({ prompt: "ok", corpus: "nope", max_new_tokens: 4, custom_id: "badcorpus" })].join(
+        "\n",
+      ),
+    );
+    expect(code).toBe(404);
+    expect(json).toEqual({ error: { code: "not_found", message: "line 2: corpus: unknown corpus `nope`" } });
+    expect(await bull.getJobCounts()).toEqual(before);
+  });
+
+  it("fails an item whose corpus is gone by the time it runs at once (attempts 1), without the backoff", async () => {
+    // Submitted past the job API's check (as if the corpus was removed after submission), owned by
+    // the edge's key so that its routes see it.
+    const sub = await queue.submit(
       [
-        line({ custom_id: "ok", ...cheap(0) }),
-        line({ custom_id: "bad", prompt: "What is the capital of Peru?", corpus: "no-such-corpus", max_new_tokens: 4 }),
-      ].join("\n"),
+        { index: 0, custom_id: "ok", request: GenerateRequestSchema.parse(cheap(0)) },
+        {
+          index: 1,
+          custom_id: "bad",
+          request: GenerateRequestSchema.parse({ prompt: "What is the capital of Peru?", corpus: "no-such-corpus", max_new_tokens: 4 }),
+        },
+      ],
+      undefined,
+      await sha256Hex(KEY),
     );
     const end = await until(sub.id, (s) => s.status === "completed", 60_000);
     expect(end.counts).toEqual({ queued: 0, running: 0, done: 1, failed: 1, canceled: 0 });
@@ -234,12 +278,13 @@ describe("batch jobs through BullMQ on Redis", () => {
       index: 1,
       custom_id: "bad",
       status: "failed",
-      attempts: 3,
+      attempts: 1,
       error: { code: "not_found", message: "unknown corpus `no-such-corpus`" },
     });
-    // Backoff 300 ms, exponential: retries wait 300 then 600 ms, so ≥ 900 ms from creation to failure.
+    // No retry: the first retry alone would have waited the 300 ms backoff.
     const job = await bull.getJob(`${sub.id}-1`);
-    expect(job!.finishedOn! - job!.timestamp).toBeGreaterThanOrEqual(900);
+    expect(job!.attemptsMade).toBe(1);
+    expect(job!.finishedOn! - job!.processedOn!).toBeLessThan(300);
   }, 120_000);
 
   it("returns the same batch for a resubmission with the same Idempotency-Key", async () => {

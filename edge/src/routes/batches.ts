@@ -5,10 +5,12 @@
  * BullMQ (gpu-worker/src/batch/job-api.ts):
  * - `POST /v1/batches`: JSONL or JSON-array body of generation requests (each with an optional
  *   `custom_id`), optional `Idempotency-Key` header → 201 `{id, status, counts, …}` (200 when the
- *   key was already used for the same items);
+ *   key was already used for the same items); the job API checks every line (400 for a bad one, 404
+ *   for a corpus the pool does not serve, naming the line) and its answer is relayed;
  * - `GET /v1/batches/:id` → status, counts (queued, running, done, failed, canceled), progress;
  * - `GET /v1/batches/:id/results` → `application/x-ndjson`, one line per finished item in input
- *   order (`custom_id`, `status`, text, citations, usage | error); header `x-batch-status`;
+ *   order (`custom_id`, `status`, text, citations, usage | error); header `x-batch-status`: the
+ *   lines are final once it is `completed` or `canceled`, the items finished so far before;
  * - `POST /v1/batches/:id/cancel` → status; items not started end `canceled`.
  * Auth: an API key with scope `batch` (issue 5; see middleware/keys.ts). Tenancy (issue 14): a
  * batch belongs to the key that submitted it. The edge names the tenant (the key's SHA-256) in the

@@ -3,15 +3,19 @@
  * The consumer side of batch jobs: a BullMQ Worker over the item queue. Each item runs first-stage
  * retrieval on the local passage index of its corpus (nest-algorithm.md §1), then decodes on an
  * inference host (a worker thread, so the event loop stays free and BullMQ keeps renewing job
- * locks). Failures retry with exponential backoff (options set at submission); `invalid_request`
- * fails at once. A decoder at capacity (`at_capacity`: interactive requests hold its slots) is not a
+ * locks). Transient failures (5xx codes such as `upstream_unavailable`, `internal`,
+ * `model_not_prepared`, and `rate_limited`, `cancelled`) retry with exponential backoff (options set at submission); deterministic ones, the
+ * request's own fault (4xx codes such as `invalid_request`, `not_found`: see {@link failsEveryTime}),
+ * fail at once after one attempt (BullMQ `UnrecoverableError`). A decoder at capacity (`at_capacity`: interactive requests hold its slots) is not a
  * failure: the item goes back to the delayed set for {@link capacityDelayMs} without spending an
  * attempt (BullMQ `moveToDelayed` + `DelayedError`). A consumer killed mid-item leaves the item's lock to expire, and the stalled-job
- * check of any live consumer puts it back in the queue. `close()` drains: running items finish.
+ * check of any live consumer puts it back in the queue: BullMQ flags the active items at one check and
+ * moves those still without a lock at the next, so recovery takes up to about `lockMs` + 2 ×
+ * `stalledIntervalMs` after the kill. `close()` drains: running items finish.
  */
 import { DelayedError, UnrecoverableError, Worker, type Job } from "bullmq";
 import { Redis } from "ioredis";
-import { toNestError } from "@nest/shared/protocol/errors";
+import { toNestError, type ErrorCode, type NestError } from "@nest/shared/protocol/errors";
 import { joinContinuedCitations } from "@nest/shared/protocol/citations";
 import type { Citation, GenerateEvent } from "@nest/shared/protocol/events";
 import type { DecodeJob } from "@nest/shared/protocol/worker";
@@ -32,6 +36,18 @@ export function capacityDelayMs(retryAfterS: number | undefined, random: () => n
   return Math.round(baseMs * (1 + 0.5 * random()));
 }
 
+/** 4xx codes that pass: a limit that resets, a stop that was not the request's fault. */
+const PASSING_4XX: ReadonlySet<ErrorCode> = new Set<ErrorCode>(["rate_limited", "cancelled"]);
+
+/**
+ * Whether an item's error would come back on every attempt, so retrying only delays its failure:
+ * the 4xx codes (the request's own fault, e.g. `invalid_request`, `not_found` for a corpus this
+ * consumer lacks, `payload_too_large`) except `rate_limited` and `cancelled`.
+ */
+export function failsEveryTime(e: NestError): boolean {
+  return e.status >= 400 && e.status < 500 && !PASSING_4XX.has(e.code);
+}
+
 /** Something that decodes a job into events (`delta`*, then `done` or `error`): an InferenceHost or a pool of them. */
 export interface Decoder {
   run(job: DecodeJob, signal?: AbortSignal): AsyncIterable<GenerateEvent>;
@@ -49,7 +65,11 @@ export interface ConsumerOptions extends BatchQueueConfig, ItemDeps {
   concurrency?: number;
   /** Job lock duration in ms; renewed every half of it while an item runs. @defaultValue 30000 */
   lockMs?: number;
-  /** Period of the stalled-job check in ms. @defaultValue 30000 */
+  /**
+   * Period of the stalled-job check in ms: an item whose consumer died is back in the queue within
+   * about `lockMs` + 2 × this (flagged at one check, moved at the next once its lock expired).
+   * @defaultValue 30000
+   */
   stalledIntervalMs?: number;
   /** Times an item may be recovered after its consumer died before it fails. @defaultValue 2 */
   maxStalledCount?: number;
@@ -115,8 +135,8 @@ export async function startBatchConsumer(opts: ConsumerOptions): Promise<BatchCo
         throw new DelayedError();
       }
       const reason = `${e.code}: ${e.message}`;
-      // A request the decoder rejects fails the same way every time: no retry.
-      throw e.code === "invalid_request" ? new UnrecoverableError(reason) : new Error(reason);
+      // A request refused for what it is fails the same way every time: no retry.
+      throw failsEveryTime(e) ? new UnrecoverableError(reason) : new Error(reason);
     }
   };
 

@@ -128,14 +128,14 @@ export function parseBatchItem(raw: unknown, index: number, where: string): Batc
   return { index, custom_id, request: req.data };
 }
 
-/**
- * Parses a batch body: a JSON array of requests, or JSONL (one request per line, blank lines skipped).
- * @param maxItems most items accepted (default {@link MAX_BATCH_ITEMS})
- * @throws NestError `invalid_request` for bad JSON, a bad request (with its 1-based line or item
- *   number), a duplicate `custom_id`, an empty batch; `payload_too_large` beyond `maxItems`
- */
-export function parseBatchBody(body: string, maxItems = MAX_BATCH_ITEMS): BatchItem[] {
-  const items: BatchItem[] = [];
+/** A parsed item and where it came from (`line 3`, `item 2`), for error messages. */
+interface PlacedItem {
+  readonly item: BatchItem;
+  readonly where: string;
+}
+
+function parsePlaced(body: string, maxItems: number): PlacedItem[] {
+  const placed: PlacedItem[] = [];
   const trimmed = body.trimStart();
   const tooMany = () => new NestError("payload_too_large", `a batch holds at most ${maxItems} requests`);
   if (trimmed.startsWith("[")) {
@@ -146,30 +146,65 @@ export function parseBatchBody(body: string, maxItems = MAX_BATCH_ITEMS): BatchI
       throw new NestError("invalid_request", `body is not valid JSON: ${(e as Error).message}`);
     }
     if (arr.length > maxItems) throw tooMany();
-    arr.forEach((raw, i) => items.push(parseBatchItem(raw, i, `item ${i + 1}`)));
+    arr.forEach((raw, i) => placed.push({ item: parseBatchItem(raw, i, `item ${i + 1}`), where: `item ${i + 1}` }));
   } else {
     const lines = body.split(/\r?\n/);
     for (let n = 0; n < lines.length; n++) {
       const line = lines[n]!.trim();
       if (line === "") continue;
-      if (items.length >= maxItems) throw tooMany();
+      if (placed.length >= maxItems) throw tooMany();
       let raw: unknown;
       try {
         raw = JSON.parse(line, wellFormedReviver);
       } catch (e) {
         throw new NestError("invalid_request", `line ${n + 1}: not valid JSON: ${(e as Error).message}`);
       }
-      items.push(parseBatchItem(raw, items.length, `line ${n + 1}`));
+      placed.push({ item: parseBatchItem(raw, placed.length, `line ${n + 1}`), where: `line ${n + 1}` });
     }
   }
-  if (items.length === 0) throw new NestError("invalid_request", "the batch is empty: send JSONL (one request per line) or a JSON array");
+  if (placed.length === 0) throw new NestError("invalid_request", "the batch is empty: send JSONL (one request per line) or a JSON array");
   const seen = new Set<string>();
-  for (const it of items) {
+  for (const { item: it } of placed) {
     if (it.custom_id === null) continue;
     if (seen.has(it.custom_id)) throw new NestError("invalid_request", `duplicate custom_id \`${it.custom_id}\` (item ${it.index + 1})`);
     seen.add(it.custom_id);
   }
-  return items;
+  return placed;
+}
+
+/**
+ * Parses a batch body: a JSON array of requests, or JSONL (one request per line, blank lines skipped).
+ * @param maxItems most items accepted (default {@link MAX_BATCH_ITEMS})
+ * @throws NestError `invalid_request` for bad JSON, a bad request (with its 1-based line or item
+ *   number), a duplicate `custom_id`, an empty batch; `payload_too_large` beyond `maxItems`
+ */
+export function parseBatchBody(body: string, maxItems = MAX_BATCH_ITEMS): BatchItem[] {
+  return parsePlaced(body, maxItems).map((p) => p.item);
+}
+
+/**
+ * {@link parseBatchBody}, then refuses the first item (in input order) whose `corpus` the pool does
+ * not serve, as `/v1/generate` refuses it: an item with `documents` retrieves from them and is not
+ * checked. Each distinct corpus is looked up once.
+ * @param hasCorpus whether the pool serves `corpus` (has its passage index)
+ * @throws what {@link parseBatchBody} throws; NestError `not_found` (404) naming the line or item
+ *   and the field: `line 3: corpus: unknown corpus \`nope\``
+ */
+export async function parseServableBatchBody(
+  body: string,
+  hasCorpus: (corpus: string) => Promise<boolean>,
+  maxItems = MAX_BATCH_ITEMS,
+): Promise<BatchItem[]> {
+  const placed = parsePlaced(body, maxItems);
+  const served = new Map<string, Promise<boolean>>();
+  for (const { item, where } of placed) {
+    if (item.request.documents) continue;
+    const corpus = item.request.corpus;
+    let known = served.get(corpus);
+    if (!known) served.set(corpus, (known = hasCorpus(corpus)));
+    if (!(await known)) throw new NestError("not_found", `${where}: corpus: unknown corpus \`${corpus}\``);
+  }
+  return placed.map((p) => p.item);
 }
 
 /**

@@ -38,7 +38,8 @@ export async function startBatchService(app: Hono, deps: ItemDeps, opts: BatchSe
     await queue.close();
     throw err;
   }
-  registerJobApiRoutes(app, queue);
+  // Submissions are checked against the corpora this worker serves (the consumers share its home).
+  registerJobApiRoutes(app, queue, { hasCorpus: async (corpus) => (await deps.indexFor(corpus)) !== undefined });
   return {
     queue,
     consumer,

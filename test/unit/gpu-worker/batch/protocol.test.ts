@@ -1,6 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { NestError } from "@nest/shared/protocol/errors";
-import { parseBatchBody, splitFailure } from "@nest/gpu-worker/batch/protocol";
+import { parseBatchBody, parseServableBatchBody, splitFailure } from "@nest/gpu-worker/batch/protocol";
+import { failsEveryTime } from "@nest/gpu-worker/batch/consumer";
 import { redactRedisUrl } from "@nest/gpu-worker/batch/redis-policy";
 
 function fails(body: string, message: string | RegExp, code = "invalid_request", max?: number) {
@@ -83,5 +84,72 @@ describe("parseBatchBody and lone surrogates (issue 14)", () => {
 
   it("refuses a whitespace-only prompt", () => {
     expect(() => parseBatchBody(JSON.stringify({ prompt: "  \t" }))).toThrow(/^line 1: prompt: must not be blank/);
+  });
+});
+
+describe("parseServableBatchBody (attack finding: unknown corpus accepted, failed 8 s later)", () => {
+  const served = (names: string[]) => {
+    const asked: string[] = [];
+    const hasCorpus = async (c: string) => {
+      asked.push(c);
+      return names.includes(c);
+    };
+    return { asked, hasCorpus };
+  };
+
+  it("refuses the first line naming a corpus the pool does not serve: 404 not_found naming the line and field", async () => {
+    const { asked, hasCorpus } = served(["factbook"]);
+    const body = [
+      '{"prompt":"a"}',
+      "",
+      '{"prompt":"b","corpus":"factbook"}',
+      '{"prompt":"ok","corpus":"nope","max_new_tokens":4,"custom_id":"badcorpus"}',
+    ];
+    const err = await parseServableBatchBody(body.join("\n"), hasCorpus).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(NestError);
+    expect((err as NestError).code).toBe("not_found");
+    expect((err as NestError).status).toBe(404);
+    expect((err as NestError).message).toBe("line 4: corpus: unknown corpus `nope`");
+    // Each distinct corpus is looked up once (the default corpus is factbook).
+    expect(asked).toEqual(["factbook", "nope"]);
+  });
+
+  it("names the item of a JSON array, skips items with documents, and accepts a servable batch unchanged", async () => {
+    const { hasCorpus } = served(["factbook"]);
+    await expect(parseServableBatchBody('[{"prompt":"a"},{"prompt":"b","corpus":"nope"}]', hasCorpus)).rejects.toThrow(
+      /^item 2: corpus: unknown corpus `nope`$/,
+    );
+    const body = '{"prompt":"a","custom_id":"x"}\n{"prompt":"b","documents":[{"text":"Canberra is the capital."}]}';
+    expect(await parseServableBatchBody(body, served([]).hasCorpus).catch((e: Error) => e.message)).toBe(
+      "line 1: corpus: unknown corpus `factbook`",
+    );
+    expect(await parseServableBatchBody(body, hasCorpus)).toEqual(parseBatchBody(body));
+  });
+
+  it("reports a malformed line before any corpus lookup", async () => {
+    const { asked, hasCorpus } = served([]);
+    await expect(parseServableBatchBody('{"prompt":"a","corpus":"nope"}\n{"prompt":"b","max_new_tokens":-1}', hasCorpus)).rejects.toThrow(
+      /^line 2: max_new_tokens: /,
+    );
+    expect(asked).toEqual([]);
+  });
+});
+
+describe("failsEveryTime (which item errors skip the retries)", () => {
+  it("is true for the request's own 4xx faults, false for passing ones", () => {
+    for (const code of ["invalid_request", "not_found", "payload_too_large", "forbidden"] as const) {
+      expect(failsEveryTime(new NestError(code, "x")), code).toBe(true);
+    }
+    for (const code of [
+      "upstream_unavailable",
+      "at_capacity",
+      "internal",
+      "model_not_prepared",
+      "queue_unavailable",
+      "rate_limited",
+      "cancelled",
+    ] as const) {
+      expect(failsEveryTime(new NestError(code, "x")), code).toBe(false);
+    }
   });
 });
