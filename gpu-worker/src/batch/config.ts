@@ -56,7 +56,9 @@ export function batchConfigFromEnv(env: BatchEnv): BatchQueueConfig {
 /**
  * Consumer lock timing from the environment's `batch` slice, in ms: `NEST_BATCH_LOCK_MS` (job lock)
  * and `NEST_BATCH_STALLED_INTERVAL_MS` (stalled-job check period), 30000 each by default. An item
- * whose consumer died is taken up again within about lock + interval ms.
+ * whose consumer died is taken up again within about lock + 2 × interval ms: its lock expires
+ * within `lock` ms, and BullMQ's stalled-job check flags an active item at one check and moves it
+ * back to the queue at the next if its lock is gone by then.
  */
 export function consumerTimingFromEnv(env: BatchEnv): { lockMs: number; stalledIntervalMs: number } {
   return { lockMs: env.NEST_BATCH_LOCK_MS, stalledIntervalMs: env.NEST_BATCH_STALLED_INTERVAL_MS };
