@@ -45,7 +45,9 @@ describe("logRejection", () => {
   it("logs a rejection with what failed and resolves; the edge's own stop reason is not a failure", async () => {
     const lines: string[] = [];
     await expect(logRejection(Promise.reject(undefined), "sse: closing the source", (l) => lines.push(l))).resolves.toBeUndefined();
-    await logRejection(Promise.reject(new NestError("upstream_unavailable", "pool gone")), "generation: token charge", (l) => lines.push(l));
+    await logRejection(Promise.reject(new NestError("upstream_unavailable", "pool gone")), "generation: token charge", (l) =>
+      lines.push(l),
+    );
     await logRejection(Promise.reject(stopReason("client disconnected")), "read-sse: cancel of the SSE body", (l) => lines.push(l));
     await logRejection(Promise.resolve(7), "quiet", (l) => lines.push(l));
     expect(lines).toEqual([
