@@ -75,3 +75,54 @@ describe("a Redis outage", () => {
     expect(after.match(/redis: unavailable at/g)?.length).toBe(1);
   }, 240_000);
 });
+
+describe("Redis down when the stack starts", () => {
+  it("starts anyway: generations work, batch routes answer 503 queue_unavailable, and once Redis is up a batch completes", async () => {
+    const late = await startPrivateRedis();
+    await late.stop();
+    const s = await startServe({ staticKey: KEY, env: { NEST_REDIS_URL: late.url } });
+    try {
+      const gen = await fetch(`${s.edgeUrl}/v1/generate`, {
+        method: "POST",
+        headers: { ...auth, "content-type": "application/json", accept: "application/json" },
+        body: JSON.stringify({ prompt: "What is the capital of Peru?", mode: "base", max_new_tokens: 4 }),
+      });
+      expect(gen.status).toBe(200);
+      const down = await fetch(`${s.edgeUrl}/v1/batches`, {
+        method: "POST",
+        headers: { ...auth, "content-type": "application/x-ndjson" },
+        body: batchBody,
+      });
+      expect(down.status).toBe(503);
+      expect(((await down.json()) as { error: { code: string } }).error.code).toBe("queue_unavailable");
+      expect(s.stderr()).toMatch(/redis: unavailable at/);
+
+      await late.start();
+      await s.waitForLog(/redis: back at/, 30_000);
+      let sub: Response | undefined;
+      for (let i = 0; i < 20; i++) {
+        sub = await fetch(`${s.edgeUrl}/v1/batches`, {
+          method: "POST",
+          headers: { ...auth, "content-type": "application/x-ndjson" },
+          body: batchBody,
+        });
+        if (sub.status === 201) break;
+        await new Promise((r) => setTimeout(r, 500));
+      }
+      expect(sub!.status).toBe(201);
+      const id = ((await sub!.json()) as { id: string }).id;
+      const t0 = Date.now();
+      for (;;) {
+        const res = await fetch(`${s.edgeUrl}/v1/batches/${id}`, { headers: auth });
+        const status = res.status === 200 ? ((await res.json()) as { status: string }).status : undefined;
+        if (status === "completed") break;
+        if (Date.now() - t0 > 120_000) throw new Error(`batch did not complete: ${res.status} ${status}`);
+        await new Promise((r) => setTimeout(r, 500));
+      }
+      expect(s.stderr()).not.toMatch(/^\s+at /m);
+    } finally {
+      await s.stop();
+      await late.dispose();
+    }
+  }, 240_000);
+});

@@ -30,7 +30,7 @@ import {
 } from "./protocol.ts";
 import { DEFAULT_SUBMIT_CONFIG, ITEM_QUEUE, batchKeys, itemJobId, type BatchSubmitConfig } from "./config.ts";
 import { assertNoEviction, redactRedisUrl } from "./redis-policy.ts";
-import { redisOutage, type RedisOutage } from "./redis-outage.ts";
+import { connectTolerant, redisOutage, type RedisOutage } from "./redis-outage.ts";
 
 /** Items looked up concurrently per round trip batch (status, results, cancel). */
 const CHUNK = 200;
@@ -75,8 +75,9 @@ export class BatchQueue {
   /**
    * Connects to Redis and checks its eviction policy.
    * @param config.log where outages are reported (one line each; default stderr)
-   * @throws RedisPolicyError when `maxmemory-policy` is not `noeviction`; the connection error when
-   *   Redis cannot be reached (after ioredis' first attempt)
+   * Redis down at start does not throw: the queue opens, its commands answer 503
+   * `queue_unavailable` until ioredis has reconnected (`connectTolerant`).
+   * @throws RedisPolicyError when Redis is up and its `maxmemory-policy` is not `noeviction`
    */
   static async open(
     config: Partial<BatchSubmitConfig> & Pick<BatchSubmitConfig, "redisUrl" | "prefix"> & { log?: (line: string) => void },
@@ -87,13 +88,12 @@ export class BatchQueue {
     // During an outage a command fails after 3 reconnection attempts (~0.3 s), not after minutes.
     const redis = new Redis(full.redisUrl, { maxRetriesPerRequest: 3, lazyConnect: true });
     outage.watch(redis);
-    try {
-      await redis.connect();
-      await assertNoEviction(redis, redactRedisUrl(full.redisUrl));
-    } catch (err) {
-      redis.disconnect();
-      throw err;
-    }
+    // Down at start is an outage like any other: the routes answer 503 until Redis is reachable.
+    await connectTolerant(
+      redis,
+      () => assertNoEviction(redis, redactRedisUrl(full.redisUrl)),
+      log ?? ((l) => process.stderr.write(`${l}\n`)),
+    );
     const queue = new Queue<BatchJobData, ItemOutput>(ITEM_QUEUE, { connection: redis, prefix: full.prefix });
     queue.on("error", outage.onError);
     return new BatchQueue(redis, queue, full, outage);

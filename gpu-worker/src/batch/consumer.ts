@@ -24,7 +24,7 @@ import { collectGeneration, decodeJob, generationEvents, requestIndex, retrieve 
 import { CANCELED_CODE, type BatchJobData, type ItemOutput } from "./protocol.ts";
 import { ITEM_QUEUE, batchKeys, type BatchQueueConfig } from "./config.ts";
 import { assertNoEviction, redactRedisUrl } from "./redis-policy.ts";
-import { redisOutage } from "./redis-outage.ts";
+import { connectTolerant, redisOutage } from "./redis-outage.ts";
 
 /**
  * How long an item refused with `at_capacity` waits before it is tried again, in ms: the
@@ -96,14 +96,16 @@ export async function decodeItem(deps: ItemDeps, data: BatchJobData, signal?: Ab
 
 /** A running consumer. */
 export interface BatchConsumer {
-  readonly worker: Worker<BatchJobData, ItemOutput>;
+  /** BullMQ's worker; undefined until Redis has been reachable once. */
+  readonly worker: Worker<BatchJobData, ItemOutput> | undefined;
   /** Stops taking items, waits for the running ones to finish (drain), closes Redis. */
   close(): Promise<void>;
 }
 
 /**
  * Starts consuming the item queue.
- * @throws RedisPolicyError when Redis's `maxmemory-policy` is not `noeviction`; connection errors
+ * Redis down at start does not throw: the consumer starts taking items once it is reachable.
+ * @throws RedisPolicyError when Redis is up and its `maxmemory-policy` is not `noeviction`
  */
 export async function startBatchConsumer(opts: ConsumerOptions): Promise<BatchConsumer> {
   const log = opts.log ?? (() => {});
@@ -112,13 +114,8 @@ export async function startBatchConsumer(opts: ConsumerOptions): Promise<BatchCo
   // BullMQ workers need `maxRetriesPerRequest: null` (blocking commands are retried forever).
   const redis = new Redis(opts.redisUrl, { maxRetriesPerRequest: null, lazyConnect: true });
   outage.watch(redis);
-  try {
-    await redis.connect();
-    await assertNoEviction(redis, where);
-  } catch (err) {
-    redis.disconnect();
-    throw err;
-  }
+  // Down at start: BullMQ's worker waits for the connection, which ioredis keeps retrying.
+  await connectTolerant(redis, () => assertNoEviction(redis, where), log);
   const keys = batchKeys(opts.prefix);
 
   const processItem = async (job: Job<BatchJobData, ItemOutput>, token?: string, signal?: AbortSignal) => {
@@ -140,29 +137,48 @@ export async function startBatchConsumer(opts: ConsumerOptions): Promise<BatchCo
     }
   };
 
-  const worker = new Worker<BatchJobData, ItemOutput>(ITEM_QUEUE, processItem, {
-    connection: redis,
-    prefix: opts.prefix,
-    concurrency: opts.concurrency ?? 1,
-    lockDuration: opts.lockMs ?? 30_000,
-    stalledInterval: opts.stalledIntervalMs ?? 30_000,
-    maxStalledCount: opts.maxStalledCount ?? 2,
-    autorun: false,
-  });
-  worker.on("failed", (job, err) => {
-    if (!job) return;
-    const final = job.finishedOn !== undefined;
-    log(`batch item ${job.id} ${final ? "failed" : `attempt ${job.attemptsMade} failed, retrying`}: ${err.message}`);
-  });
-  // Connection errors: one line per outage (redis-outage.ts); anything else as it comes.
-  worker.on("error", (err) => (outage.translate(err) === err ? log(`batch consumer error: ${err.message}`) : undefined));
-  void worker.run().catch((err: unknown) => log(`batch consumer stopped: ${(err as Error).message}`));
-  await worker.waitUntilReady();
-  log(`batch consumer: queue ${opts.prefix}:${ITEM_QUEUE} on ${where}, concurrency ${opts.concurrency ?? 1}`);
+  const makeWorker = () => {
+    const w = new Worker<BatchJobData, ItemOutput>(ITEM_QUEUE, processItem, {
+      connection: redis,
+      prefix: opts.prefix,
+      concurrency: opts.concurrency ?? 1,
+      lockDuration: opts.lockMs ?? 30_000,
+      stalledInterval: opts.stalledIntervalMs ?? 30_000,
+      maxStalledCount: opts.maxStalledCount ?? 2,
+      autorun: false,
+    });
+    w.on("failed", (job, err) => {
+      if (!job) return;
+      const final = job.finishedOn !== undefined;
+      log(`batch item ${job.id} ${final ? "failed" : `attempt ${job.attemptsMade} failed, retrying`}: ${err.message}`);
+    });
+    // Connection errors: one line per outage (redis-outage.ts); anything else as it comes.
+    w.on("error", (err) => (outage.translate(err) === err ? log(`batch consumer error: ${err.message}`) : undefined));
+    return w;
+  };
+  let worker: Worker<BatchJobData, ItemOutput> | undefined;
+  let closing = false;
+  const start = async () => {
+    if (closing) return;
+    const w = makeWorker();
+    worker = w;
+    void w.run().catch((err: unknown) => log(`batch consumer stopped: ${(err as Error).message}`));
+    await w.waitUntilReady();
+    log(`batch consumer: queue ${opts.prefix}:${ITEM_QUEUE} on ${where}, concurrency ${opts.concurrency ?? 1}`);
+  };
+  if (redis.status === "ready") await start();
+  else {
+    // Redis down at start: BullMQ's worker (and the blocking connection it duplicates) is made once
+    // ioredis has reconnected; starting the process does not wait for it.
+    redis.once("ready", () => void start().catch((err: unknown) => log(`batch consumer: ${(err as Error).message}`)));
+  }
   return {
-    worker,
+    get worker() {
+      return worker;
+    },
     close: async () => {
-      await worker.close();
+      closing = true;
+      await worker?.close();
       await redis.quit().catch(() => redis.disconnect());
     },
   };

@@ -68,6 +68,50 @@ export class RedisOutage {
   }
 }
 
+/** Whether `err` means "Redis cannot be reached" (not a refused or malformed command). */
+export function isConnectivityError(err: unknown): boolean {
+  return CONNECTIVITY.test(err instanceof Error ? err.message : String(err));
+}
+
+/**
+ * Connects `redis` (created with `lazyConnect`) and checks its eviction policy, tolerating a Redis
+ * that is down at start like one that goes down later: the outage is logged once (the connection
+ * is watched by `outage`), ioredis keeps reconnecting, queue commands answer 503
+ * `queue_unavailable` meanwhile, and the policy is checked on the first `ready`. A wrong policy
+ * found then is logged and the connection closed, so the batch routes stay unavailable rather
+ * than risk evicted jobs.
+ * @param check the policy check (`assertNoEviction` bound to the address)
+ * @throws the policy check's error when Redis is up at start with a wrong policy; any error that
+ *   is not about reaching Redis
+ */
+export async function connectTolerant(
+  redis: { connect(): Promise<void>; disconnect(): void; once(event: "ready", f: () => void): unknown; readonly status: string },
+  check: () => Promise<void>,
+  log: (line: string) => void,
+): Promise<void> {
+  try {
+    await redis.connect();
+  } catch (err) {
+    if (!isConnectivityError(err)) {
+      redis.disconnect();
+      throw err;
+    }
+    redis.once("ready", () => {
+      check().catch((e: unknown) => {
+        log(`redis: ${e instanceof Error ? e.message : String(e)}; the batch queue stays closed`);
+        redis.disconnect();
+      });
+    });
+    return;
+  }
+  try {
+    await check();
+  } catch (err) {
+    redis.disconnect();
+    throw err;
+  }
+}
+
 const outages = new Map<string, RedisOutage>();
 
 /** The process-wide {@link RedisOutage} of `where` (created with `log` on first use). */

@@ -27,7 +27,9 @@ export interface BatchService {
 /**
  * Opens the queue (checking Redis's eviction policy), adds the job API routes to `app` and starts
  * the consumer.
- * @throws RedisPolicyError when `maxmemory-policy` is not `noeviction`; Redis connection errors
+ * Redis down at start does not throw: the routes answer 503 `queue_unavailable` and the consumer
+ * starts once Redis is reachable.
+ * @throws RedisPolicyError when Redis is up and its `maxmemory-policy` is not `noeviction`
  */
 export async function startBatchService(app: Hono, deps: ItemDeps, opts: BatchServiceOptions): Promise<BatchService> {
   const queue = await BatchQueue.open(opts);
