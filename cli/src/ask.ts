@@ -26,6 +26,8 @@ export interface AskOptions {
   maxNewTokens?: number;
   passages?: number;
   gamma?: number;
+  /** The corpus to retrieve from (`corpus`; default: the server's, `factbook`), e.g. one made by `nestlm ingest`. */
+  corpus?: string;
   /** Files sent as `documents` (UTF-8; id = the path as given, title = its base name), in order. */
   doc?: string[];
   /** Print raw events as JSON lines. */
@@ -42,6 +44,8 @@ export interface AskResult {
   done?: DoneEvent;
   /** Set when the stream ended with an `error` event. */
   error?: { code: string; message: string };
+  /** The edge's `x-nest-cache` header: `hit` when the answer was replayed from the FAQ cache. */
+  cache?: string;
 }
 
 /** A non-2xx answer of the edge; `body` is its JSON error body as text. */
@@ -96,6 +100,7 @@ export async function ask(opts: AskOptions): Promise<AskResult> {
   if (opts.maxNewTokens !== undefined) body.max_new_tokens = opts.maxNewTokens;
   if (opts.passages !== undefined) body.passages = opts.passages;
   if (opts.gamma !== undefined) body.gamma = opts.gamma;
+  if (opts.corpus !== undefined) body.corpus = opts.corpus;
   if (opts.doc && opts.doc.length > 0) body.documents = await readDocuments(opts.doc);
 
   let res: Response;
@@ -110,7 +115,7 @@ export async function ask(opts: AskOptions): Promise<AskResult> {
   }
   if (!res.ok || !res.body) throw new AskHttpError(res.status, await res.text());
 
-  const result: AskResult = { text: "", citations: [] };
+  const result: AskResult = { text: "", citations: [], cache: res.headers.get("x-nest-cache") ?? undefined };
   const marker = { n: 0 }; // the number of the cited run being printed, 0 when none is
   for await (const ev of readGenerateEvents(res.body)) {
     if (opts.json) out.write(`${JSON.stringify(ev)}\n`);
@@ -122,7 +127,10 @@ export async function ask(opts: AskOptions): Promise<AskResult> {
     out.write("\n\n");
     result.citations.forEach((c, i) => out.write(`${formatSource(i + 1, c, result.text.slice(c.text_start, c.text_end))}\n`));
     if (result.citations.length > 0) out.write("\n");
-    for (const line of formatSummary(result.done)) out.write(`${tty ? ANSI.dim : ""}${line}${tty ? ANSI.normal : ""}\n`);
+    const summary = formatSummary(result.done);
+    if (result.cache === "hit")
+      summary.push("answer from the FAQ cache (x-nest-cache: hit): usage and timings are those of the answer cached");
+    for (const line of summary) out.write(`${tty ? ANSI.dim : ""}${line}${tty ? ANSI.normal : ""}\n`);
   }
   return result;
 }

@@ -104,6 +104,7 @@ async function askCommand(
     maxNewTokens?: number;
     passages?: number;
     gamma?: number;
+    corpus?: string;
     key?: string;
     doc?: string[];
   },
@@ -178,6 +179,7 @@ export function buildProgram(): Command {
     .option("--max-new-tokens <n>", "tokens to generate at most", parseIntArg)
     .option("--passages <n>", "first-stage passages", parseIntArg)
     .option("--gamma <g>", "relaxed-acceptance leniency γ ∈ (0, 1]", parseNumberArg)
+    .option("--corpus <name>", "corpus to retrieve from (default: the server's, factbook; e.g. one made by `nestlm ingest`)")
     .option("--doc <file>", "answer over this file instead of the corpus (repeatable)", (f: string, prev: string[] = []) => [...prev, f])
     .action(askCommand);
 

@@ -86,11 +86,16 @@ const EVENTS: GenerateEvent[] = [
 
 let server: Server;
 let url: string;
+const bodies: unknown[] = [];
 
 beforeAll(async () => {
   server = createServer((req, res) => {
-    req.resume();
-    res.writeHead(200, { "content-type": "text/event-stream" });
+    let raw = "";
+    req.on("data", (d) => {
+      raw += String(d);
+    });
+    req.on("end", () => bodies.push(JSON.parse(raw)));
+    res.writeHead(200, { "content-type": "text/event-stream", "x-nest-cache": "hit" });
     for (const ev of EVENTS) res.write(`event: ${ev.event}\ndata: ${JSON.stringify(ev.data)}\n\n`);
     res.end();
   });
@@ -101,6 +106,22 @@ beforeAll(async () => {
 afterAll(() => new Promise<void>((resolve) => server.close(() => resolve())));
 
 describe("ask", () => {
+  it("sends --corpus as `corpus` and says when the answer came from the FAQ cache", async () => {
+    let printed = "";
+    const out = new Writable({
+      write(chunk, _enc, cb) {
+        printed += String(chunk);
+        cb();
+      },
+    });
+    const result = await ask({ url, key: "k", question: "q", corpus: "notes", out });
+    expect(bodies.at(-1)).toEqual({ prompt: "q", mode: "nest", corpus: "notes" });
+    expect(result.cache).toBe("hit");
+    expect(printed.trimEnd().split("\n").at(-1)).toBe(
+      "answer from the FAQ cache (x-nest-cache: hit): usage and timings are those of the answer cached",
+    );
+  });
+
   it("prints one marker and one source per copied run, pieces joined", async () => {
     let printed = "";
     const out = new Writable({
