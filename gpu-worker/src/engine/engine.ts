@@ -136,7 +136,8 @@ export class Engine {
       const store = emptyTokenStore(this.manifest.hidden_size);
       return { promptIds, text: store, complete: Promise.resolve({ store, numEncoded: 0 }) };
     }
-    const { text, complete } = await this.encoder.openStore(passages, signal, req.corpus);
+    // The token store holds the first `store_passages` of them (docs/nest-algorithm.md §14).
+    const { text, complete } = await this.encoder.openStore(passages.slice(0, req.store_passages), signal, req.corpus);
     return { promptIds, text, complete };
   }
 
