@@ -6,6 +6,7 @@
 import type { DoneEvent, DeltaEvent } from "@nest/shared/protocol/events";
 import { resolveGamma, retrievalQuery, usesTokenStore, type GenerateRequest } from "@nest/shared/protocol/request";
 import type { DecodeJob } from "@nest/shared/protocol/worker";
+import { ANCHOR_CANDIDATES, type AnchorCandidate, rankAnchors } from "../nest/anchor.ts";
 import { DeltaBuilder } from "../nest/attribution.ts";
 import { decodeNest, type DecodeOptions, type StoreUse } from "../nest/decode-loop.ts";
 import { DecodeStats } from "../nest/stats.ts";
@@ -93,7 +94,8 @@ export class Engine {
    */
   async score(job: DecodeJob, continuation: string): Promise<{ nll: number; tokens: number }> {
     const targetIds = this.tokenizer.encode(continuation);
-    const { promptIds, store } = await this.prepare(job, targetIds.length);
+    // Teacher-forced: no anchor, so the store is the first store_passages only.
+    const { promptIds, store } = await this.prepare(job, targetIds.length, undefined, false);
     return scoreContinuation(this.lm, promptIds, targetIds, store, decodeOptions(job.request, this.manifest));
   }
 
@@ -107,8 +109,9 @@ export class Engine {
     job: DecodeJob,
     extraTokens = 0,
     signal?: AbortSignal,
+    anchored = true,
   ): Promise<{ promptIds: number[]; store: TokenStore; numEncoded: number }> {
-    const { promptIds, complete } = await this.open(job, extraTokens, signal);
+    const { promptIds, complete } = await this.open(job, extraTokens, signal, anchored);
     const { store, numEncoded } = await complete;
     return { promptIds, store, numEncoded };
   }
@@ -116,13 +119,20 @@ export class Engine {
   /**
    * {@link prepare} in two stages: the store's text layout as soon as the caches are read, and
    * the complete store once the LM has encoded what they lacked (`PassageEncoder.openStore`).
+   * @param anchored false when the request is not decoded (scoring): the anchor's passages are not added.
    * @throws NestError `invalid_request` when the prompt (plus `extraTokens`) is over the token budget.
    */
   private async open(
     job: DecodeJob,
     extraTokens = 0,
     signal?: AbortSignal,
-  ): Promise<{ promptIds: number[]; text: TokenStore; complete: Promise<{ store: TokenStore; numEncoded: number }> }> {
+    anchored = true,
+  ): Promise<{
+    promptIds: number[];
+    text: TokenStore;
+    complete: Promise<{ store: TokenStore; numEncoded: number }>;
+    anchorCandidates?: readonly AnchorCandidate[];
+  }> {
     const req = job.request;
     const passages = job.passages.slice(0, req.passages);
     const promptIds = this.tokenizer.encodeChat(buildMessages(req, passages));
@@ -136,9 +146,36 @@ export class Engine {
       const store = emptyTokenStore(this.manifest.hidden_size);
       return { promptIds, text: store, complete: Promise.resolve({ store, numEncoded: 0 }) };
     }
-    // The token store holds the first `store_passages` of them (docs/nest-algorithm.md §14).
-    const { text, complete } = await this.encoder.openStore(passages.slice(0, req.store_passages), signal, req.corpus);
-    return { promptIds, text, complete };
+    const { stored, anchorCandidates } = anchored ? this.choosePassages(req, passages) : { stored: passages.slice(0, req.store_passages) };
+    const { text, complete } = await this.encoder.openStore(stored, signal, req.corpus);
+    return { promptIds, text, complete, anchorCandidates };
+  }
+
+  /**
+   * The token store's passages (docs/nest-algorithm.md §14, "Store size"): the first
+   * `store_passages` of the b first-stage passages, plus, with a question anchor, the passages of
+   * its candidate sentences ranked over all b (text only, no LM) when they lie beyond those, in rank
+   * order. The candidates come back as store indices, so the loop anchors as a store of all b would.
+   * @param passages the b first-stage passages, in rank order.
+   */
+  private choosePassages(
+    req: GenerateRequest,
+    passages: readonly Passage[],
+  ): { stored: readonly Passage[]; anchorCandidates?: readonly AnchorCandidate[] } {
+    const top = passages.slice(0, req.store_passages);
+    if (req.mode === "knnlm" || req.anchor === "none" || passages.length <= top.length) return { stored: top };
+    const ranked = rankAnchors(
+      { passages: this.encoder.layout(passages) },
+      retrievalQuery(req),
+      req.draft_passages ?? Infinity,
+      ANCHOR_CANDIDATES,
+    );
+    const extra = [...new Set(ranked.map((a) => a.passage).filter((p) => p >= top.length))].sort((x, y) => x - y);
+    const storeIndex = new Map<number, number>(extra.map((p, i) => [p, top.length + i]));
+    return {
+      stored: [...top, ...extra.map((p) => passages[p]!)],
+      anchorCandidates: ranked.map((a) => ({ ...a, passage: storeIndex.get(a.passage) ?? a.passage })),
+    };
   }
 
   /** Encodes `passage` into the key caches unless it is there already; true when the LM ran. */
@@ -165,7 +202,7 @@ export class Engine {
     const req = job.request;
     const stats = new DecodeStats();
     const tEnc = performance.now();
-    const { promptIds, text, complete } = await this.open(job, 0, signal);
+    const { promptIds, text, complete, anchorCandidates } = await this.open(job, 0, signal);
     // The passages the caches lacked are encoded while decoding starts on the store's text (the
     // sentence anchor's quote streams before the keys exist); decodeNest awaits the keys before
     // its first LM pass, so the LM runs one thing at a time.
@@ -186,7 +223,7 @@ export class Engine {
         this.lm,
         promptIds,
         { text, keys },
-        decodeOptions(req, this.manifest),
+        { ...decodeOptions(req, this.manifest), anchorCandidates },
         (tokens) => builder.push(tokens).forEach((d) => sink.delta(d)),
         stats,
         signal,

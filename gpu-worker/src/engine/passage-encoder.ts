@@ -13,6 +13,7 @@ import { LRUCache } from "lru-cache";
 import { z } from "zod";
 import { DEFAULT_NODE_ENV, type EncodeEnv } from "@nest/shared/config/node-env";
 import type { Passage } from "@nest/shared/protocol/passage";
+import type { AnchorPassage } from "../nest/anchor.ts";
 import type { CausalLM } from "../nest/causal-lm.ts";
 import { buildTokenStore, type EncodedPassage, type TokenStore } from "../nest/token-store.ts";
 import type { ModelTokenizer } from "../runtime/tokenizer.ts";
@@ -248,6 +249,21 @@ export class PassageEncoder {
       return { store: storeOf(), ...counts };
     })();
     return { text, complete };
+  }
+
+  /**
+   * The tokens of `passages` without their keys (memory-LRU entries where present, else tokenized
+   * as for encoding, so token positions equal the store's): what the anchor ranks over all b
+   * first-stage passages before the store is chosen. Runs no LM.
+   */
+  layout(passages: readonly Passage[]): AnchorPassage[] {
+    return passages.map((passage) => {
+      const hit = this.cache.get(this.cacheKey(passage));
+      if (hit) return hit;
+      const t = this.tokenizer.tokenizeWithOffsets(passage.text);
+      const n = Math.min(t.ids.length, MAX_PASSAGE_TOKENS);
+      return { passage, tokens: t.ids.slice(0, n), charStart: t.charStart.slice(0, n), charEnd: t.charEnd.slice(0, n) };
+    });
   }
 
   /**

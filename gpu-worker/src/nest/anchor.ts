@@ -12,8 +12,10 @@
  *
  * times the first-stage rank prior `1 / (1 + rank/10)` (rank 0-based), (the title term, like BM25F's title field, breaks the tie between "Australia, capital: name:
  * Canberra" and Kiribati's "the capital Tarawa is … between Hawaii and Australia")
- * over the sentences `s` of the first `numPassages` store passages (first-stage rank order), with
- * `df` counted over the N store passages (so words every retrieved passage shares weigh ~0). The
+ * over the sentences `s` of the first `numPassages` passages (first-stage rank order), with `df`
+ * counted over the N passages ranked (so words every retrieved passage shares weigh ~0). The engine
+ * ranks over all b first-stage passages, text only, and adds the anchors' passages to the token
+ * store when they lie beyond its `store_passages` (docs §14, "Store size"). The
  * draft starts at the sentence's first token and goes through relaxed verification like any other
  * draft (spec §6): the LM can still refuse it.
  */
@@ -21,7 +23,10 @@ import { stemmer } from "stemmer";
 import { eng as ENGLISH_STOP_WORDS } from "stopword";
 import type { Draft } from "./draft.ts";
 import { spanFrom } from "./draft.ts";
-import type { TokenStore } from "./token-store.ts";
+import type { StoredPassage, TokenStore } from "./token-store.ts";
+
+/** What the anchor reads of a passage: its text and tokens (a store passage, or one only tokenized). */
+export type AnchorPassage = Pick<StoredPassage, "passage" | "tokens" | "charStart" | "charEnd">;
 
 /** A sentence ends after `.`, `!`, `?` or `;` followed by white space, or at a line break. */
 const SENTENCE_END = /[.!?;](?=\s)|\n/g;
@@ -40,6 +45,7 @@ export function wordsOf(text: string): string[] {
 
 /** One anchor candidate: where it starts and its question-overlap score. */
 export interface AnchorCandidate {
+  /** Index of its passage in the ranked list (a store index once placed in a store). */
   readonly passage: number;
   /** Token position of the sentence's first token. */
   readonly startPos: number;
@@ -52,9 +58,15 @@ export interface AnchorCandidate {
  * Sentence starts over the first `numPassages` passages, best question overlap first (ties: the
  * higher-ranked passage, then the earlier sentence), at most `limit`, score > 0 only. Empty when no
  * sentence shares a word with the question or the query has no words.
+ * @param store the passages in first-stage rank order (a token store, or all b passages tokenized).
  * @param query the question (the retrieval query).
  */
-export function rankAnchors(store: TokenStore, query: string, numPassages: number, limit = 1): AnchorCandidate[] {
+export function rankAnchors(
+  store: { readonly passages: readonly AnchorPassage[] },
+  query: string,
+  numPassages: number,
+  limit = 1,
+): AnchorCandidate[] {
   const qWords = new Set(wordsOf(query));
   if (qWords.size === 0) return [];
   const n = store.passages.length;
@@ -90,7 +102,11 @@ export function rankAnchors(store: TokenStore, query: string, numPassages: numbe
 }
 
 /** The best-matching sentence start (see {@link rankAnchors}), or undefined. */
-export function bestAnchor(store: TokenStore, query: string, numPassages: number): AnchorCandidate | undefined {
+export function bestAnchor(
+  store: { readonly passages: readonly AnchorPassage[] },
+  query: string,
+  numPassages: number,
+): AnchorCandidate | undefined {
   return rankAnchors(store, query, numPassages, 1)[0];
 }
 
@@ -124,6 +140,8 @@ export const ANCHOR_CANDIDATES = 3;
  * The anchored first draft: up to `maxSpan` tokens from the best-matching sentence whose first
  * token passes `firstTokenOk` (the verification of v_1 against the current state, so trying the
  * next candidate costs no LM pass), among the {@link ANCHOR_CANDIDATES} best.
+ * @param candidates the candidates ranked beforehand over a wider passage list, as store indices
+ *   (the engine's, over all b first-stage passages); default: ranked over `store` here.
  * @returns undefined when no candidate qualifies (the step falls back to the loop's usual rule).
  */
 export function anchorDraft(
@@ -132,8 +150,9 @@ export function anchorDraft(
   numPassages: number,
   maxSpan: number,
   firstTokenOk: (token: number) => boolean = () => true,
+  candidates: readonly AnchorCandidate[] = rankAnchors(store, query, numPassages, ANCHOR_CANDIDATES),
 ): AnchorDraft | undefined {
-  for (const a of rankAnchors(store, query, numPassages, ANCHOR_CANDIDATES)) {
+  for (const a of candidates) {
     const d = spanFrom(store, a.passage, a.startPos, maxSpan);
     if (d && firstTokenOk(d.tokens[0]!)) return { ...d, sentenceTokens: a.endPos - a.startPos };
   }

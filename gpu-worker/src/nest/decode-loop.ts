@@ -13,7 +13,7 @@
 import type { CausalLM, ForwardOutput } from "./causal-lm.ts";
 import { acceptsGreedy, acceptsToken, verifyDraft, type AcceptanceTest, type DraftTokenTest } from "./verify.ts";
 import { cutDraft, nonRepeatingPrefix, proposeSpan, spanFrom, type Draft } from "./draft.ts";
-import { anchorDraft } from "./anchor.ts";
+import { type AnchorCandidate, anchorDraft } from "./anchor.ts";
 import { SpeculationGate, type SpeculationMode } from "./speculation.ts";
 import { lmMixture, mixtureAt, type MixtureOptions, type PositionState, type StoreUse } from "./mixture.ts";
 import { keyOfToken, type TokenStore } from "./token-store.ts";
@@ -61,6 +61,11 @@ export interface DecodeOptions extends MixtureOptions {
   readonly copyVerify?: "mixture" | "lm" | "either";
   /** The question, for the anchor. */
   readonly query?: string;
+  /**
+   * Anchor candidates ranked beforehand over all b first-stage passages, as store indices (the
+   * engine places their passages in the store; docs §14 "Store size"). Default: ranked over the store.
+   */
+  readonly anchorCandidates?: readonly AnchorCandidate[];
   /**
    * Drafts are cut before a token that would repeat an n-gram of the generated text (deviation,
    * docs §14). 0 = never (the paper).
@@ -210,7 +215,7 @@ export async function decodeNest(
    */
   let early: { draft: Draft; precommitted: number } | undefined;
   if (opts.storeUse === "nest" && opts.anchor === "sentence" && opts.query && gate.allows()) {
-    const anchor = anchorDraft(store, opts.query, draftPassages, opts.maxSpan);
+    const anchor = anchorDraft(store, opts.query, draftPassages, opts.maxSpan, undefined, opts.anchorCandidates);
     if (anchor) {
       const quote = anchor.tokens.subarray(0, Math.min(anchor.sentenceTokens, opts.maxNewTokens));
       const copied = Array.from(
@@ -256,7 +261,14 @@ export async function decodeNest(
         draft = spanFrom(store, streaming.passage, streaming.pos + 1, opts.maxSpan);
         kind = "copy";
       } else if (first && opts.anchor && opts.query) {
-        const anchor = anchorDraft(store, opts.query, draftPassages, opts.maxSpan, (t) => testDraftToken("anchor", cur, t, 0));
+        const anchor = anchorDraft(
+          store,
+          opts.query,
+          draftPassages,
+          opts.maxSpan,
+          (t) => testDraftToken("anchor", cur, t, 0),
+          opts.anchorCandidates,
+        );
         if (anchor) {
           draft = anchor;
           kind = "anchor";

@@ -1,6 +1,7 @@
 /**
- * `store_passages` (docs/nest-algorithm.md §14): only the first `store_passages` first-stage
- * passages go into the token store: they alone are encoded, searched and cited (real model, greedy).
+ * `store_passages` (docs/nest-algorithm.md §14): the token store holds the first `store_passages`
+ * first-stage passages, plus the passage of the anchor's sentence ranked over all of them; only
+ * those are encoded, searched and cited (real model, greedy).
  */
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -58,12 +59,21 @@ describe("store_passages", () => {
     expect(all.deltas[0]!.citation?.passage_id).toBe("australia");
     expect(all.deltas[0]!.text.startsWith("Australia, capital")).toBe(true);
 
-    const two = await ask({ store_passages: 2 });
+    // Without an anchor the store is the first two: Australia is neither stored nor cited.
+    const two = await ask({ store_passages: 2, anchor: "none" });
     expect(two.done.usage.store_passages).toBe(2);
     // The memory LRU holds the first two from the run above: nothing is encoded.
     expect(two.done.usage.encoded_passages).toBe(0);
     const cited = new Set(two.deltas.flatMap((d) => (d.citation ? [d.citation.passage_id] : [])));
     expect(cited.has("australia")).toBe(false);
+
+    // With the sentence anchor (default), ranked over all three, its passage joins the store: the
+    // store is the same three passages in the same order, so the answer is the 3-passage store's.
+    const anchored = await ask({ store_passages: 2 });
+    expect(anchored.done.usage.store_passages).toBe(3);
+    expect(anchored.deltas[0]!.citation?.passage_id).toBe("australia");
+    expect(anchored.deltas.map((d) => d.text)).toEqual(all.deltas.map((d) => d.text));
+    expect(anchored.deltas.map((d) => d.citation ?? null)).toEqual(all.deltas.map((d) => d.citation ?? null));
 
     // passages caps the store as before: 1 first-stage passage, a store of 1.
     const one = await ask({ passages: 1, store_passages: 3 });
