@@ -153,9 +153,12 @@ export class Engine {
 
   /**
    * The token store's passages (docs/nest-algorithm.md §14, "Store size"): the first
-   * `store_passages` of the b first-stage passages, plus, with a question anchor, the passages of
-   * its candidate sentences ranked over all b (text only, no LM) when they lie beyond those, in rank
-   * order. The candidates come back as store indices, so the loop anchors as a store of all b would.
+   * `store_passages` of the b first-stage passages, plus, when the anchor can draft, the passages of
+   * the candidate sentences it may use (the best one; three for `anchor: question`, which verifies
+   * and tries them in turn), ranked over all b (text only, no LM). A candidate's passage beyond the
+   * first `store_passages` is appended, in rank order, unless the same passage (id and text) is
+   * stored already. The candidates come back as store indices, so the loop anchors as a store of all
+   * b would.
    * @param passages the b first-stage passages, in rank order.
    */
   private choosePassages(
@@ -163,19 +166,31 @@ export class Engine {
     passages: readonly Passage[],
   ): { stored: readonly Passage[]; anchorCandidates?: readonly AnchorCandidate[] } {
     const top = passages.slice(0, req.store_passages);
-    if (req.mode === "knnlm" || req.anchor === "none" || passages.length <= top.length) return { stored: top };
+    const anchorDrafts = req.mode !== "knnlm" && req.anchor !== "none" && req.speculation !== "off";
+    if (!anchorDrafts || passages.length <= top.length) return { stored: top };
     const ranked = rankAnchors(
       { passages: this.encoder.layout(passages) },
       retrievalQuery(req),
       req.draft_passages ?? Infinity,
-      ANCHOR_CANDIDATES,
+      req.anchor === "question" ? ANCHOR_CANDIDATES : 1,
     );
-    const extra = [...new Set(ranked.map((a) => a.passage).filter((p) => p >= top.length))].sort((x, y) => x - y);
-    const storeIndex = new Map<number, number>(extra.map((p, i) => [p, top.length + i]));
-    return {
-      stored: [...top, ...extra.map((p) => passages[p]!)],
-      anchorCandidates: ranked.map((a) => ({ ...a, passage: storeIndex.get(a.passage) ?? a.passage })),
-    };
+    const stored = [...top];
+    const indexOf = new Map<string, number>();
+    top.forEach((p, i) => {
+      const key = `${p.id}\0${p.text}`;
+      if (!indexOf.has(key)) indexOf.set(key, i);
+    });
+    const storeIndex = new Map<number, number>();
+    for (const p of [...new Set(ranked.map((a) => a.passage))].sort((x, y) => x - y)) {
+      if (p < top.length) continue;
+      const key = `${passages[p]!.id}\0${passages[p]!.text}`;
+      if (!indexOf.has(key)) {
+        indexOf.set(key, stored.length);
+        stored.push(passages[p]!);
+      }
+      storeIndex.set(p, indexOf.get(key)!);
+    }
+    return { stored, anchorCandidates: ranked.map((a) => ({ ...a, passage: storeIndex.get(a.passage) ?? a.passage })) };
   }
 
   /** Encodes `passage` into the key caches unless it is there already; true when the LM ran. */

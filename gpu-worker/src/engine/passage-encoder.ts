@@ -258,7 +258,8 @@ export class PassageEncoder {
    */
   layout(passages: readonly Passage[]): AnchorPassage[] {
     return passages.map((passage) => {
-      const hit = this.cache.get(this.cacheKey(passage));
+      // peek: ranking all b passages must not refresh the LRU recency of those never stored.
+      const hit = this.cache.peek(this.cacheKey(passage));
       if (hit) return hit;
       const t = this.tokenizer.tokenizeWithOffsets(passage.text);
       const n = Math.min(t.ids.length, MAX_PASSAGE_TOKENS);

@@ -1,7 +1,7 @@
 /**
  * `store_passages` (docs/nest-algorithm.md §14): the token store holds the first `store_passages`
- * first-stage passages, plus the passage of the anchor's sentence ranked over all of them; only
- * those are encoded, searched and cited (real model, greedy).
+ * first-stage passages, plus the passage of the anchor's sentence (three candidates' with `anchor:
+ * question`) ranked over all of them; only those are encoded, searched and cited (real model, greedy).
  */
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -27,11 +27,21 @@ const PASSAGES = [
 let home: string;
 let engine: Engine;
 
-async function ask(params: Record<string, unknown>): Promise<{ deltas: DeltaEvent[]; done: DoneEvent }> {
+const FILLER = {
+  id: "fiji",
+  title: "Fiji",
+  source: "t",
+  text: "Fiji, climate: tropical marine; only slight seasonal temperature variation",
+};
+
+async function ask(
+  params: Record<string, unknown>,
+  passages: readonly (typeof PASSAGES)[number][] = PASSAGES,
+): Promise<{ deltas: DeltaEvent[]; done: DoneEvent }> {
   const request = GenerateRequestSchema.parse({ prompt: "What is the capital of Australia?", mode: "nest", max_new_tokens: 16, ...params });
   const deltas: DeltaEvent[] = [];
   let done: DoneEvent | undefined;
-  await engine.run({ request, passages: PASSAGES }, { delta: (d) => void deltas.push(d), done: (d) => void (done = d) });
+  await engine.run({ request, passages: [...passages] }, { delta: (d) => void deltas.push(d), done: (d) => void (done = d) });
   return { deltas, done: done! };
 }
 
@@ -74,6 +84,24 @@ describe("store_passages", () => {
     expect(anchored.deltas[0]!.citation?.passage_id).toBe("australia");
     expect(anchored.deltas.map((d) => d.text)).toEqual(all.deltas.map((d) => d.text));
     expect(anchored.deltas.map((d) => d.citation ?? null)).toEqual(all.deltas.map((d) => d.citation ?? null));
+
+    // A gap: Australia ranked 4th of 5 joins a store of 2 as its 3rd passage (store index 2, not
+    // rank 3), and the quote is the same as in the 3-passage store above.
+    const [nepal, kiribati, australia] = PASSAGES;
+    const gap = await ask({ store_passages: 2 }, [nepal!, kiribati!, FILLER, australia!, FILLER]);
+    expect(gap.done.usage.store_passages).toBe(3);
+    expect(gap.deltas[0]!.citation?.passage_id).toBe("australia");
+    expect(gap.deltas[0]!.text).toBe(all.deltas[0]!.text);
+    expect(gap.deltas[0]!.citation).toEqual(all.deltas[0]!.citation);
+
+    // The same passage twice: `anchor: question` ranks both copies' sentences among its three
+    // candidates, and the copy at rank 2 maps to the stored one instead of being stored again.
+    const dup = await ask({ store_passages: 2, anchor: "question" }, [australia!, nepal!, australia!]);
+    expect(dup.done.usage.store_passages).toBe(2);
+
+    // speculation off never drafts, so no anchor passage is added.
+    const off = await ask({ store_passages: 2, speculation: "off" });
+    expect(off.done.usage.store_passages).toBe(2);
 
     // passages caps the store as before: 1 first-stage passage, a store of 1.
     const one = await ask({ passages: 1, store_passages: 3 });
