@@ -77,7 +77,9 @@ export class OpenAiParamError extends NestError {
 
 function fail(issues: z.core.$ZodIssue[]): never {
   const first = issues[0];
-  throw new OpenAiParamError(issues.map(describeIssue).join("; "), first?.path.length ? first.path.map(String).join(".") : null);
+  // An unknown field is named by its own path (`store_passages`, `nest.foo`), not its object's.
+  const path = first === undefined ? [] : first.code === "unrecognized_keys" ? [...first.path, first.keys[0]!] : first.path;
+  throw new OpenAiParamError(issues.map(describeIssue).join("; "), path.length ? path.map(String).join(".") : null);
 }
 
 /** Reads the body as JSON (lone surrogates replaced). @throws NestError `invalid_json` for non-JSON. */

@@ -146,7 +146,10 @@ export class Engine {
       const store = emptyTokenStore(this.manifest.hidden_size);
       return { promptIds, text: store, complete: Promise.resolve({ store, numEncoded: 0 }) };
     }
-    const { stored, anchorCandidates } = anchored ? this.choosePassages(req, passages) : { stored: passages.slice(0, req.store_passages) };
+    // The store holds each passage (id and text) once, however often the first stage listed it.
+    const seen = new Set<string>();
+    const distinct = passages.filter((p) => !seen.has(`${p.id}\0${p.text}`) && seen.add(`${p.id}\0${p.text}`));
+    const { stored, anchorCandidates } = anchored ? this.choosePassages(req, distinct) : { stored: distinct.slice(0, req.store_passages) };
     const { text, complete } = await this.encoder.openStore(stored, signal, req.corpus);
     return { promptIds, text, complete, anchorCandidates };
   }
@@ -156,10 +159,9 @@ export class Engine {
    * `store_passages` of the b first-stage passages, plus, when the anchor can draft, the passages of
    * the candidate sentences it may use (the best one; three for `anchor: question`, which verifies
    * and tries them in turn), ranked over all b (text only, no LM). A candidate's passage beyond the
-   * first `store_passages` is appended, in rank order, unless the same passage (id and text) is
-   * stored already. The candidates come back as store indices, so the loop anchors as a store of all
-   * b would.
-   * @param passages the b first-stage passages, in rank order.
+   * first `store_passages` is appended, in rank order. The candidates come back as store indices,
+   * so the loop anchors as a store of all b would.
+   * @param passages the b first-stage passages, in rank order, each (id and text) once.
    */
   private choosePassages(
     req: GenerateRequest,
@@ -175,20 +177,11 @@ export class Engine {
       req.anchor === "question" ? ANCHOR_CANDIDATES : 1,
     );
     const stored = [...top];
-    const indexOf = new Map<string, number>();
-    top.forEach((p, i) => {
-      const key = `${p.id}\0${p.text}`;
-      if (!indexOf.has(key)) indexOf.set(key, i);
-    });
     const storeIndex = new Map<number, number>();
     for (const p of [...new Set(ranked.map((a) => a.passage))].sort((x, y) => x - y)) {
       if (p < top.length) continue;
-      const key = `${passages[p]!.id}\0${passages[p]!.text}`;
-      if (!indexOf.has(key)) {
-        indexOf.set(key, stored.length);
-        stored.push(passages[p]!);
-      }
-      storeIndex.set(p, indexOf.get(key)!);
+      storeIndex.set(p, stored.length);
+      stored.push(passages[p]!);
     }
     return { stored, anchorCandidates: ranked.map((a) => ({ ...a, passage: storeIndex.get(a.passage) ?? a.passage })) };
   }

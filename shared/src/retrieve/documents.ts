@@ -62,7 +62,8 @@ export class DocumentIndex implements PassageIndex {
   /**
    * The top `passages` chunks for `query`: chunks BM25 scores as matching, best first (MiniSearch
    * BM25+, terms OR-ed, title weighted 2), then the other chunks in document order, at most
-   * `passages` in all (so all chunks when they fit). Non-matching chunks score 0.
+   * `passages` in all (so all chunks when they fit). Non-matching chunks score 0. A chunk text found
+   * in several documents is one passage, listed once (where it ranks best).
    * @throws NestError `invalid_request` if `passages` is not a positive integer
    */
   async search(query: string, passages: number): Promise<ScoredPassage[]> {
@@ -74,7 +75,10 @@ export class DocumentIndex implements PassageIndex {
     const hits = q === "" ? [] : ms.search(q, { combineWith: "OR", boost: { title: 2 } });
     const scores = new Map<number, number>(hits.map((h) => [h.id as number, h.score]));
     const order = [...hits.map((h) => h.id as number), ...chunks.map((_, i) => i).filter((i) => !scores.has(i))];
-    return order.slice(0, passages).map((i, r) => ({ ...chunks[i]!, score: scores.get(i) ?? 0, rank: r + 1 }));
+    // A chunk text that occurs in two documents is one passage (same id): the better-ranked one.
+    const seen = new Set<string>();
+    const distinct = order.filter((i) => !seen.has(chunks[i]!.id) && seen.add(chunks[i]!.id));
+    return distinct.slice(0, passages).map((i, r) => ({ ...chunks[i]!, score: scores.get(i) ?? 0, rank: r + 1 }));
   }
 }
 

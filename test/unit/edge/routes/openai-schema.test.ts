@@ -30,5 +30,8 @@ describe("OpenAI request mapping: errors name the client's field", () => {
   it("`max_tokens` and the prompt keep their own names", () => {
     expect(paramOf(() => parseCompletionRequest({ model: "nest", prompt: "hi", max_tokens: 100_000 })).param).toBe("max_tokens");
     expect(paramOf(() => parseCompletionRequest({ model: "nest", prompt: "   " })).param).toBe("prompt");
+    // An unknown field is named itself, at the top level and inside `nest`.
+    expect(paramOf(() => parseCompletionRequest({ model: "nest", prompt: "hi", store_passages: 1 })).param).toBe("store_passages");
+    expect(paramOf(() => parseCompletionRequest({ model: "nest", prompt: "hi", nest: { foo: 1 } })).param).toBe("nest.foo");
   });
 });

@@ -63,6 +63,14 @@ describe("DocumentIndex.search", () => {
     expect((await idx.search("?!", 1))[0]!.document!.index).toBe(0);
     expect((await idx.search("?!", 1))[0]!.score).toBe(0);
   });
+
+  it("lists a chunk text found in two documents once, where it ranks best", async () => {
+    const idx = new DocumentIndex([docs[0]!, docs[1]!, { text: docs[1]!.text }]);
+    const hits = await idx.search("Varnholm lighthouse", 40);
+    expect(hits.map((h) => h.document!.index)).toEqual([1, 0]);
+    expect(new Set(hits.map((h) => h.id)).size).toBe(2);
+    expect(hits.map((h) => h.rank)).toEqual([1, 2]);
+  });
 });
 
 describe("citeIntoDocument", () => {
