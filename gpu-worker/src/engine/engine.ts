@@ -6,7 +6,7 @@
 import type { DoneEvent, DeltaEvent } from "@nest/shared/protocol/events";
 import { resolveGamma, retrievalQuery, usesTokenStore, type GenerateRequest } from "@nest/shared/protocol/request";
 import type { DecodeJob } from "@nest/shared/protocol/worker";
-import { ANCHOR_CANDIDATES, type AnchorCandidate, rankAnchors } from "../nest/anchor.ts";
+import { ANCHOR_CANDIDATES, type AnchorCandidate, rankAnchorsOver } from "../nest/anchor.ts";
 import { DeltaBuilder } from "../nest/attribution.ts";
 import { decodeNest, type DecodeOptions, type StoreUse } from "../nest/decode-loop.ts";
 import { DecodeStats } from "../nest/stats.ts";
@@ -158,7 +158,7 @@ export class Engine {
    * The token store's passages (docs/nest-algorithm.md §14, "Store size"): the first
    * `store_passages` of the b first-stage passages, plus, when the anchor can draft, the passages of
    * the candidate sentences it may use (the best one; three for `anchor: question`, which verifies
-   * and tries them in turn), ranked over all b (text only, no LM). A candidate's passage beyond the
+   * and tries them in turn), ranked over all b (text only, no LM; only their passages are tokenized). A candidate's passage beyond the
    * first `store_passages` is appended, in rank order. The candidates come back as store indices,
    * so the loop anchors as a store of all b would.
    * @param passages the b first-stage passages, in rank order, each (id and text) once.
@@ -170,8 +170,9 @@ export class Engine {
     const top = passages.slice(0, req.store_passages);
     const anchorDrafts = req.mode !== "knnlm" && req.anchor !== "none" && req.speculation !== "off";
     if (!anchorDrafts || passages.length <= top.length) return { stored: top };
-    const ranked = rankAnchors(
-      { passages: this.encoder.layout(passages) },
+    const ranked = rankAnchorsOver(
+      passages,
+      (p) => this.encoder.layoutOf(passages[p]!),
       retrievalQuery(req),
       req.draft_passages ?? Infinity,
       req.anchor === "question" ? ANCHOR_CANDIDATES : 1,

@@ -252,19 +252,17 @@ export class PassageEncoder {
   }
 
   /**
-   * The tokens of `passages` without their keys (memory-LRU entries where present, else tokenized
-   * as for encoding, so token positions equal the store's): what the anchor ranks over all b
-   * first-stage passages before the store is chosen. Runs no LM.
+   * The tokens of `passage` without its keys (the memory-LRU entry when present, else tokenized as
+   * for encoding, so token positions equal the store's): what the anchor places its sentences on
+   * when it ranks all b first-stage passages before the store is chosen. Runs no LM.
    */
-  layout(passages: readonly Passage[]): AnchorPassage[] {
-    return passages.map((passage) => {
-      // peek: ranking all b passages must not refresh the LRU recency of those never stored.
-      const hit = this.cache.peek(this.cacheKey(passage));
-      if (hit) return hit;
-      const t = this.tokenizer.tokenizeWithOffsets(passage.text);
-      const n = Math.min(t.ids.length, MAX_PASSAGE_TOKENS);
-      return { passage, tokens: t.ids.slice(0, n), charStart: t.charStart.slice(0, n), charEnd: t.charEnd.slice(0, n) };
-    });
+  layoutOf(passage: Passage): AnchorPassage {
+    // peek: ranking all b passages must not refresh the LRU recency of those never stored.
+    const hit = this.cache.peek(this.cacheKey(passage));
+    if (hit) return hit;
+    const t = this.tokenizer.tokenizeWithOffsets(passage.text);
+    const n = Math.min(t.ids.length, MAX_PASSAGE_TOKENS);
+    return { passage, tokens: t.ids.slice(0, n), charStart: t.charStart.slice(0, n), charEnd: t.charEnd.slice(0, n) };
   }
 
   /**

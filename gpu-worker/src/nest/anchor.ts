@@ -23,6 +23,7 @@ import { stemmer } from "stemmer";
 import { eng as ENGLISH_STOP_WORDS } from "stopword";
 import type { Draft } from "./draft.ts";
 import { spanFrom } from "./draft.ts";
+import type { Passage } from "@nest/shared/protocol/passage";
 import type { StoredPassage, TokenStore } from "./token-store.ts";
 
 /** What the anchor reads of a passage: its text and tokens (a store passage, or one only tokenized). */
@@ -58,7 +59,7 @@ export interface AnchorCandidate {
  * Sentence starts over the first `numPassages` passages, best question overlap first (ties: the
  * higher-ranked passage, then the earlier sentence), at most `limit`, score > 0 only. Empty when no
  * sentence shares a word with the question or the query has no words.
- * @param store the passages in first-stage rank order (a token store, or all b passages tokenized).
+ * @param store the passages in first-stage rank order, with their tokens (a token store).
  * @param query the question (the retrieval query).
  */
 export function rankAnchors(
@@ -67,38 +68,68 @@ export function rankAnchors(
   numPassages: number,
   limit = 1,
 ): AnchorCandidate[] {
+  return rankAnchorsOver(
+    store.passages.map((sp) => sp.passage),
+    (p) => store.passages[p]!,
+    query,
+    numPassages,
+    limit,
+  );
+}
+
+/**
+ * {@link rankAnchors} over passages whose tokens are produced on demand: sentences are scored on
+ * the text, and `tokensOf` is called (once each) only for the passages of the best sentences, to
+ * place them on token positions. The engine ranks all b first-stage passages this way without
+ * tokenizing the ones that hold no candidate.
+ * @param passages the passages in first-stage rank order.
+ * @param tokensOf the tokens of `passages[p]`, as the token store holds them.
+ */
+export function rankAnchorsOver(
+  passages: readonly Passage[],
+  tokensOf: (p: number) => Omit<AnchorPassage, "passage">,
+  query: string,
+  numPassages: number,
+  limit = 1,
+): AnchorCandidate[] {
   const qWords = new Set(wordsOf(query));
   if (qWords.size === 0) return [];
-  const n = store.passages.length;
+  const n = passages.length;
   const df = new Map<string, number>();
-  for (const sp of store.passages) {
-    for (const w of new Set(wordsOf(sp.passage.text))) if (qWords.has(w)) df.set(w, (df.get(w) ?? 0) + 1);
+  for (const passage of passages) {
+    for (const w of new Set(wordsOf(passage.text))) if (qWords.has(w)) df.set(w, (df.get(w) ?? 0) + 1);
   }
   const idf = (w: string) => Math.log((n + 1) / ((df.get(w) ?? 0) + 0.5));
-  const found: AnchorCandidate[] = [];
+  const sentences: { passage: number; from: number; to: number; score: number }[] = [];
   for (let p = 0; p < Math.min(numPassages, n); p++) {
-    const sp = store.passages[p]!;
-    const text = sp.passage.text;
+    const { text, title } = passages[p]!;
     let titleScore = 0;
-    for (const w of new Set(wordsOf(sp.passage.title))) if (qWords.has(w)) titleScore += idf(w);
+    for (const w of new Set(wordsOf(title))) if (qWords.has(w)) titleScore += idf(w);
     const starts = [0];
     for (const m of text.matchAll(SENTENCE_END)) starts.push(m.index! + 1);
     for (let i = 0; i < starts.length; i++) {
       const from = starts[i]!;
-      let score = 0;
-      for (const w of new Set(wordsOf(text.slice(from, starts[i + 1] ?? text.length)))) if (qWords.has(w)) score += idf(w);
-      if (score <= 0) continue;
-      score = (score + titleScore) * rankPrior(p);
-      const startPos = firstTokenAt(sp.charStart, sp.charEnd, text, from);
-      if (startPos < 0) continue;
       const to = starts[i + 1] ?? text.length;
-      let endPos = startPos + 1;
-      while (endPos < sp.tokens.length && sp.charStart[endPos]! < to) endPos++;
-      found.push({ passage: p, startPos, endPos, score });
+      let score = 0;
+      for (const w of new Set(wordsOf(text.slice(from, to)))) if (qWords.has(w)) score += idf(w);
+      if (score > 0) sentences.push({ passage: p, from, to, score: (score + titleScore) * rankPrior(p) });
     }
   }
   // Stable sort: equal scores keep rank order, then sentence order.
-  return found.sort((a, b) => b.score - a.score).slice(0, limit);
+  sentences.sort((a, b) => b.score - a.score);
+  const tokens = new Map<number, Omit<AnchorPassage, "passage">>();
+  const found: AnchorCandidate[] = [];
+  for (const { passage: p, from, to, score } of sentences) {
+    if (found.length >= limit) break;
+    if (!tokens.has(p)) tokens.set(p, tokensOf(p));
+    const sp = tokens.get(p)!;
+    const startPos = firstTokenAt(sp.charStart, sp.charEnd, passages[p]!.text, from);
+    if (startPos < 0) continue;
+    let endPos = startPos + 1;
+    while (endPos < sp.tokens.length && sp.charStart[endPos]! < to) endPos++;
+    found.push({ passage: p, startPos, endPos, score });
+  }
+  return found;
 }
 
 /** The best-matching sentence start (see {@link rankAnchors}), or undefined. */
