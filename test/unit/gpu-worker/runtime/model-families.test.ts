@@ -9,9 +9,8 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { cachePaths } from "@nest/corpus/home";
 import { EXPORTER_DIR } from "@nest/gpu-worker/config";
-import { findModelDir } from "@nest/gpu-worker/runtime/prepare-model";
+import { findModelDir, prepareExporterPython } from "@nest/gpu-worker/runtime/prepare-model";
 import { readManifest } from "@nest/gpu-worker/runtime/manifest";
 import { Engine } from "@nest/gpu-worker/engine/engine";
 import { GenerateRequestSchema } from "@nest/shared/protocol/request";
@@ -35,15 +34,18 @@ const PASSAGES = [
 ];
 
 let root: string;
-const python = join(cachePaths().venv, "bin", "python");
+let python: string;
 
 function py(args: string[]): void {
   const r = spawnSync(python, args, { encoding: "utf8" });
-  if (r.status !== 0) throw new Error(`${args[0]} failed:\n${(r.stdout + r.stderr).split("\n").slice(-15).join("\n")}`);
+  if (r.error) throw new Error(`${python} ${args[0]} could not start: ${r.error.message}`);
+  if (r.status !== 0) throw new Error(`${args[0]} failed:\n${`${r.stdout}${r.stderr}`.split("\n").slice(-15).join("\n")}`);
 }
 
 beforeAll(async () => {
-  const tokenizerDir = await findModelDir(); // `nestlm setup` made the venv and the real tokenizer
+  const tokenizerDir = await findModelDir(); // `nestlm setup` made the real tokenizer
+  // The venv too, unless $NEST_HOME came with the model but without it (a copied or mounted cache).
+  python = await prepareExporterPython({ log: () => {} });
   root = await mkdtemp(join(tmpdir(), "nest-families-"));
   for (const family of Object.keys(FAMILIES)) {
     py([join(EXPORTER_DIR, "make_tiny.py"), "--family", family, "--tokenizer-dir", tokenizerDir, "--out", join(root, `${family}-hf`)]);
