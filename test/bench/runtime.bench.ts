@@ -2,7 +2,7 @@
  * Runtime bench (issue 3). Not a test: it prints a table and writes bench-results/runtime.json.
  *
  *   npm run bench -- runtime
- *   node --import tsx test/bench/runtime.bench.ts [--runs 3] [--threads 2] [--precisions fp32,int8,int4]
+ *   node --import tsx test/bench/runtime.bench.ts [--runs 3] [--threads 2] [--precisions fp32,int8,int4,fused-fp32,fused-int8,fused-int4]
  *       [--max-new-tokens 64] [--skip-llama] [--skip-nest] [--load-procs 2] [--spinning off,on]
  *
  * 1. Base LM per precision and intra-op spinning setting (`session.intra_op.allow_spinning`; fresh
@@ -42,7 +42,7 @@ const { values } = parseArgs({
   options: {
     runs: { type: "string", default: "3" },
     threads: { type: "string", default: "2" },
-    precisions: { type: "string", default: "fp32,int8,int4" },
+    precisions: { type: "string", default: "fp32,int8,int4,fused-fp32,fused-int8,fused-int4" },
     "max-new-tokens": { type: "string", default: "64" },
     "skip-llama": { type: "boolean", default: false },
     "skip-nest": { type: "boolean", default: false },

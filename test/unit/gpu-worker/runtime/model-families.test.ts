@@ -13,6 +13,8 @@ import { EXPORTER_DIR } from "@nest/gpu-worker/config";
 import { findModelDir, prepareExporterPython } from "@nest/gpu-worker/runtime/prepare-model";
 import { readManifest } from "@nest/gpu-worker/runtime/manifest";
 import { Engine } from "@nest/gpu-worker/engine/engine";
+import { DecoderSession } from "@nest/gpu-worker/runtime/decoder-session";
+import { ModelTokenizer } from "@nest/gpu-worker/runtime/tokenizer";
 import { GenerateRequestSchema } from "@nest/shared/protocol/request";
 import type { DeltaEvent, DoneEvent } from "@nest/shared/protocol/events";
 
@@ -35,6 +37,15 @@ const PASSAGES = [
 
 let root: string;
 let python: string;
+let tokenizer: ModelTokenizer;
+/** The families `infra/export-onnx/fuse.py` builds a fused GroupQueryAttention graph for. */
+const FUSED: readonly string[] = ["llama", "mistral", "qwen2"];
+
+function maxAbsDiff(a: Float32Array, b: Float32Array): number {
+  let d = 0;
+  for (let i = 0; i < a.length; i++) d = Math.max(d, Math.abs(a[i]! - b[i]!));
+  return d;
+}
 
 function py(args: string[]): void {
   const r = spawnSync(python, args, { encoding: "utf8" });
@@ -60,7 +71,21 @@ beforeAll(async () => {
       "--key",
       `tiny-${family}`,
     ]);
+    if (FUSED.includes(family)) {
+      py([
+        join(EXPORTER_DIR, "fuse.py"),
+        "--model-dir",
+        join(root, family),
+        "--hf-dir",
+        join(root, `${family}-hf`),
+        "--precision",
+        "fused-fp32",
+        "--min-agreement",
+        "0.95",
+      ]);
+    }
   }
+  tokenizer = await ModelTokenizer.load(join(root, "llama"), await readManifest(join(root, "llama")));
 });
 afterAll(async () => {
   await rm(root, { recursive: true, force: true });
@@ -101,5 +126,47 @@ describe.each(Object.entries(FAMILIES))("%s", (family, expected) => {
       if (mode === "nest") expect(done!.usage.store_keys).toBeGreaterThan(10);
     }
     await engine.session.release();
+  });
+});
+
+describe.each(FUSED)("%s, fused graph", (family) => {
+  it("is made by fuse.py and matches the traced graph through DecoderSession", async () => {
+    const dir = join(root, family);
+    const m = await readManifest(dir);
+    expect(m.precisions?.["fused-fp32"]?.io).toBe("gqa");
+    const traced = await DecoderSession.load(dir, m, { precision: "fp32", threads: 2 });
+    const fused = await DecoderSession.load(dir, m, { precision: "fused-fp32", threads: 2 });
+    // 300 tokens (past the 256-position first buffer), then a 4-token draft and a truncate. Mistral:
+    // 200, inside its 256-token sliding window, since the traced Mistral graph fails past it (an Add
+    // broadcast of 259 by 304 positions; found here, not fixed), so there is nothing to compare with.
+    const n = family === "mistral" ? 200 : 300;
+    const long = tokenizer.encode("the quick brown fox jumps over the lazy dog ".repeat(40)).slice(0, n);
+    expect(long.length).toBe(n);
+    let d = 0;
+    for (const ids of [long, [28, 253, 2260, 314]]) {
+      const a = await traced.forward(ids);
+      const b = await fused.forward(ids);
+      for (let r = 0; r < ids.length; r++) d = Math.max(d, maxAbsDiff(a.logitsRow(r), b.logitsRow(r)));
+    }
+    traced.truncate(n + 1);
+    fused.truncate(n + 1);
+    const a = await traced.forward([99]);
+    const b = await fused.forward([99]);
+    d = Math.max(d, maxAbsDiff(a.logitsRow(0), b.logitsRow(0)));
+    expect(d).toBeLessThan(1e-3);
+    await traced.release();
+    await fused.release();
+  });
+});
+
+describe("gpt2", () => {
+  it("is refused by fuse.py with the families it builds (the traced graph serves it)", () => {
+    const r = spawnSync(
+      python,
+      [join(EXPORTER_DIR, "fuse.py"), "--model-dir", join(root, "gpt2"), "--hf-dir", join(root, "gpt2-hf"), "--precision", "fused-fp32"],
+      { encoding: "utf8" },
+    );
+    expect(r.status).not.toBe(0);
+    expect(r.stderr).toContain("not GPT2LMHeadModel");
   });
 });
