@@ -46,7 +46,7 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from quantize import ACCURACY_LEVEL, BLOCK, NEW_TOKENS, PROMPTS, Runner  # noqa: E402
+from quantize import ACCURACY_LEVEL, BLOCK, NEW_TOKENS, PROMPTS, Runner, greedy_parity, write_manifest  # noqa: E402
 
 _T0 = time.time()
 FAMILIES = ("LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM")
@@ -303,25 +303,9 @@ def add_variant(args, m: dict, manifest_path: str) -> int:
 
     tok = AutoTokenizer.from_pretrained(args.model_dir)
     ref, low = Runner(os.path.join(args.model_dir, m["onnx"]), m), FusedRunner(dst, m)
-    agree = total = same = 0
-    max_logit = 0.0
-    for i, q in enumerate(PROMPTS):
-        ids = chat_ids(tok, m, q)
-        a, la = ref.greedy(ids)
-        b, lb = low.greedy(ids)
-        max_logit = max(max_logit, float(np.abs(la - lb).max()))
-        n = 0
-        while n < min(len(a), len(b)) and a[n] == b[n]:
-            n += 1
-        agree += n
-        total += len(a)
-        same += int(a == b)
-        if i == 0:
-            step(f"{q!r}: fp32 {tok.decode(a)!r} / {args.precision} {tok.decode(b)!r}")
-    agreement = agree / max(total, 1)
+    max_logit, agreement, same = greedy_parity(ref, low, tok, m, args.precision)
     use = runtime_parity(ref, low, chat_ids(tok, m, PROMPTS[0]))
-    step(f"{args.precision} vs fp32 over {len(PROMPTS)} prompts: max|dlogit| (prefill) = {max_logit:.3g}, greedy token agreement = "
-         f"{agreement:.3f}, identical outputs = {same}/{len(PROMPTS)}; prefill + draft chunk + steps: {use}")
+    step(f"{args.precision}: prefill + draft chunk + greedy steps through the shared buffer: {use}")
     if agreement < args.min_agreement:
         print(f"parity FAILED: greedy agreement {agreement:.3f} < {args.min_agreement}", file=sys.stderr)
         return 1
@@ -330,11 +314,7 @@ def add_variant(args, m: dict, manifest_path: str) -> int:
         "identical_outputs": same, "prompts": len(PROMPTS), "reference": "onnxruntime fp32 (traced graph)",
         "nodes": count, "runtime_parity": use,
     }
-    with open(manifest_path + ".tmp", "w", encoding="utf8") as f:
-        json.dump(m, f, indent=2)
-        f.write("\n")
-    os.replace(manifest_path + ".tmp", manifest_path)
-    step("manifest updated")
+    write_manifest(manifest_path, m)
     return 0
 
 

@@ -144,11 +144,26 @@ def main() -> int:
     step(f"wrote {name} ({size_mb:.0f} MB)")
 
     tok = AutoTokenizer.from_pretrained(args.model_dir)
+    max_logit, agreement, same_outputs = greedy_parity(Runner(src, manifest), Runner(dst, manifest), tok, manifest,
+                                                       args.precision)
+    if agreement < args.min_agreement:
+        print(f"parity FAILED: greedy agreement {agreement:.3f} < {args.min_agreement}", file=sys.stderr)
+        return 1
+    manifest.setdefault("precisions", {})[args.precision] = {
+        "onnx": name, "max_abs_logit_diff": max_logit, "greedy_agreement": agreement,
+        "identical_outputs": same_outputs, "prompts": len(PROMPTS), "reference": "onnxruntime fp32",
+    }
+    write_manifest(path, manifest)
+    return 0
+
+
+def greedy_parity(ref, low, tok, manifest: dict, label: str) -> tuple[float, float, int]:
+    """`low` against `ref` (objects with ``greedy(ids) -> (tokens, first logits)``) over PROMPTS as
+    chat prompts: (max |logit difference| on the prefill, greedy token agreement, identical outputs)."""
     from jinja2 import Template  # transformers' own dependency
 
     template = Template(manifest["chat_template"])
-    ref, low = Runner(src, manifest), Runner(dst, manifest)
-    agree = total = same_outputs = 0
+    agree = total = same = 0
     max_logit = 0.0
     for i, q in enumerate(PROMPTS):
         text = template.render(messages=[{"role": "user", "content": q}], add_generation_prompt=True)
@@ -161,26 +176,23 @@ def main() -> int:
             n += 1
         agree += n
         total += len(a)
-        same_outputs += int(a == b)
+        same += int(a == b)
         if i == 0:
-            step(f"'{q}': fp32 {tok.decode(a)!r} / {args.precision} {tok.decode(b)!r}")
+            step(f"'{q}': fp32 {tok.decode(a)!r} / {label} {tok.decode(b)!r}")
     agreement = agree / max(total, 1)
-    step(f"{args.precision} vs fp32 over {len(PROMPTS)} prompts: max|dlogit| (prefill) = {max_logit:.3f}, "
-         f"greedy token agreement = {agreement:.3f}, identical outputs = {same_outputs}/{len(PROMPTS)}")
-    if agreement < args.min_agreement:
-        print(f"parity FAILED: greedy agreement {agreement:.3f} < {args.min_agreement}", file=sys.stderr)
-        return 1
-    manifest.setdefault("precisions", {})[args.precision] = {
-        "onnx": name, "max_abs_logit_diff": max_logit, "greedy_agreement": agreement,
-        "identical_outputs": same_outputs, "prompts": len(PROMPTS), "reference": "onnxruntime fp32",
-    }
+    step(f"{label} vs fp32 over {len(PROMPTS)} prompts: max|dlogit| (prefill) = {max_logit:.3g}, "
+         f"greedy token agreement = {agreement:.3f}, identical outputs = {same}/{len(PROMPTS)}")
+    return max_logit, agreement, same
+
+
+def write_manifest(path: str, manifest: dict) -> None:
+    """Rewrites manifest.json atomically (a temporary file renamed over it)."""
     tmp = path + ".tmp"
     with open(tmp, "w", encoding="utf8") as f:
         json.dump(manifest, f, indent=2)
         f.write("\n")
     os.replace(tmp, path)
     step("manifest updated")
-    return 0
 
 
 if __name__ == "__main__":
