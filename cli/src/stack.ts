@@ -55,7 +55,7 @@ export interface Stack {
  */
 export async function startStack(opts: StackOptions): Promise<Stack> {
   const env = opts.env ?? nodeEnv(process.env);
-  const modelDir = await findModelDir(opts.home);
+  const modelDir = await findModelDir(opts.home, env.runtime.NEST_PRECISION);
   // The default corpus must be prepared; corpora added by `nestlm ingest` are discovered in $NEST_HOME/corpora.
   const corpusDirs = { ...(await listCorpora(opts.home)), [DEFAULT_CORPUS]: await findCorpusDir(DEFAULT_CORPUS, opts.home) };
   const secret = opts.poolSecret ?? env.stack.NEST_POOL_SECRET ?? randomBytes(32).toString("base64url");

@@ -76,7 +76,7 @@ async function main(): Promise<void> {
   const worker = await startWorker({
     port: w.NEST_WORKER_PORT,
     host: w.NEST_WORKER_HOST,
-    modelDir: w.NEST_MODEL_DIR ?? (await findModelDir(home)),
+    modelDir: w.NEST_MODEL_DIR ?? (await findModelDir(home, env.runtime.NEST_PRECISION)),
     corpusDirs: await listCorpora(home),
     threads: env.runtime.NEST_THREADS,
     fusion: env.corpus.NEST_FUSION,

@@ -2,11 +2,12 @@
 
 The traced graph (export.py) runs ~110 nodes per layer (eager attention with repeat_kv, masks built
 from Where/Expand); onnxruntime's optimizers do not fuse it (infra/export-onnx/README.md). This
-script builds the same Llama-family decoder by hand from onnxruntime contrib ops, 13.2 nodes per
+script builds the same Llama-family decoder by hand from onnxruntime contrib ops, 16.2 nodes per
 layer: SkipSimplifiedLayerNormalization (residual add + RMSNorm in one kernel; its 4th output is
 the residual stream, so the kNN's hidden state entering the last block is a free output), MatMul
-Q/K/V, GroupQueryAttention (com.microsoft, rotary inside: do_rotary=1, non-interleaved as HF's
-rotate_half), MatMul O, MatMul gate/up, Sigmoid·Mul·Mul (SiLU gate), MatMul down, lm_head on the
+Q/K/V (+ bias for Qwen2), RotaryEmbedding on Q and K (non-interleaved as HF's rotate_half; K's
+output is also the graph's new_key_{i}), GroupQueryAttention (com.microsoft; Mistral's sliding
+window as local_window_size), MatMul O, MatMul gate/up, Sigmoid·Mul·Mul (SiLU gate), MatMul down, lm_head on the
 last num_logits_to_keep rows. Weights come from the source the fp32 export used (the GGUF,
 dequantised by transformers as export.py does, or a HF folder).
 
@@ -15,13 +16,18 @@ dequantised by transformers as export.py does, or a HF folder).
   fused-int4  MatMulNBits 4-bit (same settings)
 
 Graph I/O (manifest `precisions.<name>.io = "gqa"`, read by gpu-worker/src/runtime/decoder-session.ts):
-  inputs  input_ids [batch, seq] int64; seqlens_k [batch] int32 = total length - 1;
+  inputs  input_ids, position_ids [batch, seq] int64; seqlens_k [batch] int32 = total length - 1;
           total_sequence_length [] int32; num_logits_to_keep [] int64;
-          past_key_{i} / past_value_{i} [batch, kv_heads, past or capacity, head_dim] float32 (BNSH)
+          past_key_{i} / past_value_{i} [batch, kv_heads, past or capacity, head_dim] float32 (BNSH;
+          only the first seqlens_k + 1 - seq positions are read)
   outputs logits [batch, keep, vocab]; hidden_states [batch, seq, hidden] (the residual stream
-          entering the last decoder block, as the traced graph's); present_key_{i} / present_value_{i}.
-  With the past and present bound to one buffer of `capacity` positions, GroupQueryAttention writes
-  the new positions in place (past_present_share_buffer); the runtime does this.
+          entering the last decoder block, as the traced graph's); new_key_{i} / new_value_{i}
+          [batch, seq, kv_heads * head_dim] (this pass's rotated keys and values);
+          present_key_{i} / present_value_{i} (past + new, as GroupQueryAttention returns them).
+  The runtime (decoder-session.ts) feeds its padded cache buffers as the past, fetches only the
+  new_* outputs and appends them; onnxruntime-node copies every fetched output, so fetching the
+  presents would copy the whole cache per pass. With past and present bound to one buffer
+  (Python IOBinding, FusedRunner below) GroupQueryAttention writes the new positions in place.
 
 Parity against the fp32 graph, as quantize.py measures it (20 prompts, greedy 16 tokens, max
 |logit difference| on a chat prefill), plus for every variant a scripted check of the runtime's
@@ -101,6 +107,8 @@ def build(model, path: str, max_positions: int) -> int:
     init("sin_cache", np.sin(ang).astype(np.float32))
     x = node("Gather", [init("embed_tokens.weight", sd["model.embed_tokens.weight"]), "input_ids"], ["/embed_output_0"], "/model/embed_tokens/Gather")[0]
     residual = x
+    if L == 1:  # the residual stream entering the only block is the embedding output
+        node("Identity", [x], ["hidden_states"], "/model/hidden_states")
     h = node("SimplifiedLayerNormalization", [x, init("layers.0.input_layernorm.weight", sd["model.layers.0.input_layernorm.weight"])],
              ["/model/layers.0/input_layernorm_output_0"], "/model/layers.0/input_layernorm", axis=-1, epsilon=eps, stash_type=1)[0]
     for i in range(L):
@@ -108,10 +116,16 @@ def build(model, path: str, max_positions: int) -> int:
         q = linear(h, p + "self_attn.q_proj", f"{n}/self_attn/q_proj")
         k = linear(h, p + "self_attn.k_proj", f"{n}/self_attn/k_proj")
         v = linear(h, p + "self_attn.v_proj", f"{n}/self_attn/v_proj")
-        a = node("GroupQueryAttention", [q, k, v, f"past_key_{i}", f"past_value_{i}", "seqlens_k", "total_sequence_length", "cos_cache", "sin_cache"],
+        # Rotary outside the attention, so the rotated keys of the new positions are a graph output
+        # (new_key_{i}) the runtime appends to its cache without fetching the whole present.
+        q = node("RotaryEmbedding", [q, "position_ids", "cos_cache", "sin_cache"], [f"{n}/q_rot_output_0"], f"{n}/self_attn/q_rotary",
+                 domain="com.microsoft", interleaved=0)[0]
+        k = node("RotaryEmbedding", [k, "position_ids", "cos_cache", "sin_cache"], [f"new_key_{i}"], f"{n}/self_attn/k_rotary",
+                 domain="com.microsoft", interleaved=0)[0]
+        v = node("Identity", [v], [f"new_value_{i}"], f"{n}/self_attn/v_out")[0]
+        a = node("GroupQueryAttention", [q, k, v, f"past_key_{i}", f"past_value_{i}", "seqlens_k", "total_sequence_length"],
                  [f"{n}/attn_output_0", f"present_key_{i}", f"present_value_{i}"], f"{n}/self_attn/GroupQueryAttention",
-                 domain="com.microsoft", num_heads=H, kv_num_heads=KV, do_rotary=1, rotary_interleaved=0,
-                 local_window_size=window_attr)[0]
+                 domain="com.microsoft", num_heads=H, kv_num_heads=KV, do_rotary=0, local_window_size=window_attr)[0]
         o = linear(a, p + "self_attn.o_proj", f"{n}/self_attn/o_proj")
         h2, _, _, residual = node("SkipSimplifiedLayerNormalization", [o, residual, init(f"layers.{i}.post_attention_layernorm.weight", sd[p + "post_attention_layernorm.weight"])],
                                   [f"{n}/post_attention_layernorm_output_0", "", "", f"{n}/attn_residual_output_0"], f"{n}/post_attention_layernorm",
@@ -141,6 +155,7 @@ def build(model, path: str, max_positions: int) -> int:
     f32 = TensorProto.FLOAT
     inputs = [
         helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "seq"]),
+        helper.make_tensor_value_info("position_ids", TensorProto.INT64, ["batch", "seq"]),
         helper.make_tensor_value_info("seqlens_k", TensorProto.INT32, ["batch"]),
         helper.make_tensor_value_info("total_sequence_length", TensorProto.INT32, []),
         helper.make_tensor_value_info("num_logits_to_keep", TensorProto.INT64, []),
@@ -151,6 +166,7 @@ def build(model, path: str, max_positions: int) -> int:
         for kv in ("key", "value"):
             inputs.append(helper.make_tensor_value_info(f"past_{kv}_{i}", f32, ["batch", KV, "past", D]))
             outputs.append(helper.make_tensor_value_info(f"present_{kv}_{i}", f32, ["batch", KV, "total", D]))
+            outputs.append(helper.make_tensor_value_info(f"new_{kv}_{i}", f32, ["batch", "seq", KV * D]))
     graph = helper.make_graph(nodes, "nest-gqa-decoder", inputs, outputs, inits)
     mp = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)])
     mp.ir_version = 8
@@ -185,6 +201,7 @@ class FusedRunner:
         total = self.past_len + len(ids)
         io = self.sess.io_binding()
         io.bind_cpu_input("input_ids", np.array([ids], np.int64))
+        io.bind_cpu_input("position_ids", np.arange(self.past_len, total, dtype=np.int64)[None])
         io.bind_cpu_input("seqlens_k", np.array([total - 1], np.int32))
         io.bind_cpu_input("total_sequence_length", np.array(total, np.int32))
         io.bind_cpu_input("num_logits_to_keep", np.array(keep, np.int64))

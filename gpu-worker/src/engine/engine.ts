@@ -198,6 +198,16 @@ export class Engine {
   }
 
   /** The decoder session (for the bench's copy counters and options). */
+  /**
+   * The model as answers, `/healthz` and the FAQ cache key name it: the manifest's name, with the
+   * precision appended when it is not fp32 (`SmolLM2-135M-Instruct:fused-int4`), since another
+   * precision gives other answers.
+   */
+  get modelName(): string {
+    const p = this.lm.options.precision;
+    return p === "fp32" ? this.manifest.name : `${this.manifest.name}:${p}`;
+  }
+
   get session(): DecoderSession {
     return this.lm;
   }
@@ -249,7 +259,7 @@ export class Engine {
     sink.done({
       finish_reason: finishReason,
       mode: req.mode,
-      model: this.manifest.name,
+      model: this.modelName,
       usage: {
         prompt_tokens: promptIds.length,
         completion_tokens: completion,

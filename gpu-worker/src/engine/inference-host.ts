@@ -4,7 +4,7 @@
  * streams their events, cancels on abort, and refuses work beyond the queue bound (503).
  */
 import { Worker } from "node:worker_threads";
-import { NestError } from "@nest/shared/protocol/errors";
+import { type ErrorCode, NestError } from "@nest/shared/protocol/errors";
 import type { GenerateEvent } from "@nest/shared/protocol/events";
 import type { DecodeJob } from "@nest/shared/protocol/worker";
 import type { HostMessage, ThreadMessage } from "./thread-messages.ts";
@@ -22,6 +22,10 @@ interface Pending {
   readonly job: DecodeJob;
   push(e: GenerateEvent | null): void;
 }
+
+/** Error codes of a failed model load that `start` passes on as they are. */
+const STARTUP_CODES: ReadonlySet<ErrorCode> = new Set<ErrorCode>(["model_not_prepared", "invalid_request"]);
+const isStartupCode = (code: string): code is ErrorCode => (STARTUP_CODES as ReadonlySet<string>).has(code);
 
 export class InferenceHost {
   private nextId = 1;
@@ -43,7 +47,8 @@ export class InferenceHost {
 
   /**
    * Starts the inference thread and waits until the model is loaded.
-   * @throws NestError `model_not_prepared` (or the load error) when the model cannot be loaded.
+   * @throws NestError `model_not_prepared` when the model or its precision is not prepared,
+   *   `invalid_request` for a setting it cannot run with, `internal` for any other load error.
    */
   static async start(opts: InferenceHostOptions): Promise<InferenceHost> {
     const worker = new Worker(new URL("./inference-thread.mjs", import.meta.url), {
@@ -53,7 +58,9 @@ export class InferenceHost {
       const onMessage = (m: ThreadMessage) => {
         if (m.type === "ready") resolve(m.model);
         else if (m.type === "fatal")
-          reject(new NestError(m.error.code === "model_not_prepared" ? "model_not_prepared" : "internal", m.error.message));
+          // A missing model and a bad setting keep their codes (the CUDA refusal of a fused graph is
+          // `invalid_request`); any other load failure is `internal`.
+          reject(new NestError(isStartupCode(m.error.code) ? m.error.code : "internal", m.error.message));
       };
       worker.once("message", onMessage);
       worker.once("error", reject);

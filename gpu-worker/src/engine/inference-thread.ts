@@ -21,7 +21,7 @@ let engine: Engine;
 try {
   // The thread's copy of the process environment (taken when the thread started), parsed once here.
   engine = await Engine.load(modelDir, { threads }, nodeEnv(process.env));
-  post({ type: "ready", model: engine.manifest.name });
+  post({ type: "ready", model: engine.modelName });
 } catch (err) {
   const e = toNestError(err);
   post({ type: "fatal", error: { code: e.code, message: e.message } });

@@ -140,7 +140,7 @@ export async function evaluate(opts: EvaluateOptions): Promise<EvaluateResult> {
     {
       task: task.name,
       data: opts.data,
-      model: engine.manifest.name,
+      model: engine.modelName,
       examples: task.examples.length,
       maxNewTokens,
       passages,

@@ -5,9 +5,11 @@
  * - `traced` (export.py): names from the manifest (optimum / transformers.js names plus the kNN
  *   hidden-state output and `num_logits_to_keep`); the KV cache is append-only and sequence-major,
  *   each pass returns its new positions and the session appends them.
- * - `gqa` (fuse.py): GroupQueryAttention's BNSH cache, one buffer per past input bound as both the
- *   past input and the present output, so onnxruntime writes the new positions in place
- *   (past_present_share_buffer); `seqlens_k` / `total_sequence_length` replace mask and positions.
+ * - `gqa` (fuse.py): GroupQueryAttention's BNSH cache `[kvHeads, capacity, headDim]`, fed whole as
+ *   the past (`seqlens_k` / `total_sequence_length` say how many positions are valid); each pass
+ *   returns its new rotated keys and values (`new_key_{i}` / `new_value_{i}`) and the session
+ *   appends them. The graph's `present_*` outputs are not fetched: onnxruntime-node copies every
+ *   fetched output into a fresh buffer, which for the presents is the whole cache per pass.
  */
 import * as ort from "onnxruntime-node";
 import { join } from "node:path";
@@ -21,10 +23,7 @@ export type SessionOptions = Partial<RuntimeOptions>;
 
 /** Bytes moved across the JS ↔ onnxruntime boundary, for the bench. */
 export interface CopyStats {
-  /**
-   * Bytes of key/values returned by the session: the new positions appended to the cache buffers
-   * (traced graphs), or the whole bound cache buffers that onnxruntime-node copies back (gqa graphs).
-   */
+  /** Bytes of new key/values returned by the session and appended to the cache buffers. */
   kvOutBytes: number;
   /** Bytes of logits and hidden states returned. */
   outputBytes: number;
@@ -40,9 +39,9 @@ const INITIAL_CAPACITY = 256;
 const GQA = {
   pastKey: (i: number) => `past_key_${i}`,
   pastValue: (i: number) => `past_value_${i}`,
-  presentKey: (i: number) => `present_key_${i}`,
-  presentValue: (i: number) => `present_value_${i}`,
-  inputs: ["input_ids", "seqlens_k", "total_sequence_length", "num_logits_to_keep"],
+  newKey: (i: number) => `new_key_${i}`,
+  newValue: (i: number) => `new_value_${i}`,
+  inputs: ["input_ids", "position_ids", "seqlens_k", "total_sequence_length", "num_logits_to_keep"],
   outputs: ["logits", "hidden_states"],
 } as const;
 
@@ -51,9 +50,9 @@ const GQA = {
  * and one for values. Traced graphs: laid out `[position, kvHeads, headDim]`, the first
  * `cacheLength` positions are fed as `past_key_values.*` without a copy and each pass appends the
  * `present.*` outputs (the new positions only). `gqa` graphs: laid out `[kvHeads, capacity, headDim]`
- * (BNSH, batch 1) and written in place by the graph. Either way `truncate` just lowers the length
- * (a later pass overwrites the positions beyond it). Not safe for concurrent use: one request at a
- * time.
+ * (BNSH, batch 1), fed whole and appended to from `new_key_*` / `new_value_*`. Either way
+ * `truncate` just lowers the length (a later pass overwrites the positions beyond it). Not safe for
+ * concurrent use: one request at a time.
  */
 export class DecoderSession implements CausalLM {
   readonly vocabSize: number;
@@ -63,7 +62,7 @@ export class DecoderSession implements CausalLM {
    * @shape [capacity, kvHeads, headDim] (traced) or [kvHeads, capacity, headDim] (gqa)
    */
   private buffers: Float32Array[] = [];
-  /** gqa graphs: the buffers wrapped as `[1, kvHeads, capacity, headDim]` tensors, fed and fetched. */
+  /** gqa graphs: the buffers wrapped as `[1, kvHeads, capacity, headDim]` tensors, fed as the past. */
   private bufferTensors: ort.Tensor[] = [];
   /** Whether the graph is a fused `gqa` graph (manifest `precisions.<p>.io`). */
   readonly gqa: boolean;
@@ -92,7 +91,7 @@ export class DecoderSession implements CausalLM {
     for (let i = 0; i < manifest.num_layers; i++) {
       if (gqa) {
         this.pastNames.push(GQA.pastKey(i), GQA.pastValue(i));
-        this.presentNames.push(GQA.presentKey(i), GQA.presentValue(i));
+        this.presentNames.push(GQA.newKey(i), GQA.newValue(i));
       } else {
         this.pastNames.push(layerName(manifest.inputs.past_key, i), layerName(manifest.inputs.past_value, i));
         this.presentNames.push(layerName(manifest.outputs.present_key, i), layerName(manifest.outputs.present_value, i));
@@ -182,8 +181,18 @@ export class DecoderSession implements CausalLM {
     return this.length;
   }
 
+  /**
+   * Empties the cache for the next sequence; buffers grown past their first capacity are given
+   * back, so one long request leaves neither its memory nor (gqa graphs, which are fed the whole
+   * buffer) a slower pass to the requests after it.
+   */
   reset(): void {
     this.length = 0;
+    if (this.capacity > INITIAL_CAPACITY) {
+      this.buffers = this.buffers.map(() => new Float32Array(INITIAL_CAPACITY * this.rowFloats));
+      this.capacity = INITIAL_CAPACITY;
+      this.wrapBuffers();
+    }
   }
 
   truncate(length: number): void {
@@ -249,6 +258,7 @@ export class DecoderSession implements CausalLM {
       // so causal attention keeps it out of their hidden states, as the mask does for traced graphs.
       feeds = {
         input_ids: new ort.Tensor("int64", ids, [batch, width]),
+        position_ids: new ort.Tensor("int64", positions, [batch, width]),
         seqlens_k: new ort.Tensor("int32", new Int32Array(batch).fill(width - 1), [batch]),
         total_sequence_length: new ort.Tensor("int32", Int32Array.of(width), []),
         num_logits_to_keep: new ort.Tensor("int64", BigInt64Array.of(0n), []),
@@ -312,13 +322,14 @@ export class DecoderSession implements CausalLM {
   }
 
   /**
-   * {@link forward} on a `gqa` graph: the cache buffers are bound as past inputs and as present
-   * outputs, so GroupQueryAttention reads positions `0..cacheLength-1` and writes the `n` new ones
-   * in place (rotary positions from `seqlens_k`; nothing is copied back).
+   * {@link forward} on a `gqa` graph: the cache buffers are fed whole as the past, of which
+   * GroupQueryAttention reads the first `cacheLength` positions (from `seqlens_k`); the pass's new
+   * rotated keys and values `[1, n, kvHeads × headDim]` are appended to the buffers (BSNH → BNSH).
    */
   private async forwardGqa(ids: readonly number[], kept: number): Promise<ForwardOutput> {
     const n = ids.length;
-    const total = this.length + n;
+    const past = this.length;
+    const total = past + n;
     this.reserve(total);
     const feeds: Record<string, ort.Tensor> = {
       input_ids: new ort.Tensor(
@@ -326,19 +337,31 @@ export class DecoderSession implements CausalLM {
         BigInt64Array.from(ids, (x) => BigInt(x)),
         [1, n],
       ),
+      position_ids: new ort.Tensor(
+        "int64",
+        BigInt64Array.from({ length: n }, (_, i) => BigInt(past + i)),
+        [1, n],
+      ),
       seqlens_k: new ort.Tensor("int32", Int32Array.of(total - 1), [1]),
       total_sequence_length: new ort.Tensor("int32", Int32Array.of(total), []),
       num_logits_to_keep: new ort.Tensor("int64", BigInt64Array.of(BigInt(kept)), []),
     };
-    const fetches: Record<string, ort.Tensor | null> = { logits: null, hidden_states: null };
     this.bufferTensors.forEach((t, i) => {
       feeds[this.pastNames[i]!] = t;
-      fetches[this.presentNames[i]!] = t;
     });
-    const out = await this.session.run(feeds, fetches);
-    // onnxruntime-node 1.30 copies every pre-allocated output into a fresh buffer after the run
-    // (microsoft/onnxruntime#32346): the whole cache crosses the boundary once per pass.
-    this.copies.kvOutBytes += this.buffers.length * this.capacity * this.rowFloats * 4;
+    const out = await this.session.run(feeds, [...GQA.outputs, ...this.presentNames]);
+    const { num_kv_heads: kvHeads, head_dim: headDim } = this.manifest;
+    this.presentNames.forEach((name, i) => {
+      const fresh = out[name]!.data as Float32Array; // [1, n, kvHeads * headDim]
+      const buffer = this.buffers[i]!;
+      for (let t = 0; t < n; t++) {
+        for (let h = 0; h < kvHeads; h++) {
+          const from = (t * kvHeads + h) * headDim;
+          buffer.set(fresh.subarray(from, from + headDim), (h * this.capacity + past + t) * headDim);
+        }
+      }
+      this.copies.kvOutBytes += fresh.byteLength;
+    });
     this.length = total;
     return this.output(n, kept, out.logits!, out.hidden_states!);
   }

@@ -89,13 +89,15 @@ async function isPrepared(dir: string, key: string): Promise<boolean> {
 /**
  * Returns the prepared default model folder (it holds `manifest.json`, `model.onnx`,
  * `tokenizer.json`, ...).
+ * @param precision the precision the caller will load: its `--precision` goes into the error's fix
  * @throws NestError `model_not_prepared` when it is missing, incomplete or from another export version.
  */
-export async function findModelDir(home = nestHome()): Promise<string> {
+export async function findModelDir(home = nestHome(), precision: Precision = "fp32"): Promise<string> {
   const key = await modelCacheKey();
   const dir = modelDirFor(key, home);
   if (!(await isPrepared(dir, key))) {
-    throw new NestError("model_not_prepared", `model not prepared in ${dir}: run \`nestlm setup\``);
+    const setup = precision === "fp32" ? "nestlm setup" : `nestlm setup --precision ${precision}`;
+    throw new NestError("model_not_prepared", `model not prepared in ${dir}: run \`${setup}\``);
   }
   return dir;
 }

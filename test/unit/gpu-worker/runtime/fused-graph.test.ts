@@ -8,7 +8,7 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { beforeAll, describe, expect, it } from "vitest";
-import { prepareModel } from "@nest/gpu-worker/runtime/prepare-model";
+import { findModelDir, prepareModel } from "@nest/gpu-worker/runtime/prepare-model";
 import { readManifest, type Manifest } from "@nest/gpu-worker/runtime/manifest";
 import { DecoderSession } from "@nest/gpu-worker/runtime/decoder-session";
 import { ModelTokenizer } from "@nest/gpu-worker/runtime/tokenizer";
@@ -106,8 +106,15 @@ describe("fused-fp32 DecoderSession against the traced fp32 graph", () => {
     await fused.forward(head, 0);
     const a = await traced.forward(long.slice(250), 1);
     const b = await fused.forward(long.slice(250), 1);
-    expect(fused.copies.growBytes).toBeGreaterThan(0);
+    const grown = fused.copies.growBytes;
+    expect(grown).toBeGreaterThan(0);
     expect(maxAbsDiff(a.logitsRow(long.length - 251), b.logitsRow(long.length - 251))).toBeLessThan(LOGIT_TOL);
+    // reset() gives the grown buffers back: the same two passes grow them again, copying the
+    // 250 cached positions of each of the 60 buffers
+    fused.reset();
+    await fused.forward(head, 0);
+    await fused.forward(long.slice(250), 1);
+    expect(fused.copies.growBytes - grown).toBe(250 * manifest.num_kv_heads * manifest.head_dim * 4 * 2 * manifest.num_layers);
   });
 
   it("encodeBatch over right-padded rows equals the traced graph's hidden states", async () => {
@@ -139,6 +146,8 @@ describe("the Engine on the fused graph", () => {
       let done: DoneEvent | undefined;
       await engine.run({ request, passages }, { delta: (d) => void deltas.push(d), done: (d) => void (done = d) });
       await engine.session.release();
+      // another precision gives other answers: the name (answers, /healthz, FAQ cache key) says which
+      expect(done!.model).toBe(precision === "fp32" ? manifest.name : `${manifest.name}:${precision}`);
       return {
         text: deltas.map((d) => d.text).join(""),
         cites: deltas.flatMap((d) =>
@@ -155,6 +164,18 @@ describe("the Engine on the fused graph", () => {
       expect(b).toEqual(a);
     } finally {
       await rm(home, { recursive: true, force: true });
+    }
+  });
+});
+
+describe("a fused precision that is not prepared", () => {
+  it("names its setup command, in an empty NEST_HOME too", async () => {
+    const empty = await mkdtemp(join(tmpdir(), "nest-fused-empty-"));
+    try {
+      await expect(findModelDir(empty, "fused-int4")).rejects.toThrow(/nestlm setup --precision fused-int4/);
+      await expect(findModelDir(empty)).rejects.toThrow(/run `nestlm setup`/);
+    } finally {
+      await rm(empty, { recursive: true, force: true });
     }
   });
 });
