@@ -197,7 +197,6 @@ export class Engine {
     return this.encoder;
   }
 
-  /** The decoder session (for the bench's copy counters and options). */
   /**
    * The model as answers, `/healthz` and the FAQ cache key name it: the manifest's name, with the
    * precision appended when it is not fp32 (`SmolLM2-135M-Instruct:fused-int4`), since another
@@ -208,6 +207,7 @@ export class Engine {
     return p === "fp32" ? this.manifest.name : `${this.manifest.name}:${p}`;
   }
 
+  /** The decoder session (for the bench's copy counters and options). */
   get session(): DecoderSession {
     return this.lm;
   }

@@ -70,8 +70,9 @@ export const ManifestSchema = z.object({
           greedy_agreement: z.number(),
           /**
            * The graph's I/O: `traced` (default) as the fp32 export's, above; `gqa` for the fused
-           * graphs of `infra/export-onnx/fuse.py` (fixed names, BNSH past/present bound to one
-           * buffer, `seqlens_k` and `total_sequence_length` instead of the mask and positions).
+           * graphs of `infra/export-onnx/fuse.py` (fixed names, a BNSH past fed whole with
+           * `seqlens_k` / `total_sequence_length` instead of the mask, and `new_key_{i}` /
+           * `new_value_{i}` outputs holding the pass's new positions).
            */
           io: z.enum(["traced", "gqa"]).default("traced"),
         })
