@@ -66,6 +66,8 @@ export class DecoderSession implements CausalLM {
   private bufferTensors: ort.Tensor[] = [];
   /** Whether the graph is a fused `gqa` graph (manifest `precisions.<p>.io`). */
   readonly gqa: boolean;
+  /** gqa graphs: the outputs each pass fetches (logits, hidden states, new keys/values), built once. */
+  private readonly gqaFetches: readonly string[];
   private capacity = 0;
   private length = 0;
   /** Floats per cached position and buffer: kvHeads × headDim. */
@@ -102,6 +104,7 @@ export class DecoderSession implements CausalLM {
       ? [...GQA.inputs, ...this.pastNames]
       : [inputs.input_ids, inputs.attention_mask, inputs.position_ids, inputs.num_logits_to_keep, ...this.pastNames];
     const wantOut = gqa ? [...GQA.outputs, ...this.presentNames] : [outputs.logits, outputs.hidden_states, ...this.presentNames];
+    this.gqaFetches = gqa ? wantOut : [];
     const missingIn = wantIn.filter((n) => !session.inputNames.includes(n));
     const missingOut = wantOut.filter((n) => !session.outputNames.includes(n));
     if (missingIn.length + missingOut.length > 0) {
@@ -349,7 +352,7 @@ export class DecoderSession implements CausalLM {
     this.bufferTensors.forEach((t, i) => {
       feeds[this.pastNames[i]!] = t;
     });
-    const out = await this.session.run(feeds, [...GQA.outputs, ...this.presentNames]);
+    const out = await this.session.run(feeds, this.gqaFetches);
     const { num_kv_heads: kvHeads, head_dim: headDim } = this.manifest;
     this.presentNames.forEach((name, i) => {
       const fresh = out[name]!.data as Float32Array; // [1, n, kvHeads * headDim]
