@@ -1,6 +1,7 @@
 /**
  * `npm run bench`: runs every `test/bench/*.bench.ts` (or the ones named: `npm run bench -- batch`)
  * one after another, each in its own process so one's memory does not skew another's figures.
+ * Arguments after the first flag go to every bench run (`npm run bench -- runtime --runs 5`).
  * Each bench prints its own table and may write JSON under `bench-results/`. Benchmarks measure;
  * they assert nothing.
  */
@@ -10,7 +11,10 @@ import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 
 const here = dirname(fileURLToPath(import.meta.url));
-const wanted = process.argv.slice(2).filter((a) => !a.startsWith("-"));
+const args = process.argv.slice(2);
+const firstFlag = args.findIndex((a) => a.startsWith("-"));
+const wanted = firstFlag < 0 ? args : args.slice(0, firstFlag);
+const passed = firstFlag < 0 ? [] : args.slice(firstFlag);
 const benches = readdirSync(here)
   .filter((f) => f.endsWith(".bench.ts"))
   .filter((f) => wanted.length === 0 || wanted.some((w) => f.includes(w)))
@@ -22,7 +26,7 @@ if (benches.length === 0) {
 let failed = 0;
 for (const b of benches) {
   console.log(`\n=== ${b}`);
-  const r = spawnSync(process.execPath, ["--import", "tsx", join(here, b)], { stdio: "inherit" });
+  const r = spawnSync(process.execPath, ["--import", "tsx", join(here, b), ...passed], { stdio: "inherit" });
   if (r.status !== 0) {
     failed++;
     console.error(`${b} exited with ${r.status ?? r.signal}`);

@@ -10,8 +10,11 @@
  *    logits for the last position only), decode tokens/s (64 greedy steps), peak RSS. Measured
  *    twice in one run: as the machine is ("quiet"), then with `--load-procs` busy-loop processes
  *    running beside it ("loaded", 0 skips it), llama.cpp included.
- * 2. The same GGUF through llama.cpp (node-llama-cpp 3.21.1, CPU, same thread count): prefill and
- *    decode tokens/s on the same prompt. node-llama-cpp is installed on first use into
+ * 2. llama.cpp (node-llama-cpp 3.21.1, CPU, same thread count) on the same weights: prefill and
+ *    decode tokens/s on the same prompt. Each precision is compared with the GGUF holding its weights
+ *    (fp32 with the Q4_1 file dequantised to F32, int8 with its Q8_0 rewrite, int4 with the served
+ *    Q4_1 file; infra/export-onnx/gguf_variants.py writes the F32 and Q8_0 files once into
+ *    `$NEST_HOME/bench-deps/gguf`), and every precision also with the Q4_1 file. node-llama-cpp is installed on first use into
  *    `$NEST_HOME/bench-deps` (it ships ~700 MB of prebuilt binaries, too much for every install).
  * 3. NEST vs base on grounded prompts through the Engine (the server's decoding code), 40 factbook
  *    passages from BM25: six factbook questions and six factbook passage continuations. Decode
@@ -22,11 +25,11 @@
 import { spawn, spawnSync } from "node:child_process";
 import { existsSync } from "node:fs";
 import { mkdir, writeFile } from "node:fs/promises";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { parseArgs } from "node:util";
 import { loadavg } from "node:os";
 import { createRequire } from "node:module";
-import { findModelDir } from "@nest/gpu-worker/runtime/prepare-model";
+import { findModelDir, prepareExporterPython } from "@nest/gpu-worker/runtime/prepare-model";
 import { findCorpusDir } from "@nest/corpus/layout";
 import { cachePaths, REPO_ROOT } from "@nest/corpus/home";
 import { DEFAULT_MODEL } from "@nest/gpu-worker/config";
@@ -154,7 +157,34 @@ interface LlamaLike {
     dispose(): Promise<void>;
   }>;
 }
-async function llamaCpp(): Promise<Record<string, number> | undefined> {
+/** llama.cpp's weights per bit width: the served Q4_1 GGUF, and its F32 / Q8_0 rewrites (gguf_variants.py). */
+type GgufKind = "q4_1" | "q8_0" | "f32";
+/** Which llama.cpp file holds the same weights as each of our precisions (fp32 = the Q4_1 file dequantised). */
+const SAME_WEIGHTS: Record<string, GgufKind> = {
+  fp32: "f32",
+  "fused-fp32": "f32",
+  int8: "q8_0",
+  "fused-int8": "q8_0",
+  int4: "q4_1",
+  "fused-int4": "q4_1",
+};
+const GGUF_VARIANTS_SCRIPT = join(REPO_ROOT, "infra", "export-onnx", "gguf_variants.py");
+
+/** The GGUF of one bit width, written once into `$NEST_HOME/bench-deps/gguf` (the Q4_1 file is the download). */
+async function benchGguf(kind: GgufKind): Promise<string> {
+  const src = join(cachePaths().downloads, DEFAULT_MODEL.ggufFile);
+  if (kind === "q4_1") return src;
+  const out = join(cachePaths().home, "bench-deps", "gguf", DEFAULT_MODEL.ggufFile.replace(/\.Q4_1\./, `.${kind.toUpperCase()}.`));
+  if (!existsSync(out)) {
+    await mkdir(dirname(out), { recursive: true });
+    const py = await prepareExporterPython();
+    const r = spawnSync(py, [GGUF_VARIANTS_SCRIPT, "--gguf", src, "--type", kind, "--out", out], { stdio: "inherit" });
+    if (r.status !== 0) throw new Error(`gguf_variants.py --type ${kind} exited with ${r.status}`);
+  }
+  return out;
+}
+
+async function llamaCpp(kinds: GgufKind[]): Promise<Partial<Record<GgufKind, Record<string, number>>> | undefined> {
   const deps = join(cachePaths().home, "bench-deps");
   if (!existsSync(join(deps, "node_modules", "node-llama-cpp"))) {
     console.error("installing node-llama-cpp@3.21.1 into", deps, "(first bench run only)");
@@ -170,30 +200,33 @@ async function llamaCpp(): Promise<Record<string, number> | undefined> {
   const entry = require.resolve("node-llama-cpp");
   const { getLlama } = (await import(entry)) as { getLlama: (o: object) => Promise<LlamaLike> };
   const llama = await getLlama({ gpu: false, build: "never", logLevel: "error" as never });
-  const gguf = join(cachePaths().downloads, DEFAULT_MODEL.ggufFile);
-  const model = await llama.loadModel({ modelPath: gguf });
   const dir = await findModelDir();
   const tok = await ModelTokenizer.load(dir, await readManifest(dir));
   const promptText = tok.decode(await benchPrompt(tok));
-  const prefill: number[] = [];
-  const decode: number[] = [];
-  for (let r = 0; r < RUNS; r++) {
-    const context = await model.createContext({ threads: THREADS, contextSize: 1024 });
-    const seq = context.getSequence();
-    const tokens = model.tokenize(promptText, true);
-    const t0 = performance.now();
-    let first = 0;
-    let n = 0;
-    for await (const _ of seq.evaluate(tokens, { temperature: 0 })) {
-      if (n === 0) first = performance.now();
-      if (++n > DECODE_STEPS) break;
+  const result: Partial<Record<GgufKind, Record<string, number>>> = {};
+  for (const kind of kinds) {
+    const model = await llama.loadModel({ modelPath: await benchGguf(kind) });
+    const prefill: number[] = [];
+    const decode: number[] = [];
+    for (let r = 0; r < RUNS; r++) {
+      const context = await model.createContext({ threads: THREADS, contextSize: 1024 });
+      const seq = context.getSequence();
+      const tokens = model.tokenize(promptText, true);
+      const t0 = performance.now();
+      let first = 0;
+      let n = 0;
+      for await (const _ of seq.evaluate(tokens, { temperature: 0 })) {
+        if (n === 0) first = performance.now();
+        if (++n > DECODE_STEPS) break;
+      }
+      prefill.push(tokens.length / ((first - t0) / 1000));
+      decode.push(DECODE_STEPS / ((performance.now() - first) / 1000));
+      await context.dispose();
     }
-    prefill.push(tokens.length / ((first - t0) / 1000));
-    decode.push(DECODE_STEPS / ((performance.now() - first) / 1000));
-    await context.dispose();
+    await model.dispose();
+    result[kind] = { prefillTokS: median(prefill), decodeTokS: median(decode) };
   }
-  await model.dispose();
-  return { prefillTokS: median(prefill), decodeTokS: median(decode) };
+  return result;
 }
 
 // ---- 3. NEST vs base on grounded prompts ------------------------------------------------------------
@@ -312,7 +345,9 @@ function startLoad(n: number): () => void {
 }
 
 /** Base LM per precision × spinning, then llama.cpp, printed as one table. */
-async function runtimeRound(label: string): Promise<{ base: Record<string, number | string>[]; llama?: Record<string, number> }> {
+async function runtimeRound(
+  label: string,
+): Promise<{ base: Record<string, number | string>[]; llama?: Awaited<ReturnType<typeof llamaCpp>> }> {
   const spinnings = values.spinning!.split(",").map((s) => s.trim());
   const base = values
     .precisions!.split(",")
@@ -328,22 +363,30 @@ async function runtimeRound(label: string): Promise<{ base: Record<string, numbe
     console.log(
       `${String(b.precision).padEnd(10)} ${String(b.spinning).padEnd(8)} ${fmt(Number(b.prefillTokS)).padStart(13)} ${fmt(Number(b.decodeTokS)).padStart(13)} ${fmt(Number(b.peakRssMb), 0).padStart(12)} ${fmt(Number(b.kvBytesPerToken), 0).padStart(19)}`,
     );
-  let llama: Record<string, number> | undefined;
+  let llama: Awaited<ReturnType<typeof llamaCpp>>;
   if (!values["skip-llama"]) {
+    const kinds = [...new Set(["q4_1" as GgufKind, ...base.map((b) => SAME_WEIGHTS[String(b.precision)]!)])];
     try {
-      llama = await llamaCpp();
+      llama = await llamaCpp(kinds);
     } catch (err) {
       console.error(`llama.cpp: ${(err as Error).message}`);
     }
   }
   if (llama) {
-    console.log(
-      `llama.cpp (node-llama-cpp 3.21.1, same GGUF, ${THREADS} threads), ${label}: prefill ${fmt(llama.prefillTokS!)} tok/s, decode ${fmt(llama.decodeTokS!)} tok/s`,
-    );
-    for (const b of base)
+    for (const [kind, r] of Object.entries(llama))
       console.log(
-        `  ours ${b.precision} spinning ${b.spinning} / llama.cpp decode: ${fmt(Number(b.decodeTokS) / llama.decodeTokS!, 2)}× (target ≥ 1.0)  prefill: ${fmt(Number(b.prefillTokS) / llama.prefillTokS!, 2)}× (target ≥ 1.5)`,
+        `llama.cpp ${kind.toUpperCase().padEnd(4)} (node-llama-cpp 3.21.1, ${THREADS} threads), ${label}: prefill ${fmt(r.prefillTokS!)} tok/s, decode ${fmt(r.decodeTokS!)} tok/s${kind === "q4_1" ? " (the served GGUF)" : ""}`,
       );
+    const q41 = llama.q4_1;
+    for (const b of base) {
+      const kind = SAME_WEIGHTS[String(b.precision)]!;
+      const same = llama[kind];
+      const vs = (r: Record<string, number> | undefined, what: "decodeTokS" | "prefillTokS") =>
+        fmt(Number(b[what]) / (r?.[what] ?? NaN), 2);
+      console.log(
+        `  ours ${String(b.precision).padEnd(10)} spinning ${String(b.spinning).padEnd(3)} / llama.cpp ${kind.toUpperCase()} (same weights): decode ${vs(same, "decodeTokS")}× (target ≥ 1.0), prefill ${vs(same, "prefillTokS")}× (target ≥ 1.5); / llama.cpp Q4_1: decode ${vs(q41, "decodeTokS")}×, prefill ${vs(q41, "prefillTokS")}×`,
+      );
+    }
   }
   return { base, llama };
 }
