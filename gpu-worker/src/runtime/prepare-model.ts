@@ -31,11 +31,15 @@ export interface PrepareModelOptions {
   python?: string;
   /**
    * Variants to add beside fp32 (`infra/export-onnx/quantize.py` for int8/int4/fp16, `fuse.py` for
-   * the fused-* graphs), each
-   * parity-checked against fp32 and recorded in the manifest's `precisions`.
+   * the fused-* graphs), each parity-checked against fp32 and recorded in the manifest's
+   * `precisions`. fused-fp32, the CPU default (`defaultPrecision`), is always added for the
+   * {@link FUSED_ARCHITECTURES}.
    */
   precisions?: readonly Precision[];
 }
+
+/** Model families `infra/export-onnx/fuse.py` builds the fused graph for (its `FAMILIES`). */
+export const FUSED_ARCHITECTURES: readonly string[] = ["LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM"];
 
 const REQUIREMENTS = join(EXPORTER_DIR, "requirements.txt");
 const EXPORT_SCRIPT = join(EXPORTER_DIR, "export.py");
@@ -103,9 +107,10 @@ export async function findModelDir(home = nestHome(), precision: Precision = "fp
 }
 
 /**
- * Prepares the default model (idempotent) and returns its folder.
- * Takes ~3 min the first time (pip install of torch and friends, then ~40 s of export and parity
- * check on 2 CPU cores); a cached run returns in milliseconds.
+ * Prepares the default model (idempotent) and returns its folder: the traced fp32 export, the fused
+ * fp32 graph (the CPU default) and the asked-for variants.
+ * Takes ~4 min the first time (pip install of torch and friends, then ~40 s of export and parity
+ * check and ~40 s for the fused graph on 2 CPU cores); a cached run returns in milliseconds.
  * @throws NestError `internal` naming the failing command, its output tail and how to fix it.
  */
 export async function prepareModel(opts: PrepareModelOptions = {}): Promise<string> {
@@ -123,7 +128,8 @@ export async function prepareModel(opts: PrepareModelOptions = {}): Promise<stri
     await exportModel(opts, dir, key, step);
   }
   const manifest = await readManifest(dir);
-  for (const p of opts.precisions ?? []) {
+  const fused: Precision[] = FUSED_ARCHITECTURES.includes(manifest.architecture) ? ["fused-fp32"] : [];
+  for (const p of new Set([...fused, ...(opts.precisions ?? [])])) {
     if (p === "fp32" || manifest.precisions?.[p]) continue;
     const py = await prepareExporterPython({ ...opts, log: step });
     if (p.startsWith("fused-")) {

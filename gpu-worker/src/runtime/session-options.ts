@@ -19,8 +19,11 @@ export { PRECISIONS };
 export type Precision = (typeof PRECISIONS)[number];
 
 export const RuntimeOptionsSchema = z.object({
-  /** Weights of the decoder; non-fp32 variants are made by `nestlm setup --precision P`. */
-  precision: z.enum(PRECISIONS).default("fp32"),
+  /**
+   * Weights and graph of the decoder; variants are made by `nestlm setup --precision P`. Unset:
+   * {@link defaultPrecision}.
+   */
+  precision: z.enum(PRECISIONS).optional(),
   /** `cuda` needs onnxruntime-node's CUDA provider libraries (docs/cuda.md). */
   executionProvider: z.enum(EXECUTION_PROVIDERS).default("cpu"),
   /** onnxruntime intra-op threads; 0 lets onnxruntime use one per core. */
@@ -37,6 +40,20 @@ export const RuntimeOptionsSchema = z.object({
   intraOpSpinning: z.boolean().default(false),
 });
 export type RuntimeOptions = z.infer<typeof RuntimeOptionsSchema>;
+/** {@link RuntimeOptions} with the precision decided ({@link defaultPrecision} when it was unset). */
+export type ResolvedRuntimeOptions = RuntimeOptions & { precision: Precision };
+
+/**
+ * The precision when none is asked for: the fused float32 graph (`fused-fp32`, infra/export-onnx/fuse.py)
+ * on the CPU provider when the model has it (`prepareModel` builds it for Llama-family models), else
+ * the traced fp32 graph (CUDA: GroupQueryAttention there takes float16 only; GPT-2: no fused
+ * builder). Both run the same float32 weights: 20/20 identical greedy outputs, decode 1.2× and
+ * batched encoding 1.05× the traced graph's (docs/nest-algorithm.md, "Runtime").
+ * @param prepared whether a variant is prepared (the manifest's `precisions`)
+ */
+export function defaultPrecision(executionProvider: RuntimeOptions["executionProvider"], prepared: (p: Precision) => boolean): Precision {
+  return executionProvider === "cpu" && prepared("fused-fp32") ? "fused-fp32" : "fp32";
+}
 
 /**
  * Runtime options: the environment's `runtime` slice, with `overrides` on top.

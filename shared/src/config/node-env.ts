@@ -101,9 +101,9 @@ export const NodeEnvSchema = z.object({
   // decoder session (onnxruntime)
   NEST_PRECISION: z
     .enum(PRECISIONS)
-    .default("fp32")
+    .optional()
     .describe(
-      "decoder graph and weights: fp32, int8, int4, fp16, or the fused graph fused-fp32, fused-int8, fused-int4 (prepare with `nestlm setup --precision …`)",
+      "decoder graph and weights: fp32, int8, int4, fp16, or the fused graph fused-fp32, fused-int8, fused-int4 (prepare with `nestlm setup --precision …`); unset = fused-fp32 on the CPU provider (fp32 where the model has no fused graph), fp32 on cuda",
     ),
   NEST_EXECUTION_PROVIDER: z
     .enum(EXECUTION_PROVIDERS)

@@ -1,7 +1,8 @@
 /**
  * The ONNX decoder's KV cache through `DecoderSession`: verifying m draft tokens in one pass gives
  * the same logits as feeding them one at a time (spec §6), and cutting the cache after a rejection
- * leaves exactly the committed prefix (spec §12.12).
+ * leaves exactly the committed prefix (spec §12.12). Both float32 graphs: the traced export (fp32)
+ * and the fused GroupQueryAttention graph (fused-fp32, the CPU default).
  */
 import { beforeAll, describe, expect, it } from "vitest";
 import { findModelDir } from "@nest/gpu-worker/runtime/prepare-model";
@@ -12,7 +13,7 @@ import { ModelTokenizer } from "@nest/gpu-worker/runtime/tokenizer";
 /** Measured: ≤ 2e-4 between the batched and the step-by-step path; 1e-3 leaves room for thread-count noise. */
 const LOGIT_TOLERANCE = 1e-3;
 
-let lm: DecoderSession;
+const sessions: Record<string, DecoderSession> = {};
 let prompt: number[];
 let draft: number[];
 
@@ -25,14 +26,19 @@ function maxAbsDiff(a: Float32Array, b: Float32Array): number {
 beforeAll(async () => {
   const dir = await findModelDir();
   const manifest = await readManifest(dir);
-  lm = await DecoderSession.load(dir, manifest);
+  for (const precision of ["fp32", "fused-fp32"] as const) sessions[precision] = await DecoderSession.load(dir, manifest, { precision });
   const tok = await ModelTokenizer.load(dir, manifest);
   prompt = tok.encodeChat([{ role: "user", content: "What is the capital of Australia?" }]);
   draft = tok.encode("The capital of Australia is Canberra");
   expect(draft.length).toBeGreaterThanOrEqual(6);
 });
 
-describe("DecoderSession", () => {
+describe.each(["fp32", "fused-fp32"])("DecoderSession (%s)", (precision) => {
+  let lm: DecoderSession;
+  beforeAll(() => {
+    lm = sessions[precision]!;
+  });
+
   it("scores an m-token draft in one pass like m single steps", async () => {
     lm.reset();
     await lm.forward(prompt);

@@ -7,7 +7,7 @@ import { prepareModel } from "@nest/gpu-worker/runtime/prepare-model";
 import { readManifest, type Manifest } from "@nest/gpu-worker/runtime/manifest";
 import { DecoderSession } from "@nest/gpu-worker/runtime/decoder-session";
 import { ModelTokenizer } from "@nest/gpu-worker/runtime/tokenizer";
-import { runtimeOptions } from "@nest/gpu-worker/runtime/session-options";
+import { defaultPrecision, runtimeOptions } from "@nest/gpu-worker/runtime/session-options";
 import { NestError } from "@nest/shared/protocol/errors";
 import { nodeEnv } from "@nest/shared/config/node-env";
 
@@ -72,6 +72,27 @@ describe("runtime options", () => {
     expect(runtimeOptions({}, nodeEnv({}).runtime).intraOpSpinning).toBe(false);
     expect(runtimeOptions({}, nodeEnv({ NEST_INTRA_OP_SPINNING: "1" }).runtime).intraOpSpinning).toBe(true);
     expect(runtimeOptions({ intraOpSpinning: false }, nodeEnv({ NEST_INTRA_OP_SPINNING: "1" }).runtime).intraOpSpinning).toBe(false);
+  });
+
+  it("defaults to the fused fp32 graph on the CPU when the model has it, else the traced fp32 graph", async () => {
+    expect(defaultPrecision("cpu", (p) => p === "fused-fp32")).toBe("fused-fp32");
+    expect(defaultPrecision("cpu", () => false)).toBe("fp32"); // GPT-2, or a cache from before
+    expect(defaultPrecision("cuda", () => true)).toBe("fp32"); // CUDA GroupQueryAttention is fp16 only
+    expect(runtimeOptions({}, nodeEnv({}).runtime).precision).toBeUndefined();
+    // prepareModel builds fused-fp32 for Llama-family models: the default session runs it
+    expect(manifest.precisions?.["fused-fp32"]?.io).toBe("gqa");
+    const lm = await DecoderSession.load(dir, manifest, { threads: 1 });
+    expect(lm.options.precision).toBe("fused-fp32");
+    expect(lm.gqa).toBe(true);
+    const row = (await lm.forward(prompt, 1)).logitsRow(prompt.length - 1);
+    let diff = 0;
+    for (let i = 0; i < row.length; i++) diff = Math.max(diff, Math.abs(row[i]! - fp32Logits[i]!));
+    expect(diff).toBeLessThan(1e-3);
+    await lm.release();
+    const asked = await DecoderSession.load(dir, manifest, { precision: "fp32", threads: 1 });
+    expect(asked.options.precision).toBe("fp32");
+    expect(asked.gqa).toBe(false);
+    await asked.release();
   });
 
   it("names the variable of a bad value", () => {

@@ -25,7 +25,7 @@ describe("nodeEnv", () => {
       batch: { NEST_REDIS_URL: undefined, NEST_BATCH_PREFIX: "nest", NEST_BATCH_LOCK_MS: 30_000, NEST_BATCH_STALLED_INTERVAL_MS: 30_000 },
       metrics: { NEST_METRICS_PORT: undefined, NEST_METRICS_HOST: "0.0.0.0" },
       runtime: {
-        NEST_PRECISION: "fp32",
+        NEST_PRECISION: undefined,
         NEST_EXECUTION_PROVIDER: "cpu",
         NEST_THREADS: 0,
         NEST_GRAPH_OPTIMIZATION: "all",
