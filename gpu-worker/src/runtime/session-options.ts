@@ -48,7 +48,7 @@ export type ResolvedRuntimeOptions = RuntimeOptions & { precision: Precision };
  * on the CPU provider when the model has it (`prepareModel` builds it for Llama-family models), else
  * the traced fp32 graph (CUDA: GroupQueryAttention there takes float16 only; GPT-2: no fused
  * builder). Both run the same float32 weights: 20/20 identical greedy outputs, decode 1.2× and
- * batched encoding 1.05× the traced graph's (docs/nest-algorithm.md, "Runtime").
+ * batched encoding 1.05× the traced graph's (README "Speed and benchmarks").
  * @param prepared whether a variant is prepared (the manifest's `precisions`)
  */
 export function defaultPrecision(executionProvider: RuntimeOptions["executionProvider"], prepared: (p: Precision) => boolean): Precision {

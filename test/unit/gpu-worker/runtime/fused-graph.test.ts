@@ -146,8 +146,8 @@ describe("the Engine on the fused graph", () => {
       let done: DoneEvent | undefined;
       await engine.run({ request, passages }, { delta: (d) => void deltas.push(d), done: (d) => void (done = d) });
       await engine.session.release();
-      // another precision gives other answers: the name (answers, /healthz, FAQ cache key) says which
-      expect(done!.model).toBe(precision === "fp32" ? manifest.name : `${manifest.name}:${precision}`);
+      // the same float32 weights in two graphs: one model name (answers, /healthz, FAQ cache key)
+      expect(done!.model).toBe(manifest.name);
       return {
         text: deltas.map((d) => d.text).join(""),
         cites: deltas.flatMap((d) =>
@@ -165,6 +165,18 @@ describe("the Engine on the fused graph", () => {
     } finally {
       await rm(home, { recursive: true, force: true });
     }
+  });
+});
+
+describe("the model name", () => {
+  it("is the manifest's for both float32 graphs and carries any other precision (other weights, other answers)", async () => {
+    const names: Record<string, string> = {};
+    for (const precision of ["fp32", "fused-fp32", "fused-int4"] as const) {
+      const engine = await Engine.load(dir, { diskKeyCache: false, corpusKeys: false, precision, threads: 1 });
+      names[precision] = engine.modelName;
+      await engine.session.release();
+    }
+    expect(names).toEqual({ fp32: manifest.name, "fused-fp32": manifest.name, "fused-int4": `${manifest.name}:fused-int4` });
   });
 });
 
