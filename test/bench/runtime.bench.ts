@@ -410,7 +410,9 @@ if (LOAD_PROCS > 0) {
 }
 
 const nest = values["skip-nest"] ? [] : await nestVsBase();
-console.log(`\nNEST vs base on grounded prompts (default precision: fused-fp32 on the CPU, 40 passages, max ${MAX_NEW} new tokens; median)`);
+console.log(
+  `\nNEST vs base on grounded prompts (default precision: fused-fp32 on the CPU, 40 passages, max ${MAX_NEW} new tokens; median)`,
+);
 console.log("mode  set            decode tok/s  LM passes/token  mean accepted span  TTFT cold ms  TTFT warm ms  attribution");
 for (const r of nest)
   console.log(
