@@ -1,7 +1,8 @@
 /**
  * `npm run bench`: runs every `test/bench/*.bench.ts` (or the ones named: `npm run bench -- batch`)
  * one after another, each in its own process so one's memory does not skew another's figures.
- * Arguments after the first flag go to every bench run (`npm run bench -- runtime --runs 5`).
+ * Arguments after the first flag go to every bench run (`npm run bench -- runtime --runs 5`); each
+ * bench rejects flags it does not know, so name the bench when passing flags.
  * Each bench prints its own table and may write JSON under `bench-results/`. Benchmarks measure;
  * they assert nothing.
  */

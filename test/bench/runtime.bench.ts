@@ -160,7 +160,7 @@ interface LlamaLike {
 /** llama.cpp's weights per bit width: the served Q4_1 GGUF, and its F32 / Q8_0 rewrites (gguf_variants.py). */
 type GgufKind = "q4_1" | "q8_0" | "f32";
 /** Which llama.cpp file holds the same weights as each of our precisions (fp32 = the Q4_1 file dequantised). */
-const SAME_WEIGHTS: Record<string, GgufKind> = {
+const SAME_WEIGHTS: Partial<Record<string, GgufKind>> = {
   fp32: "f32",
   "fused-fp32": "f32",
   int8: "q8_0",
@@ -205,7 +205,14 @@ async function llamaCpp(kinds: GgufKind[]): Promise<Partial<Record<GgufKind, Rec
   const promptText = tok.decode(await benchPrompt(tok));
   const result: Partial<Record<GgufKind, Record<string, number>>> = {};
   for (const kind of kinds) {
-    const model = await llama.loadModel({ modelPath: await benchGguf(kind) });
+    let modelPath: string;
+    try {
+      modelPath = await benchGguf(kind);
+    } catch (err) {
+      console.error(`llama.cpp ${kind}: ${(err as Error).message} (skipped)`);
+      continue;
+    }
+    const model = await llama.loadModel({ modelPath });
     const prefill: number[] = [];
     const decode: number[] = [];
     for (let r = 0; r < RUNS; r++) {
@@ -365,7 +372,7 @@ async function runtimeRound(
     );
   let llama: Awaited<ReturnType<typeof llamaCpp>>;
   if (!values["skip-llama"]) {
-    const kinds = [...new Set(["q4_1" as GgufKind, ...base.map((b) => SAME_WEIGHTS[String(b.precision)]!)])];
+    const kinds = [...new Set(["q4_1" as GgufKind, ...base.flatMap((b) => SAME_WEIGHTS[String(b.precision)] ?? [])])];
     try {
       llama = await llamaCpp(kinds);
     } catch (err) {
@@ -379,7 +386,7 @@ async function runtimeRound(
       );
     const q41 = llama.q4_1;
     for (const b of base) {
-      const kind = SAME_WEIGHTS[String(b.precision)]!;
+      const kind = SAME_WEIGHTS[String(b.precision)] ?? "q4_1"; // fp16: no GGUF of its own here
       const same = llama[kind];
       const vs = (r: Record<string, number> | undefined, what: "decodeTokS" | "prefillTokS") =>
         fmt(Number(b[what]) / (r?.[what] ?? NaN), 2);

@@ -22,7 +22,7 @@ import { corpusKeyResolver } from "./corpus-key-store.ts";
 import { join } from "node:path";
 import { cachePaths } from "@nest/corpus/home";
 import { DEFAULT_NODE_ENV, type NodeEnv } from "@nest/shared/config/node-env";
-import { runtimeOptions } from "../runtime/session-options.ts";
+import { runtimeOptions, weightsName } from "../runtime/session-options.ts";
 import type { Passage } from "@nest/shared/protocol/passage";
 
 /** The environment an {@link Engine} reads: the decoder session's and the passage encoder's slices. */
@@ -72,8 +72,9 @@ export class Engine {
     const manifest = await readManifest(modelDir);
     const session = runtimeOptions(opts, env.runtime);
     const [lm, tokenizer] = await Promise.all([DecoderSession.load(modelDir, manifest, session), ModelTokenizer.load(modelDir, manifest)]);
-    // Keys depend on the exact weights: the export's key and the precision name the model.
-    const modelKey = `${manifest.source.key.slice(0, 12)}-${lm.options.precision}-${tokenizer.cacheTag}`;
+    // Keys depend on the weights: the export's key and the weights' precision name the model (fp32
+    // and fused-fp32 share their caches and encoded corpora, `weightsName`).
+    const modelKey = `${manifest.source.key.slice(0, 12)}-${weightsName(lm.options.precision)}-${tokenizer.cacheTag}`;
     const diskCache = opts.diskKeyCache ?? env.encode.NEST_KEY_CACHE;
     const keysDir = join(cachePaths(opts.home).home, "keys", modelKey);
     const disk = diskCache ? new DiskKeyStore(keysDir, manifest.hidden_size) : undefined;
@@ -204,8 +205,8 @@ export class Engine {
    * two graphs (20/20 identical greedy outputs, max |Δ logit| 6.6e-5).
    */
   get modelName(): string {
-    const p = this.lm.options.precision;
-    return p === "fp32" || p === "fused-fp32" ? this.manifest.name : `${this.manifest.name}:${p}`;
+    const weights = weightsName(this.lm.options.precision);
+    return weights === "fp32" ? this.manifest.name : `${this.manifest.name}:${weights}`;
   }
 
   /** The decoder session (for the bench's copy counters and options). */

@@ -44,6 +44,17 @@ export type RuntimeOptions = z.infer<typeof RuntimeOptionsSchema>;
 export type ResolvedRuntimeOptions = RuntimeOptions & { precision: Precision };
 
 /**
+ * The weights a precision runs, as model names and key-cache folders name them: `fused-fp32` is the
+ * fp32 weights in the fused graph, so it shares fp32's name, its passage-key caches and its
+ * encoded-corpus stores (hidden states within 6.7e-7 relative, far below the fp16 store's rounding;
+ * identical nest answers and citations, `test/unit/gpu-worker/runtime/fused-graph.test.ts`). Every
+ * other precision is its own weights.
+ */
+export function weightsName(precision: Precision): Exclude<Precision, "fused-fp32"> {
+  return precision === "fused-fp32" ? "fp32" : precision;
+}
+
+/**
  * The precision when none is asked for: the fused float32 graph (`fused-fp32`, infra/export-onnx/fuse.py)
  * on the CPU provider when the model has it (`prepareModel` builds it for Llama-family models), else
  * the traced fp32 graph (CUDA: GroupQueryAttention there takes float16 only; GPT-2: no fused

@@ -169,14 +169,20 @@ describe("the Engine on the fused graph", () => {
 });
 
 describe("the model name", () => {
-  it("is the manifest's for both float32 graphs and carries any other precision (other weights, other answers)", async () => {
+  it("and the key-cache name are fp32's for both float32 graphs; any other precision carries its own (other weights)", async () => {
     const names: Record<string, string> = {};
+    const keys: Record<string, string> = {};
     for (const precision of ["fp32", "fused-fp32", "fused-int4"] as const) {
       const engine = await Engine.load(dir, { diskKeyCache: false, corpusKeys: false, precision, threads: 1 });
       names[precision] = engine.modelName;
+      keys[precision] = engine.passageEncoder.modelKey;
       await engine.session.release();
     }
     expect(names).toEqual({ fp32: manifest.name, "fused-fp32": manifest.name, "fused-int4": `${manifest.name}:fused-int4` });
+    // the key caches and encoded corpora follow the weights too: fp32's are fused-fp32's
+    expect(keys["fused-fp32"]).toBe(keys.fp32);
+    expect(keys.fp32).toMatch(/-fp32-/);
+    expect(keys["fused-int4"]).toMatch(/-fused-int4-/);
   });
 });
 
