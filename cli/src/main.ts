@@ -152,9 +152,13 @@ export function buildProgram(): Command {
 
   program
     .command("setup")
-    .description("prepare the model (ONNX export) and the default corpus in $NEST_HOME")
+    .description("prepare the model (ONNX export, plus the fused-fp32 graph the CPU runs by default) and the default corpus in $NEST_HOME")
     .option("--dense", "also embed the factbook passages for hybrid retrieval (10-60 min on 2 cores)")
-    .option("--precision <list>", "also prepare these decoder precisions, comma-separated: int8,int4,fp16", parsePrecisions)
+    .option(
+      "--precision <list>",
+      "also prepare these decoder precisions, comma-separated: int8,int4,fp16,fused-int8,fused-int4 (fp32, and fused-fp32 for Llama-family models, are always built)",
+      parsePrecisions,
+    )
     .action((o: { dense?: boolean; precision?: Precision[] }) => {
       const env = nodeEnv(process.env);
       return setup(nestHome(env.home), err, { dense: o.dense ?? env.corpus.NEST_FACTBOOK_DENSE, precisions: o.precision });

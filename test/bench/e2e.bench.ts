@@ -28,7 +28,9 @@
  *
  * Per request: latency (request sent → `done` read), TTFT (→ first `delta`), completion tokens,
  * tokens/s (completion ÷ latency), per-token latency (latency ÷ completion), LM passes per token,
- * the worker's encoding time. Ratios to base are per question (paired), then the median. Every
+ * the worker's encoding time. Ratios to base are per question (paired), then the median; besides
+ * per-token and whole-answer latency, "equal length" compares each answer's time to the shorter
+ * answer's token count with base's time to the same count (deltas carry their token counts). Every
  * request sends `Cache-Control: no-store`, so the FAQ cache never answers. The 1-minute load
  * average is printed: on a shared machine it explains most of the spread.
  */
@@ -89,7 +91,21 @@ interface Measure {
   passes: number;
   encodingMs: number;
   text: string;
+  /** Cumulative completion tokens at each delta and when it arrived, ms after the request was sent. */
+  arrivals: { tokens: number; ms: number }[];
 }
+
+/** When `m` had streamed `n` tokens, ms after the request was sent (its latency when it never did). */
+const timeToTokens = (m: Measure, n: number) => m.arrivals.find((a) => a.tokens >= n)?.ms ?? m.latencyMs;
+/**
+ * `m`'s time to `k` tokens ÷ `base`'s time to the same `k`, k = the shorter of the two answers: a
+ * paired speed ratio that does not spread a short complete answer's fixed costs (its prefill) over
+ * fewer tokens than base produced, as per-token latency does.
+ */
+const equalLengthVsBase = (m: Measure, base: Measure) => {
+  const k = Math.max(1, Math.min(m.tokens, base.tokens));
+  return timeToTokens(m, k) / timeToTokens(base, k);
+};
 
 const median = (xs: number[]) => {
   const s = xs.filter(Number.isFinite).sort((a, b) => a - b);
@@ -160,10 +176,13 @@ async function ask(stack: Stack, question: string, mode: string, extra: Record<s
   let ttftMs = NaN;
   let done: DoneEvent | undefined;
   let text = "";
+  const arrivals: Measure["arrivals"] = [];
   for await (const ev of readGenerateEvents(res.body!)) {
     if (ev.event === "delta") {
-      if (Number.isNaN(ttftMs)) ttftMs = performance.now() - t0;
+      const ms = performance.now() - t0;
+      if (Number.isNaN(ttftMs)) ttftMs = ms;
       text += ev.data.text;
+      arrivals.push({ tokens: (arrivals.at(-1)?.tokens ?? 0) + ev.data.tokens, ms });
     } else if (ev.event === "done") done = ev.data;
     else if (ev.event === "error") throw new Error(`${mode}: ${JSON.stringify(ev.data)}`);
   }
@@ -176,6 +195,7 @@ async function ask(stack: Stack, question: string, mode: string, extra: Record<s
     passes: done.usage.lm_forward_passes,
     encodingMs: done.timings_ms.encoding,
     text,
+    arrivals,
   };
 }
 
@@ -223,6 +243,7 @@ const summary = MODES.map((mode) => {
     encodingMs: median(ms.map((m) => m.encodingMs)),
     perTokenVsBase: median(results.map((r) => perToken(r[mode]) / perToken(r.base))),
     latencyVsBase: median(results.map((r) => r[mode].latencyMs / r.base.latencyMs)),
+    equalLengthVsBase: median(results.map((r) => equalLengthVsBase(r[mode], r.base))),
   };
 });
 console.log(
@@ -230,10 +251,12 @@ console.log(
     .map((x) => x.toFixed(1))
     .join(" ")}`,
 );
-console.log("mode         latency ms  TTFT ms  tok/s  ms/token  passes/token  encoding ms  per-token ÷ base  latency ÷ base");
+console.log(
+  "mode         latency ms  TTFT ms  tok/s  ms/token  passes/token  encoding ms  per-token ÷ base  latency ÷ base  equal length ÷ base",
+);
 for (const s of summary) {
   console.log(
-    `${s.mode.padEnd(11)} ${fmt(s.latencyMs).padStart(11)} ${fmt(s.ttftMs).padStart(8)} ${fmt(s.tokS, 1).padStart(6)} ${fmt(s.msPerToken, 1).padStart(9)} ${fmt(s.passesPerToken, 2).padStart(13)} ${fmt(s.encodingMs).padStart(12)} ${fmt(s.perTokenVsBase, 2).padStart(16)}× ${fmt(s.latencyVsBase, 2).padStart(14)}×`,
+    `${s.mode.padEnd(11)} ${fmt(s.latencyMs).padStart(11)} ${fmt(s.ttftMs).padStart(8)} ${fmt(s.tokS, 1).padStart(6)} ${fmt(s.msPerToken, 1).padStart(9)} ${fmt(s.passesPerToken, 2).padStart(13)} ${fmt(s.encodingMs).padStart(12)} ${fmt(s.perTokenVsBase, 2).padStart(16)}× ${fmt(s.latencyVsBase, 2).padStart(14)}× ${fmt(s.equalLengthVsBase, 2).padStart(19)}×`,
   );
 }
 const get = (mode: BenchMode) => summary.find((s) => s.mode === mode)!;
@@ -251,7 +274,25 @@ const worst = pairs.reduce((a, b) => (b.ratio > a.ratio ? b : a));
 target(`slowest prompt per token ÷ base in auto, keys available (${warmModes.join(", ")})`, worst.ratio, 1.05);
 // Per token, a short complete answer carries its fixed costs (prefill) over few tokens: say which it was.
 console.log(
-  `       that is [${worst.i + 1}] ${worst.m}: ${worst.r[worst.m].tokens} tokens in ${fmt(worst.r[worst.m].latencyMs)} ms against base's ${worst.r.base.tokens} in ${fmt(worst.r.base.latencyMs)} ms (latency ${fmt(worst.r[worst.m].latencyMs / worst.r.base.latencyMs, 2)}×)`,
+  `       that is [${worst.i + 1}] ${worst.m}: ${worst.r[worst.m].tokens} tokens in ${fmt(worst.r[worst.m].latencyMs)} ms against base's ${worst.r.base.tokens} in ${fmt(worst.r.base.latencyMs)} ms (latency ${fmt(worst.r[worst.m].latencyMs / worst.r.base.latencyMs, 2)}×; base's first ${Math.min(worst.r[worst.m].tokens, worst.r.base.tokens)} tokens took ${fmt(timeToTokens(worst.r.base, Math.min(worst.r[worst.m].tokens, worst.r.base.tokens)))} ms)`,
+);
+// The same prompts compared at equal length (each answer's time to the shorter answer's token count).
+const worstEqual = results
+  .flatMap((r, i) => warmModes.map((m) => ({ i, m, ratio: equalLengthVsBase(r[m], r.base) })))
+  .reduce((a, b) => (b.ratio > a.ratio ? b : a));
+target(
+  `  the same at equal length (time to the shorter answer's tokens ÷ base's), [${worstEqual.i + 1}] ${worstEqual.m}`,
+  worstEqual.ratio,
+  1.05,
+);
+// Against decoding the same prompt without NEST: rag-nest's prompt is rag's, not base's.
+const worstOwn = results
+  .flatMap((r, i) => warmModes.map((m) => ({ i, m, ratio: perToken(r[m]) / perToken(m === "rag-nest" ? r.rag : r.base) })))
+  .reduce((a, b) => (b.ratio > a.ratio ? b : a));
+target(
+  `  the same per token against the same prompt without NEST (nest ÷ base, rag-nest ÷ rag), [${worstOwn.i + 1}] ${worstOwn.m}`,
+  worstOwn.ratio,
+  1.05,
 );
 const same = results.filter((r) => r["nest-enc"].text === r["nest-cold"].text).length;
 console.log(`  nest over the encoded corpus gave the same text as cold nest on ${same}/${results.length} questions`);

@@ -95,7 +95,7 @@ for (const q of QUESTIONS)
   requests.push((await index.search(q.question, PASSAGES)).map(({ id, title, text, source }) => ({ id, title, text, source })));
 await index.close?.();
 console.log(
-  `encoding bench: ${QUESTIONS.length} questions × ${PASSAGES} passages, threads ${lm.options.threads || "auto"}, spinning ${lm.options.intraOpSpinning ? "on" : "off"}, load average ${load()}`,
+  `encoding bench: ${QUESTIONS.length} questions × ${PASSAGES} passages, threads ${lm.options.threads || "auto"}, spinning ${lm.options.intraOpSpinning ? (lm.options.intraOpSpinDurationUs > 0 ? `≤ ${lm.options.intraOpSpinDurationUs} µs` : "unbounded") : "off"}, load average ${load()}`,
 );
 
 // ---- 1. throughput ------------------------------------------------------------------------------------

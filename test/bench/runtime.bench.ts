@@ -3,9 +3,11 @@
  *
  *   npm run bench -- runtime
  *   node --import tsx test/bench/runtime.bench.ts [--runs 3] [--threads 2] [--precisions fp32,int8,int4,fused-fp32,fused-int8,fused-int4]
- *       [--max-new-tokens 64] [--skip-llama] [--skip-nest] [--load-procs 2] [--spinning off,on]
+ *       [--max-new-tokens 64] [--skip-llama] [--skip-nest] [--load-procs 2] [--spinning off,50,on]
  *
- * 1. Base LM per precision and intra-op spinning setting (`session.intra_op.allow_spinning`; fresh
+ * 1. Base LM per precision and intra-op spinning setting (`off`: none; a number: spinning bounded to
+ *    that many µs, `session.intra_op.spin_duration_us`, 50 being the default; `on`: onnxruntime's own
+ *    unbounded spinning; fresh
  *    child process each, so peak RSS is the model's own): prefill tokens/s (a 200-token prompt,
  *    logits for the last position only), decode tokens/s (64 greedy steps), peak RSS. Measured
  *    twice in one run: as the machine is ("quiet"), then with `--load-procs` busy-loop processes
@@ -50,7 +52,7 @@ const { values } = parseArgs({
     "skip-llama": { type: "boolean", default: false },
     "skip-nest": { type: "boolean", default: false },
     "load-procs": { type: "string", default: "2" },
-    spinning: { type: "string", default: "off,on" },
+    spinning: { type: "string", default: "off,50,on" },
     child: { type: "string" },
     "child-spinning": { type: "string", default: "off" },
   },
@@ -77,10 +79,19 @@ async function benchPrompt(tok: ModelTokenizer): Promise<number[]> {
 }
 
 // ---- 1. base LM in a child process --------------------------------------------------------------
-async function baseChild(precision: Precision, spinning: boolean): Promise<void> {
+/** A `--spinning` entry as session options: `off`, `on` (unbounded) or a bound in µs. */
+function spinOptions(spinning: string): { intraOpSpinning: boolean; intraOpSpinDurationUs: number } {
+  if (spinning === "off") return { intraOpSpinning: false, intraOpSpinDurationUs: 0 };
+  if (spinning === "on") return { intraOpSpinning: true, intraOpSpinDurationUs: 0 };
+  const us = Number(spinning);
+  if (!Number.isInteger(us) || us <= 0) throw new Error(`--spinning: ${spinning} is not off, on or a number of µs`);
+  return { intraOpSpinning: true, intraOpSpinDurationUs: us };
+}
+
+async function baseChild(precision: Precision, spinning: string): Promise<void> {
   const dir = await findModelDir();
   const manifest = await readManifest(dir);
-  const lm = await DecoderSession.load(dir, manifest, { precision, threads: THREADS, intraOpSpinning: spinning });
+  const lm = await DecoderSession.load(dir, manifest, { precision, threads: THREADS, ...spinOptions(spinning) });
   const tok = await ModelTokenizer.load(dir, manifest);
   const prompt = await benchPrompt(tok);
   const prefill: number[] = [];
@@ -105,7 +116,7 @@ async function baseChild(precision: Precision, spinning: boolean): Promise<void>
   process.stdout.write(
     JSON.stringify({
       precision,
-      spinning: spinning ? "on" : "off",
+      spinning: spinning === "off" || spinning === "on" ? spinning : `${spinning}us`,
       prefillTokS: median(prefill),
       decodeTokS: median(decode),
       peakRssMb: rssMb,
@@ -339,7 +350,7 @@ async function nestVsBase(): Promise<NestRow[]> {
 
 // ---- main ------------------------------------------------------------------------------------------
 if (values.child) {
-  await baseChild(values.child as Precision, values["child-spinning"] === "on");
+  await baseChild(values.child as Precision, values["child-spinning"]!);
   process.exit(0);
 }
 
@@ -391,7 +402,7 @@ async function runtimeRound(
       const vs = (r: Record<string, number> | undefined, what: "decodeTokS" | "prefillTokS") =>
         fmt(Number(b[what]) / (r?.[what] ?? NaN), 2);
       console.log(
-        `  ours ${String(b.precision).padEnd(10)} spinning ${String(b.spinning).padEnd(3)} / llama.cpp ${kind.toUpperCase()} (same weights): decode ${vs(same, "decodeTokS")}× (target ≥ 1.0), prefill ${vs(same, "prefillTokS")}× (target ≥ 1.5); / llama.cpp Q4_1: decode ${vs(q41, "decodeTokS")}×, prefill ${vs(q41, "prefillTokS")}×`,
+        `  ours ${String(b.precision).padEnd(10)} spinning ${String(b.spinning).padEnd(4)} / llama.cpp ${kind.toUpperCase()} (same weights): decode ${vs(same, "decodeTokS")}× (target ≥ 1.0), prefill ${vs(same, "prefillTokS")}× (target ≥ 1.5); / llama.cpp Q4_1: decode ${vs(q41, "decodeTokS")}×, prefill ${vs(q41, "prefillTokS")}×`,
       );
     }
   }

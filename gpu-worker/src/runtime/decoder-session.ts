@@ -16,7 +16,7 @@ import { join } from "node:path";
 import { NestError } from "@nest/shared/protocol/errors";
 import type { CausalLM, ForwardOutput } from "../nest/causal-lm.ts";
 import { layerName, type Manifest } from "./manifest.ts";
-import { defaultPrecision, runtimeOptions, type ResolvedRuntimeOptions, type RuntimeOptions } from "./session-options.ts";
+import { defaultPrecision, intraOpConfig, runtimeOptions, type ResolvedRuntimeOptions, type RuntimeOptions } from "./session-options.ts";
 
 /** Session options: precision, execution provider, threads...; unset fields come from the environment. */
 export type SessionOptions = Partial<RuntimeOptions>;
@@ -163,7 +163,7 @@ export class DecoderSession implements CausalLM {
         intraOpNumThreads: options.threads,
         enableCpuMemArena: options.enableCpuMemArena,
         // Session config entries (onnxruntime_session_options_config_keys.h), flattened by the binding.
-        extra: { session: { intra_op: { allow_spinning: options.intraOpSpinning ? "1" : "0" } } },
+        extra: { session: { intra_op: intraOpConfig(options) } },
       });
     } catch (err) {
       if (options.executionProvider === "cuda") {

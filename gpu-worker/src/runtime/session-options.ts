@@ -3,7 +3,7 @@
  * How the decoder runs: precision, execution provider and onnxruntime session options. The
  * environment's part is the `runtime` slice of `@nest/shared/config/node-env` (`NEST_PRECISION`,
  * `NEST_EXECUTION_PROVIDER`, `NEST_THREADS`, `NEST_GRAPH_OPTIMIZATION`, `NEST_CPU_MEM_ARENA`,
- * `NEST_INTRA_OP_SPINNING`), parsed once by the process entry point; explicit options override it.
+ * `NEST_INTRA_OP_SPINNING`, `NEST_INTRA_OP_SPIN_US`), parsed once by the process entry point; explicit options override it.
  */
 import { z } from "zod";
 import { NestError } from "@nest/shared/protocol/errors";
@@ -32,12 +32,19 @@ export const RuntimeOptionsSchema = z.object({
   /** onnxruntime's CPU memory arena (faster allocation, keeps peak memory). */
   enableCpuMemArena: z.boolean().default(true),
   /**
-   * Whether onnxruntime's intra-op threads busy-wait for work between ops and passes
-   * (`session.intra_op.allow_spinning`). Off by default: on a CPU shared with other processes a
-   * spinning pool burns the cores its peers need, and decoding collapsed under load with it on
-   * (test/bench/runtime.bench.ts measures both).
+   * Whether onnxruntime's intra-op threads busy-wait for the next op instead of sleeping at once
+   * (`session.intra_op.allow_spinning`), for {@link RuntimeOptions.intraOpSpinDurationUs} at most.
    */
-  intraOpSpinning: z.boolean().default(false),
+  intraOpSpinning: z.boolean().default(true),
+  /**
+   * The bound of that busy-wait, µs (`session.intra_op.spin_duration_us`); 0 = none (onnxruntime's
+   * own spinning). Default 50: a decoding step's ops follow each other closely, so a
+   * short spin keeps spinning's gain on a quiet machine (fused graphs +20-30 % over no spinning),
+   * while a thread that finds no work soon gives a shared core back (beside a CPU load fused-fp32
+   * +5 %, the other graphs -13 to -30 %, unbounded spinning -22 to -40 %;
+   * test/bench/runtime.bench.ts, README "Speed and benchmarks").
+   */
+  intraOpSpinDurationUs: z.number().int().min(0).max(1_000_000).default(50),
 });
 export type RuntimeOptions = z.infer<typeof RuntimeOptionsSchema>;
 /** {@link RuntimeOptions} with the precision decided ({@link defaultPrecision} when it was unset). */
@@ -58,8 +65,8 @@ export function weightsName(precision: Precision): Exclude<Precision, "fused-fp3
  * The precision when none is asked for: the fused float32 graph (`fused-fp32`, infra/export-onnx/fuse.py)
  * on the CPU provider when the model has it (`prepareModel` builds it for Llama-family models), else
  * the traced fp32 graph (CUDA: GroupQueryAttention there takes float16 only; GPT-2: no fused
- * builder). Both run the same float32 weights: 20/20 identical greedy outputs, decode 1.2× and
- * batched encoding 1.05× the traced graph's (README "Speed and benchmarks").
+ * builder). Both run the same float32 weights: 20/20 identical greedy outputs; the fused graph
+ * decodes 1.2-1.7× as fast, with prefill about the same (README "Speed and benchmarks").
  * @param prepared whether a variant is prepared (the manifest's `precisions`)
  */
 export function defaultPrecision(executionProvider: RuntimeOptions["executionProvider"], prepared: (p: Precision) => boolean): Precision {
@@ -81,6 +88,7 @@ export function runtimeOptions(overrides: Partial<RuntimeOptions> = {}, env: Run
     graphOptimizationLevel: env.NEST_GRAPH_OPTIMIZATION,
     enableCpuMemArena: env.NEST_CPU_MEM_ARENA,
     intraOpSpinning: env.NEST_INTRA_OP_SPINNING,
+    intraOpSpinDurationUs: env.NEST_INTRA_OP_SPIN_US,
   };
   for (const [k, v] of Object.entries(overrides)) if (v !== undefined) raw[k] = v;
   const parsed = RuntimeOptionsSchema.safeParse(raw);
@@ -91,9 +99,22 @@ export function runtimeOptions(overrides: Partial<RuntimeOptions> = {}, env: Run
       executionProvider: "NEST_EXECUTION_PROVIDER",
       threads: "NEST_THREADS",
       graphOptimizationLevel: "NEST_GRAPH_OPTIMIZATION",
+      intraOpSpinDurationUs: "NEST_INTRA_OP_SPIN_US",
     };
     const field = String(issue.path[0] ?? "");
     throw new NestError("invalid_request", `${names[field] ?? field}: ${issue.message}`);
   }
   return parsed.data;
+}
+
+/**
+ * The `session.intra_op.*` config entries of `options` (onnxruntime_session_options_config_keys.h),
+ * nested as onnxruntime-node's `extra` option flattens them: `allow_spinning`, and
+ * `spin_duration_us` when spinning is bounded.
+ */
+export function intraOpConfig(options: Pick<RuntimeOptions, "intraOpSpinning" | "intraOpSpinDurationUs">): Record<string, string> {
+  if (!options.intraOpSpinning) return { allow_spinning: "0" };
+  return options.intraOpSpinDurationUs > 0
+    ? { allow_spinning: "1", spin_duration_us: String(options.intraOpSpinDurationUs) }
+    : { allow_spinning: "1" };
 }

@@ -7,7 +7,7 @@ import { prepareModel } from "@nest/gpu-worker/runtime/prepare-model";
 import { readManifest, type Manifest } from "@nest/gpu-worker/runtime/manifest";
 import { DecoderSession } from "@nest/gpu-worker/runtime/decoder-session";
 import { ModelTokenizer } from "@nest/gpu-worker/runtime/tokenizer";
-import { defaultPrecision, runtimeOptions } from "@nest/gpu-worker/runtime/session-options";
+import { defaultPrecision, intraOpConfig, runtimeOptions } from "@nest/gpu-worker/runtime/session-options";
 import { NestError } from "@nest/shared/protocol/errors";
 import { nodeEnv } from "@nest/shared/config/node-env";
 
@@ -64,14 +64,21 @@ describe("runtime options", () => {
       threads: 1,
       graphOptimizationLevel: "all",
       enableCpuMemArena: false,
-      intraOpSpinning: false,
+      intraOpSpinning: true,
+      intraOpSpinDurationUs: 50,
     });
   });
 
-  it("keeps intra-op spinning off unless NEST_INTRA_OP_SPINNING=1 (it collapses decoding under CPU contention)", () => {
-    expect(runtimeOptions({}, nodeEnv({}).runtime).intraOpSpinning).toBe(false);
-    expect(runtimeOptions({}, nodeEnv({ NEST_INTRA_OP_SPINNING: "1" }).runtime).intraOpSpinning).toBe(true);
-    expect(runtimeOptions({ intraOpSpinning: false }, nodeEnv({ NEST_INTRA_OP_SPINNING: "1" }).runtime).intraOpSpinning).toBe(false);
+  it("spins for at most 50 µs by default; NEST_INTRA_OP_SPINNING=0 never, NEST_INTRA_OP_SPIN_US=0 without a bound", () => {
+    const config = (env: Record<string, string>, overrides = {}) => intraOpConfig(runtimeOptions(overrides, nodeEnv(env).runtime));
+    expect(config({})).toEqual({ allow_spinning: "1", spin_duration_us: "50" });
+    expect(config({ NEST_INTRA_OP_SPINNING: "0" })).toEqual({ allow_spinning: "0" });
+    expect(config({ NEST_INTRA_OP_SPINNING: "0", NEST_INTRA_OP_SPIN_US: "200" })).toEqual({ allow_spinning: "0" });
+    expect(config({ NEST_INTRA_OP_SPIN_US: "0" })).toEqual({ allow_spinning: "1" });
+    expect(config({ NEST_INTRA_OP_SPIN_US: "200" })).toEqual({ allow_spinning: "1", spin_duration_us: "200" });
+    expect(config({}, { intraOpSpinning: false })).toEqual({ allow_spinning: "0" });
+    expect(() => nodeEnv({ NEST_INTRA_OP_SPIN_US: "-1" })).toThrow(/NEST_INTRA_OP_SPIN_US/);
+    expect(() => runtimeOptions({ intraOpSpinDurationUs: 1.5 })).toThrow(/NEST_INTRA_OP_SPIN_US/);
   });
 
   it("defaults to the fused fp32 graph on the CPU when the model has it, else the traced fp32 graph", async () => {

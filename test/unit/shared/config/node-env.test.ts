@@ -30,7 +30,8 @@ describe("nodeEnv", () => {
         NEST_THREADS: 0,
         NEST_GRAPH_OPTIMIZATION: "all",
         NEST_CPU_MEM_ARENA: true,
-        NEST_INTRA_OP_SPINNING: false,
+        NEST_INTRA_OP_SPINNING: true,
+        NEST_INTRA_OP_SPIN_US: 50,
       },
       encode: {
         NEST_ENCODE_BATCH: 8,
@@ -151,7 +152,8 @@ describe("the stages' slices", () => {
       threads: 0,
       graphOptimizationLevel: "basic",
       enableCpuMemArena: true,
-      intraOpSpinning: false,
+      intraOpSpinning: true,
+      intraOpSpinDurationUs: 50,
     });
     // the schema's defaults are the options' defaults
     expect(runtimeOptions({}, DEFAULT_NODE_ENV.runtime)).toEqual(RuntimeOptionsSchema.parse({}));
