@@ -103,8 +103,8 @@ const timeToTokens = (m: Measure, n: number) => m.arrivals.find((a) => a.tokens 
  * fewer tokens than base produced, as per-token latency does.
  */
 const equalLengthVsBase = (m: Measure, base: Measure) => {
-  const k = Math.max(1, Math.min(m.tokens, base.tokens));
-  return timeToTokens(m, k) / timeToTokens(base, k);
+  const k = Math.min(m.tokens, base.tokens);
+  return k === 0 ? NaN : timeToTokens(m, k) / timeToTokens(base, k); // an empty answer has no pace
 };
 
 const median = (xs: number[]) => {
@@ -279,6 +279,7 @@ console.log(
 // The same prompts compared at equal length (each answer's time to the shorter answer's token count).
 const worstEqual = results
   .flatMap((r, i) => warmModes.map((m) => ({ i, m, ratio: equalLengthVsBase(r[m], r.base) })))
+  .filter((x) => Number.isFinite(x.ratio))
   .reduce((a, b) => (b.ratio > a.ratio ? b : a));
 target(
   `  the same at equal length (time to the shorter answer's tokens ÷ base's), [${worstEqual.i + 1}] ${worstEqual.m}`,

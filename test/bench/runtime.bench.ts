@@ -84,7 +84,8 @@ function spinOptions(spinning: string): { intraOpSpinning: boolean; intraOpSpinD
   if (spinning === "off") return { intraOpSpinning: false, intraOpSpinDurationUs: 0 };
   if (spinning === "on") return { intraOpSpinning: true, intraOpSpinDurationUs: 0 };
   const us = Number(spinning);
-  if (!Number.isInteger(us) || us <= 0) throw new Error(`--spinning: ${spinning} is not off, on or a number of µs`);
+  if (!/^\d+$/.test(spinning) || us <= 0 || us > 1_000_000)
+    throw new Error(`--spinning: ${spinning} is not off, on or a bound of 1..1000000 µs (on = onnxruntime's own spin loop)`);
   return { intraOpSpinning: true, intraOpSpinDurationUs: us };
 }
 
@@ -367,6 +368,7 @@ async function runtimeRound(
   label: string,
 ): Promise<{ base: Record<string, number | string>[]; llama?: Awaited<ReturnType<typeof llamaCpp>> }> {
   const spinnings = values.spinning!.split(",").map((s) => s.trim());
+  for (const s of spinnings) spinOptions(s); // a bad entry stops the bench here, not in every child
   const base = values
     .precisions!.split(",")
     .flatMap((p) => spinnings.map((s) => runChild(p.trim(), s)))

@@ -37,8 +37,8 @@ export const RuntimeOptionsSchema = z.object({
    */
   intraOpSpinning: z.boolean().default(true),
   /**
-   * The bound of that busy-wait, µs (`session.intra_op.spin_duration_us`); 0 = none (onnxruntime's
-   * own spinning). Default 50: a decoding step's ops follow each other closely, so a
+   * The bound of that busy-wait, µs (`session.intra_op.spin_duration_us`); 0 = no time bound
+   * (onnxruntime's own spin loop, called "unbounded" in the benches). Default 50: a decoding step's ops follow each other closely, so a
    * short spin keeps spinning's gain on a quiet machine (fused graphs +20-30 % over no spinning),
    * while a thread that finds no work soon gives a shared core back (beside a CPU load fused-fp32
    * +5 %, the other graphs -13 to -30 %, unbounded spinning -22 to -40 %;
@@ -109,8 +109,9 @@ export function runtimeOptions(overrides: Partial<RuntimeOptions> = {}, env: Run
 
 /**
  * The `session.intra_op.*` config entries of `options` (onnxruntime_session_options_config_keys.h),
- * nested as onnxruntime-node's `extra` option flattens them: `allow_spinning`, and
- * `spin_duration_us` when spinning is bounded.
+ * nested as onnxruntime-node's `extra` option flattens them.
+ * @returns string values: `allow_spinning` ("0" | "1"), and `spin_duration_us` (µs) when spinning
+ *   has a bound
  */
 export function intraOpConfig(options: Pick<RuntimeOptions, "intraOpSpinning" | "intraOpSpinDurationUs">): Record<string, string> {
   if (!options.intraOpSpinning) return { allow_spinning: "0" };

@@ -112,14 +112,16 @@ export const NodeEnvSchema = z.object({
   NEST_CPU_MEM_ARENA: flagDefaultOn.describe(
     "`0` disables onnxruntime's CPU memory arena (faster allocation, keeps peak memory); default on",
   ),
-  NEST_INTRA_OP_SPINNING: flagDefaultOn.describe(
-    "`0` stops onnxruntime's intra-op threads from busy-waiting for the next op (`session.intra_op.allow_spinning`); default on, for NEST_INTRA_OP_SPIN_US at most",
-  ),
-  NEST_INTRA_OP_SPIN_US: z.coerce
-    .number()
-    .int()
-    .min(0)
-    .max(1_000_000)
+  NEST_INTRA_OP_SPINNING: bit
+    .default(true)
+    .describe(
+      "`0` stops onnxruntime's intra-op threads from busy-waiting for the next op (`session.intra_op.allow_spinning`); `1` (default) lets them, for NEST_INTRA_OP_SPIN_US at most; `0` or `1`",
+    ),
+  NEST_INTRA_OP_SPIN_US: z
+    .string()
+    .regex(/^\d+$/, "expected a whole number of µs")
+    .transform(Number)
+    .pipe(z.number().int().min(0).max(1_000_000))
     .default(50)
     .describe(
       "how long a spinning intra-op thread busy-waits for the next op before it sleeps, µs (`session.intra_op.spin_duration_us`); 0 = no bound (onnxruntime's own spinning, 22-40 % slower than none beside a CPU load)",

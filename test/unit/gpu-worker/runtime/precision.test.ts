@@ -77,7 +77,11 @@ describe("runtime options", () => {
     expect(config({ NEST_INTRA_OP_SPIN_US: "0" })).toEqual({ allow_spinning: "1" });
     expect(config({ NEST_INTRA_OP_SPIN_US: "200" })).toEqual({ allow_spinning: "1", spin_duration_us: "200" });
     expect(config({}, { intraOpSpinning: false })).toEqual({ allow_spinning: "0" });
-    expect(() => nodeEnv({ NEST_INTRA_OP_SPIN_US: "-1" })).toThrow(/NEST_INTRA_OP_SPIN_US/);
+    expect(config({ NEST_INTRA_OP_SPINNING: "", NEST_INTRA_OP_SPIN_US: "" })).toEqual({ allow_spinning: "1", spin_duration_us: "50" }); // empty = unset
+    for (const bad of ["-1", " ", "1e3", "0x32", "2.5", "1000001"])
+      expect(() => nodeEnv({ NEST_INTRA_OP_SPIN_US: bad }), bad).toThrow(/^environment variable NEST_INTRA_OP_SPIN_US: /);
+    for (const bad of ["false", "off", "true"])
+      expect(() => nodeEnv({ NEST_INTRA_OP_SPINNING: bad }), bad).toThrow(/^environment variable NEST_INTRA_OP_SPINNING: /);
     expect(() => runtimeOptions({ intraOpSpinDurationUs: 1.5 })).toThrow(/NEST_INTRA_OP_SPIN_US/);
   });
 
